@@ -1,0 +1,141 @@
+import { readFileSync, existsSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { parse as parseToml } from 'smol-toml';
+import { InvalidArgumentError } from './errors';
+
+/** Everything the daemon is told; each field has a default that works with no file at all. */
+export interface Config {
+  /** CRI endpoint, `unix:///path`. */
+  listen: string;
+  /** Persistent state: layers, blobs, metadata. */
+  root: string;
+  /** Runtime state: sockets, bundles, pinned namespaces. */
+  state: string;
+  /** containerd-style `<host>/hosts.toml` mirror and TLS configuration. */
+  registryConfigDir: string;
+  /** Registries reached over plain HTTP (localhost and 127.0.0.1 always are). */
+  insecureRegistries: string[];
+  /** Images never removed by GC (references as the kubelet would name them). */
+  pinnedImages: string[];
+  /** Layers of one image fetched at once. */
+  maxConcurrentDownloads: number;
+  /** A pull that moves no byte for this long is cancelled; a slow pull that moves is not. */
+  imagePullProgressTimeoutMs: number;
+  /** Prometheus endpoint, `host:port`; empty disables it. Loopback by default. */
+  metricsListen: string;
+  logLevel: string;
+  cgroupDriver: 'cgroupfs' | 'systemd';
+}
+
+export const DEFAULT_CONFIG_FILE = '/etc/tscri/config.toml';
+
+export function defaultConfig(): Config {
+  return {
+    listen: 'unix:///run/tscri/tscri.sock',
+    root: '/var/lib/tscri',
+    state: '/run/tscri',
+    registryConfigDir: '/etc/tscri/certs.d',
+    insecureRegistries: [],
+    pinnedImages: [],
+    maxConcurrentDownloads: 3,
+    imagePullProgressTimeoutMs: 60_000,
+    metricsListen: '127.0.0.1:9099',
+    logLevel: 'info',
+    cgroupDriver: 'cgroupfs',
+  };
+}
+
+/** Parses "30s", "5m", "1h", "250ms" or a bare number of seconds. */
+export function parseDuration(value: string | number, what: string): number {
+  if (typeof value === 'number') return value * 1000;
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(value.trim());
+  if (!m) throw new InvalidArgumentError(`${what}: invalid duration ${JSON.stringify(value)}`);
+  const n = Number(m[1]);
+  const unit = m[2] ?? 's';
+  return n * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[unit]!;
+}
+
+type Toml = Record<string, unknown>;
+
+function applyFile(cfg: Config, file: string): void {
+  let doc: Toml;
+  try {
+    doc = parseToml(readFileSync(file, 'utf8')) as Toml;
+  } catch (err) {
+    throw new InvalidArgumentError(`config file ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  const str = (k: string): string | undefined => {
+    const v = doc[k];
+    if (v === undefined) return undefined;
+    if (typeof v !== 'string') throw new InvalidArgumentError(`config file ${file}: ${k} must be a string`);
+    return v;
+  };
+  const strList = (k: string): string[] | undefined => {
+    const v = doc[k];
+    if (v === undefined) return undefined;
+    if (!Array.isArray(v) || v.some((x) => typeof x !== 'string')) {
+      throw new InvalidArgumentError(`config file ${file}: ${k} must be a list of strings`);
+    }
+    return v as string[];
+  };
+  cfg.listen = str('listen') ?? cfg.listen;
+  cfg.root = str('root') ?? cfg.root;
+  cfg.state = str('state') ?? cfg.state;
+  cfg.registryConfigDir = str('registry_config_dir') ?? cfg.registryConfigDir;
+  cfg.insecureRegistries = strList('insecure_registries') ?? cfg.insecureRegistries;
+  cfg.pinnedImages = strList('pinned_images') ?? cfg.pinnedImages;
+  cfg.metricsListen = str('metrics_listen') ?? cfg.metricsListen;
+  cfg.logLevel = str('log_level') ?? cfg.logLevel;
+  const driver = str('cgroup_driver');
+  if (driver !== undefined) {
+    if (driver !== 'cgroupfs' && driver !== 'systemd') {
+      throw new InvalidArgumentError(`config file ${file}: cgroup_driver must be "cgroupfs" or "systemd"`);
+    }
+    cfg.cgroupDriver = driver;
+  }
+  const mcd = doc['max_concurrent_downloads'];
+  if (mcd !== undefined) {
+    if (typeof mcd !== 'number' || !Number.isInteger(mcd) || mcd < 1) {
+      throw new InvalidArgumentError(`config file ${file}: max_concurrent_downloads must be a positive integer`);
+    }
+    cfg.maxConcurrentDownloads = mcd;
+  }
+  const timeout = doc['image_pull_progress_timeout'];
+  if (timeout !== undefined) {
+    cfg.imagePullProgressTimeoutMs = parseDuration(timeout as string | number, 'image_pull_progress_timeout');
+  }
+}
+
+/** Defaults, then the config file (explicit, or the default path when present), then flags. */
+export function loadConfig(argv: string[]): Config {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      listen: { type: 'string' },
+      root: { type: 'string' },
+      state: { type: 'string' },
+      config: { type: 'string' },
+      'registry-config-dir': { type: 'string' },
+      'metrics-listen': { type: 'string' },
+      'log-level': { type: 'string' },
+    },
+    strict: true,
+  });
+  const cfg = defaultConfig();
+  const file = values.config ?? (existsSync(DEFAULT_CONFIG_FILE) ? DEFAULT_CONFIG_FILE : undefined);
+  if (file !== undefined) applyFile(cfg, file);
+  if (values.listen !== undefined) cfg.listen = values.listen;
+  if (values.root !== undefined) cfg.root = values.root;
+  if (values.state !== undefined) cfg.state = values.state;
+  if (values['registry-config-dir'] !== undefined) cfg.registryConfigDir = values['registry-config-dir'];
+  if (values['metrics-listen'] !== undefined) cfg.metricsListen = values['metrics-listen'];
+  if (values['log-level'] !== undefined) cfg.logLevel = values['log-level'];
+  if (!cfg.listen.startsWith('unix://')) {
+    throw new InvalidArgumentError(`--listen ${cfg.listen}: only unix:// endpoints are served`);
+  }
+  return cfg;
+}
+
+export function socketPath(cfg: Config): string {
+  return cfg.listen.slice('unix://'.length);
+}

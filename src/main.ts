@@ -1,0 +1,39 @@
+#!/usr/bin/env node
+import { loadConfig } from './config';
+import { Daemon } from './daemon';
+import { createLogger } from './log';
+
+async function main(): Promise<void> {
+  let cfg;
+  try {
+    cfg = loadConfig(process.argv.slice(2));
+  } catch (err) {
+    process.stderr.write(`tscri: ${(err as Error).message}\n`);
+    process.exit(2);
+  }
+  const log = createLogger(cfg.logLevel);
+  const daemon = new Daemon(cfg, log);
+  let stopping = false;
+  const shutdown = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down');
+    daemon.stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        log.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  try {
+    await daemon.start();
+  } catch (err) {
+    log.fatal({ err }, 'tscri failed to start');
+    process.exit(1);
+  }
+}
+
+void main();
