@@ -1,0 +1,148 @@
+import { InvalidArgumentError, NotFoundError } from '../errors';
+
+export const MediaType = {
+  ociIndex: 'application/vnd.oci.image.index.v1+json',
+  ociManifest: 'application/vnd.oci.image.manifest.v1+json',
+  ociConfig: 'application/vnd.oci.image.config.v1+json',
+  dockerList: 'application/vnd.docker.distribution.manifest.list.v2+json',
+  dockerManifest: 'application/vnd.docker.distribution.manifest.v2+json',
+  dockerConfig: 'application/vnd.docker.container.image.v1+json',
+} as const;
+
+export interface Descriptor {
+  mediaType: string;
+  digest: string;
+  size: number;
+  platform?: Platform;
+  annotations?: Record<string, string>;
+}
+
+export interface Platform {
+  architecture: string;
+  os: string;
+  variant?: string;
+}
+
+export interface ImageManifest {
+  mediaType: string;
+  config: Descriptor;
+  layers: Descriptor[];
+}
+
+export interface ImageIndex {
+  mediaType: string;
+  manifests: Descriptor[];
+}
+
+/** The parts of an image config (OCI image-spec config.md) the runtime uses. */
+export interface ImageConfigFile {
+  architecture?: string;
+  os?: string;
+  created?: string;
+  config?: {
+    User?: string;
+    Env?: string[];
+    Entrypoint?: string[] | null;
+    Cmd?: string[] | null;
+    WorkingDir?: string;
+    Labels?: Record<string, string> | null;
+    StopSignal?: string;
+    Volumes?: Record<string, object> | null;
+    ExposedPorts?: Record<string, object> | null;
+  };
+  rootfs?: { type: string; diff_ids: string[] };
+}
+
+export function isIndex(mediaType: string): boolean {
+  return mediaType === MediaType.ociIndex || mediaType === MediaType.dockerList;
+}
+
+function parseJson(body: Buffer, what: string): any {
+  try {
+    return JSON.parse(body.toString('utf8'));
+  } catch (err) {
+    throw new InvalidArgumentError(`${what}: not valid JSON`, { cause: err });
+  }
+}
+
+/**
+ * A manifest body's media type: the registry's Content-Type is only a hint, and some
+ * registries send `application/json`, so the document's own mediaType wins, then its shape.
+ */
+export function detectMediaType(body: Buffer, headerType: string, what: string): string {
+  const doc = parseJson(body, what);
+  if (typeof doc.mediaType === 'string' && doc.mediaType) return doc.mediaType;
+  if (Array.isArray(doc.manifests)) return MediaType.ociIndex;
+  if (doc.config && Array.isArray(doc.layers)) return MediaType.ociManifest;
+  if (doc.schemaVersion === 1) {
+    throw new InvalidArgumentError(`${what}: Docker schema 1 manifests are not supported`);
+  }
+  return headerType.split(';')[0]!.trim();
+}
+
+export function parseIndex(body: Buffer, what: string): ImageIndex {
+  const doc = parseJson(body, what);
+  if (!Array.isArray(doc.manifests)) throw new InvalidArgumentError(`${what}: index has no manifests`);
+  return { mediaType: doc.mediaType ?? MediaType.ociIndex, manifests: doc.manifests.map((d: any) => checkDescriptor(d, what)) };
+}
+
+export function parseManifest(body: Buffer, what: string): ImageManifest {
+  const doc = parseJson(body, what);
+  if (!doc.config || !Array.isArray(doc.layers)) throw new InvalidArgumentError(`${what}: not an image manifest`);
+  return {
+    mediaType: doc.mediaType ?? MediaType.ociManifest,
+    config: checkDescriptor(doc.config, what),
+    layers: doc.layers.map((d: any) => checkDescriptor(d, what)),
+  };
+}
+
+export function parseConfig(body: Buffer, what: string): ImageConfigFile {
+  const doc = parseJson(body, what) as ImageConfigFile;
+  if (!doc.rootfs || !Array.isArray(doc.rootfs.diff_ids)) throw new InvalidArgumentError(`${what}: config has no rootfs.diff_ids`);
+  return doc;
+}
+
+const DIGEST = /^sha256:[a-f0-9]{64}$/;
+
+function checkDescriptor(d: any, what: string): Descriptor {
+  if (!d || typeof d.digest !== 'string' || !DIGEST.test(d.digest)) {
+    throw new InvalidArgumentError(`${what}: descriptor with invalid digest ${JSON.stringify(d?.digest)}`);
+  }
+  if (typeof d.size !== 'number' || d.size < 0) throw new InvalidArgumentError(`${what}: descriptor ${d.digest} has no valid size`);
+  return { mediaType: String(d.mediaType ?? ''), digest: d.digest, size: d.size, platform: d.platform, annotations: d.annotations };
+}
+
+/** The platform this node runs, in OCI terms. */
+export function nodePlatform(): Platform {
+  const arch = { x64: 'amd64', arm64: 'arm64', arm: 'arm', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64' }[process.arch as string] ?? process.arch;
+  return { os: 'linux', architecture: arch, variant: arch === 'arm64' ? 'v8' : undefined };
+}
+
+/**
+ * Picks the manifest for `want` from an index: same OS and architecture, and the variant when
+ * both name one (arm64's "v8" is implied when absent). Attestation manifests
+ * (platform unknown/unknown) never match.
+ */
+export function selectPlatform(index: ImageIndex, want: Platform, what: string): Descriptor {
+  const variantOf = (p: Platform): string | undefined => p.variant ?? (p.architecture === 'arm64' ? 'v8' : undefined);
+  const candidates = index.manifests.filter(
+    (d) => d.platform && d.platform.os === want.os && d.platform.architecture === want.architecture,
+  );
+  const exact = candidates.find((d) => variantOf(d.platform!) === variantOf(want));
+  const chosen = exact ?? candidates.find((d) => !d.platform!.variant) ?? candidates[0];
+  if (!chosen) {
+    const offered = index.manifests.map((d) => (d.platform ? `${d.platform.os}/${d.platform.architecture}` : 'unknown')).join(', ');
+    throw new NotFoundError(`${what}: no manifest for ${want.os}/${want.architecture} (index offers ${offered || 'nothing'})`);
+  }
+  return chosen;
+}
+
+/** OCI image-spec ChainID: chain(L0) = diff(L0); chain(Ln) = sha256(chain(Ln-1) + " " + diff(Ln)). */
+export function chainIds(diffIds: string[], sha256: (s: string) => string): string[] {
+  const out: string[] = [];
+  for (const diff of diffIds) {
+    const prev = out[out.length - 1];
+    out.push(prev === undefined ? diff : `sha256:${sha256(`${prev} ${diff}`)}`);
+  }
+  return out;
+}

@@ -1,0 +1,306 @@
+import { createHash } from 'node:crypto';
+import { pipeline } from 'node:stream/promises';
+import { CancelledError, CriError, InvalidArgumentError, messageOf } from '../errors';
+import type { Logger } from '../log';
+import type { Metrics } from '../metrics';
+import type { LayerStore } from '../snapshot/layer_store';
+import type { BlobStore } from './blob_store';
+import type { ImageRecord } from './image_store';
+import { unpackLayer } from './layer_unpack';
+import { DigestCheck, Hasher, compressionOf, decompressor } from './layer_streams';
+import {
+  type Descriptor,
+  chainIds,
+  detectMediaType,
+  isIndex,
+  nodePlatform,
+  parseConfig,
+  parseIndex,
+  parseManifest,
+  selectPlatform,
+} from './manifest';
+import { type ImageReference, formatReference, repository } from './reference';
+import type { AuthConfig } from './registry/auth';
+import { type RegistryClient, toRegistryError } from './registry/client';
+import type { RegistryEndpoint } from './registry/hosts';
+
+export interface PullerDeps {
+  client: RegistryClient;
+  layers: LayerStore;
+  blobs: BlobStore;
+  metrics: Metrics;
+  maxConcurrentDownloads: number;
+  progressTimeoutMs: number;
+}
+
+/** A layer being fetched and unpacked; later pulls of the same layer wait on it. */
+interface InflightLayer {
+  done: Promise<void>;
+  onBytes: Set<(n: number) => void>;
+}
+
+/** What a pull produced, before it becomes an image record. */
+export type PulledImage = Omit<ImageRecord, 'createdAt'>;
+
+/**
+ * The pull pipeline: resolve → manifest (index → this node's platform) → config → layers in
+ * parallel (bounded), each streamed from the HTTP body through digest check, decompression
+ * and diff-id hashing into the tar unpacker, so a layer is unpacked while it downloads. A
+ * layer becomes visible only when whole and verified; the caller writes the image record last.
+ */
+export class Puller {
+  private readonly inflight = new Map<string, InflightLayer>();
+
+  constructor(private readonly deps: PullerDeps) {}
+
+  /** Chain IDs being unpacked now: GC must not delete them. */
+  busyLayers(): Set<string> {
+    return new Set(this.inflight.keys());
+  }
+
+  async pull(ref: ImageReference, auth: AuthConfig | undefined, clientSignal: AbortSignal, log: Logger): Promise<PulledImage> {
+    const name = formatReference(ref);
+    const watchdog = new ProgressWatchdog(this.deps.progressTimeoutMs, name);
+    const signal = AbortSignal.any([clientSignal, watchdog.signal]);
+    const start = process.hrtime.bigint();
+    try {
+      const image = await this.pullWithSignal(ref, name, auth, signal, watchdog, log);
+      this.deps.metrics.pullDuration.observe({ outcome: 'success' }, Number(process.hrtime.bigint() - start) / 1e9);
+      return image;
+    } catch (err) {
+      this.deps.metrics.pullDuration.observe({ outcome: 'failure' }, Number(process.hrtime.bigint() - start) / 1e9);
+      if (signal.aborted && signal.reason instanceof Error) throw signal.reason;
+      throw err;
+    } finally {
+      watchdog.stop();
+    }
+  }
+
+  private async pullWithSignal(
+    ref: ImageReference,
+    name: string,
+    auth: AuthConfig | undefined,
+    signal: AbortSignal,
+    watchdog: ProgressWatchdog,
+    log: Logger,
+  ): Promise<PulledImage> {
+    const { client, blobs } = this.deps;
+    const resolved = await client.resolve(ref, { auth, signal });
+    watchdog.touch();
+    const endpoint = resolved.endpoint;
+    const topDigest = resolved.digest;
+    let manifestDigest = topDigest;
+    let manifestBody = resolved.body;
+    let mediaType = detectMediaType(resolved.body, resolved.mediaType, `manifest of ${name}`);
+    if (isIndex(mediaType)) {
+      await blobs.put(topDigest, resolved.body);
+      const chosen = selectFrom(resolved.body, name);
+      const child = await client.fetchManifest(ref, chosen.digest, endpoint, { auth, signal });
+      watchdog.touch();
+      manifestDigest = chosen.digest;
+      manifestBody = child.body;
+      mediaType = detectMediaType(child.body, child.mediaType, `manifest ${chosen.digest} of ${name}`);
+      if (isIndex(mediaType)) throw new InvalidArgumentError(`${name}: nested image indexes are not supported`);
+    }
+    const manifest = parseManifest(manifestBody, `manifest ${manifestDigest} of ${name}`);
+    await blobs.put(manifestDigest, manifestBody);
+
+    const configBody = await this.fetchSmallBlob(ref, manifest.config, endpoint, auth, signal, `config of ${name}`);
+    watchdog.touch();
+    const config = parseConfig(configBody, `config ${manifest.config.digest} of ${name}`);
+    const diffIds = config.rootfs!.diff_ids;
+    if (diffIds.length !== manifest.layers.length) {
+      throw new InvalidArgumentError(
+        `${name}: manifest lists ${manifest.layers.length} layers but config lists ${diffIds.length} diff_ids`,
+      );
+    }
+    const chains = chainIds(diffIds, (s) => createHash('sha256').update(s).digest('hex'));
+    const layers = manifest.layers.map((d, i) => ({
+      digest: d.digest,
+      mediaType: d.mediaType,
+      size: d.size,
+      diffId: diffIds[i]!,
+      chainId: chains[i]!,
+    }));
+
+    await runBounded(layers, this.deps.maxConcurrentDownloads, (layer) =>
+      this.ensureLayer(ref, name, layer, endpoint, auth, signal, watchdog, log),
+    );
+    await blobs.put(manifest.config.digest, configBody);
+
+    const repo = repository(ref);
+    return {
+      id: manifest.config.digest,
+      repoTags: ref.tag !== undefined ? [`${repo}:${ref.tag}`] : [],
+      repoDigests: [`${repo}@${topDigest}`],
+      manifestDigest,
+      layers,
+      size: manifest.config.size + manifest.layers.reduce((n, l) => n + l.size, 0),
+      config,
+    };
+  }
+
+  private async fetchSmallBlob(
+    ref: ImageReference,
+    desc: Descriptor,
+    endpoint: RegistryEndpoint,
+    auth: AuthConfig | undefined,
+    signal: AbortSignal,
+    what: string,
+  ): Promise<Buffer> {
+    if (desc.size > 16 * 1024 * 1024) throw new InvalidArgumentError(`${what}: ${desc.size} bytes is too large for a config`);
+    const body = await this.deps.client.fetchBlob(ref, desc.digest, endpoint, { auth, signal });
+    const chunks: Buffer[] = [];
+    const check = new DigestCheck(desc.digest, desc.size, what);
+    check.on('data', (c: Buffer) => chunks.push(c));
+    await pipeline(body, check, { signal });
+    return Buffer.concat(chunks);
+  }
+
+  /** Makes the layer present, sharing a download already under way for the same chain ID. */
+  private async ensureLayer(
+    ref: ImageReference,
+    name: string,
+    layer: PulledImage['layers'][number],
+    endpoint: RegistryEndpoint,
+    auth: AuthConfig | undefined,
+    signal: AbortSignal,
+    watchdog: ProgressWatchdog,
+    log: Logger,
+  ): Promise<void> {
+    for (;;) {
+      if (this.deps.layers.has(layer.chainId)) return;
+      signal.throwIfAborted();
+      const running = this.inflight.get(layer.chainId);
+      if (!running) break;
+      const listener = (): void => watchdog.touch();
+      running.onBytes.add(listener);
+      try {
+        await running.done;
+        return;
+      } catch {
+        // The other pull failed or was cancelled; this pull tries on its own (and fails
+        // on its own if the layer really is bad).
+      } finally {
+        running.onBytes.delete(listener);
+      }
+    }
+    const entry: InflightLayer = { done: Promise.resolve(), onBytes: new Set([() => watchdog.touch()]) };
+    entry.done = this.fetchAndUnpack(ref, name, layer, endpoint, auth, signal, entry, log);
+    this.inflight.set(layer.chainId, entry);
+    try {
+      await entry.done;
+    } finally {
+      this.inflight.delete(layer.chainId);
+    }
+  }
+
+  private async fetchAndUnpack(
+    ref: ImageReference,
+    name: string,
+    layer: PulledImage['layers'][number],
+    endpoint: RegistryEndpoint,
+    auth: AuthConfig | undefined,
+    signal: AbortSignal,
+    entry: InflightLayer,
+    log: Logger,
+  ): Promise<void> {
+    const { client, layers, metrics } = this.deps;
+    const what = `layer ${layer.digest} of ${name}`;
+    const compression = compressionOf(layer.mediaType, what);
+    const started = Date.now();
+    const body = await client.fetchBlob(ref, layer.digest, endpoint, { auth, signal });
+    const staging = await layers.stage(layer.chainId);
+    const check = new DigestCheck(layer.digest, layer.size, what, (n) => {
+      metrics.pullBytes.inc(n);
+      for (const fn of entry.onBytes) fn(n);
+    });
+    const diff = new Hasher();
+    const transfer = pipeline(body, check, decompressor(compression), diff, { signal });
+    const unpack = unpackLayer(diff, staging).catch((err: unknown) => {
+      // The unpacker stopped reading: end the transfer too, or it waits forever.
+      diff.destroy(err as Error);
+      throw err;
+    });
+    const [t, u] = await Promise.allSettled([transfer, unpack]);
+    try {
+      // When both fail, the one that is not just the echo of the other's failure is the cause:
+      // an unpack refusal (path escape) ends the transfer, a transfer failure starves the unpack.
+      const transferFailure: unknown = t.status === 'rejected' ? t.reason : undefined;
+      const unpackFailure: unknown = u.status === 'rejected' ? u.reason : undefined;
+      if (unpackFailure !== undefined && (transferFailure === undefined || unpackFailure instanceof CriError || unpackFailure === transferFailure)) {
+        throw wrap(what, unpackFailure);
+      }
+      if (transferFailure !== undefined) throw toRegistryError(transferFailure, what);
+      if (u.status !== 'fulfilled') throw new Error(`${what}: unpack did not finish`);
+      if (diff.digest !== layer.diffId) {
+        throw new InvalidArgumentError(`${what}: uncompressed content hashes to ${diff.digest}, config says ${layer.diffId}`);
+      }
+      await layers.commit(staging, { chainId: layer.chainId, diffId: layer.diffId, bytes: u.value.bytes, inodes: u.value.entries });
+    } catch (err) {
+      await layers.discard(staging);
+      throw err;
+    }
+    log.debug({ layer: layer.digest, chainId: layer.chainId, ms: Date.now() - started }, 'layer unpacked');
+  }
+}
+
+function selectFrom(body: Buffer, name: string): Descriptor {
+  return selectPlatform(parseIndex(body, `index of ${name}`), nodePlatform(), `index of ${name}`);
+}
+
+/** Domain errors keep their class (and so their gRPC code); anything else gains the layer's name. */
+function wrap(what: string, err: unknown): Error {
+  if (err instanceof CriError) return err;
+  if (err instanceof Error && err.name === 'AbortError') return err;
+  return new Error(`${what}: ${messageOf(err)}`, { cause: err });
+}
+
+/** Runs `fn` on every item with at most `limit` at once; the first failure is thrown once all settle. */
+async function runBounded<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  let failure: unknown;
+  const worker = async (): Promise<void> => {
+    while (next < items.length && failure === undefined) {
+      const item = items[next++]!;
+      try {
+        await fn(item);
+      } catch (err) {
+        failure ??= err;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  if (failure !== undefined) throw failure;
+}
+
+/**
+ * Cancels a pull that has moved no byte for `timeoutMs`, as the kubelet's
+ * image-pull-progress-deadline did: a large pull that keeps moving is never cut off.
+ */
+class ProgressWatchdog {
+  private readonly controller = new AbortController();
+  private last = Date.now();
+  private readonly timer: NodeJS.Timeout;
+  readonly signal = this.controller.signal;
+
+  constructor(timeoutMs: number, name: string) {
+    this.timer = setInterval(
+      () => {
+        if (Date.now() - this.last > timeoutMs) {
+          this.controller.abort(new CancelledError(`pull of ${name} cancelled: no progress for ${Math.round(timeoutMs / 1000)}s`));
+        }
+      },
+      Math.max(100, Math.min(timeoutMs / 4, 5000)),
+    );
+    this.timer.unref();
+  }
+
+  touch(): void {
+    this.last = Date.now();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+}
