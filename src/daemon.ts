@@ -1,4 +1,5 @@
 import { promises as fs } from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { type Config, socketPath } from './config';
@@ -6,6 +7,7 @@ import { ImageService } from './image/image_service';
 import type { Logger } from './log';
 import { Metrics } from './metrics';
 import { loadCri } from './proto';
+import { fixAuthority } from './server/authority_fix';
 import { implement } from './server/grpc';
 import { imageFsInfo } from './server/image/image_fs_info';
 import { listImages } from './server/image/image_list';
@@ -22,6 +24,8 @@ export class Daemon {
   readonly metrics = new Metrics();
   readonly images: ImageService;
   private server?: grpc.Server;
+  private listener?: net.Server;
+  private injector?: ReturnType<grpc.Server['createConnectionInjector']>;
 
   constructor(readonly cfg: Config, readonly log: Logger) {
     this.images = new ImageService({
@@ -74,11 +78,18 @@ export class Daemon {
     // A socket left by a daemon that died is in the way; a live daemon on it is a user error
     // that bind would not report (unlinking a unix socket steals it), so check first.
     await removeStaleSocket(sock);
-    await new Promise<void>((resolve, reject) =>
-      server.bindAsync(cfg.listen, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
-    );
+    // Connections are accepted here and handed to grpc-js, so that old clients' socket-path
+    // authorities can be fixed on the way in (server/authority_fix.ts).
+    const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+    const listener = net.createServer((socket) => injector.injectConnection(fixAuthority(socket)));
+    await new Promise<void>((resolve, reject) => {
+      listener.once('error', reject);
+      listener.listen(sock, () => resolve());
+    });
     await fs.chmod(sock, 0o660);
     this.server = server;
+    this.listener = listener;
+    this.injector = injector;
     const metricsAt = await this.metrics.listen(cfg.metricsListen, log);
     log.info({ listen: cfg.listen, root: cfg.root, state: cfg.state, metrics: metricsAt }, 'tscri serving');
   }
@@ -86,9 +97,15 @@ export class Daemon {
   async stop(): Promise<void> {
     const server = this.server;
     if (server) {
+      const listener = this.listener!;
+      await new Promise<void>((resolve) => listener.close(() => resolve()));
       await new Promise<void>((resolve) => {
         // In-flight calls get a moment to finish; then they are cut off.
-        const timer = setTimeout(() => server.forceShutdown(), 5000);
+        const timer = setTimeout(() => {
+          this.injector!.destroy();
+          server.forceShutdown();
+        }, 5000);
+        this.injector!.drain(5000);
         server.tryShutdown(() => {
           clearTimeout(timer);
           resolve();
@@ -106,7 +123,6 @@ async function removeStaleSocket(sock: string): Promise<void> {
   } catch {
     return;
   }
-  const net = await import('node:net');
   const alive = await new Promise<boolean>((resolve) => {
     const c = net.createConnection(sock);
     c.once('connect', () => {
