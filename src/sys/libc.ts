@@ -24,6 +24,10 @@ const c = {
   umount2: libc.func('int umount2(const char *target, int flags)'),
   statfs: libc.func('int statfs(const char *path, void *buf)'),
   strerror: libc.func('const char *strerror(int errnum)'),
+  unshare: libc.func('int unshare(int flags)'),
+  setns: libc.func('int setns(int fd, int nstype)'),
+  sethostname: libc.func('int sethostname(const char *name, size_t len)'),
+  gettid: libc.func('int gettid()'),
 };
 
 // os.constants.errno lists aliases (ENOTSUP/EOPNOTSUPP, EAGAIN/EWOULDBLOCK) with one number;
@@ -71,6 +75,12 @@ export const MS_PRIVATE = 0x40000;
 export const MS_SLAVE = 0x80000;
 export const MS_SHARED = 0x100000;
 export const MNT_DETACH = 0x2;
+
+// Namespace flags from <sched.h>, for unshare(2) and setns(2).
+export const CLONE_NEWNS = 0x20000;
+export const CLONE_NEWUTS = 0x4000000;
+export const CLONE_NEWIPC = 0x8000000;
+export const CLONE_NEWNET = 0x40000000;
 
 // File type bits for mknod's mode (<sys/stat.h>).
 export const S_IFIFO = 0o010000;
@@ -139,6 +149,29 @@ export function umount2(target: string, flags: number): void {
   if (c.umount2(target, flags) !== 0) fail('umount2', target);
 }
 
+/**
+ * unshare(2). Net, IPC and UTS namespaces are per thread, so a worker thread can move itself
+ * without touching the rest of the process; mount and user namespaces cannot (shared fs context).
+ */
+export function unshare(flags: number): void {
+  if (c.unshare(flags) !== 0) fail('unshare', `flags=0x${flags.toString(16)}`);
+}
+
+/** setns(2) on an open namespace fd; `nstype` 0 accepts any type. */
+export function setns(fd: number, nstype: number, what: string): void {
+  if (c.setns(fd, nstype) !== 0) fail('setns', what, `nstype=0x${nstype.toString(16)}`);
+}
+
+/** sethostname(2), in the calling thread's UTS namespace. */
+export function sethostname(name: string): void {
+  if (c.sethostname(name, Buffer.byteLength(name, 'utf8')) !== 0) fail('sethostname', name);
+}
+
+/** The kernel id of the calling thread (differs from process.pid in a worker thread). */
+export function gettid(): number {
+  return Number(c.gettid());
+}
+
 export interface StatFs {
   type: number;
   bsize: number;
@@ -167,3 +200,7 @@ export function statfs(path: string): StatFs {
     ffree: word(6),
   };
 }
+
+// f_type values from <linux/magic.h>.
+export const NSFS_MAGIC = 0x6e736673;
+export const OVERLAYFS_SUPER_MAGIC = 0x794c7630;
