@@ -25,6 +25,22 @@ export interface Config {
   metricsListen: string;
   logLevel: string;
   cgroupDriver: 'cgroupfs' | 'systemd';
+  /** CNI network configuration directory and plugin directories. */
+  cniConfDir: string;
+  cniBinDirs: string[];
+  /** The built-in bridge network used when cniConfDir holds no configuration. */
+  cniDefaultSubnet: string;
+  cniDefaultBridge: string;
+  /** Runtime handlers (RuntimeClass handler names) → OCI runtime binaries. */
+  runtimes: Record<string, string>;
+  defaultRuntime: string;
+  conmon: string;
+  /**
+   * Clamp containers' oom_score_adj to the daemon's own, as containerd's
+   * restrict_oom_score_adj: needed where root lacks CAP_SYS_RESOURCE. 'auto' turns it on
+   * exactly then.
+   */
+  restrictOomScoreAdj: boolean | 'auto';
 }
 
 export const DEFAULT_CONFIG_FILE = '/etc/tscri/config.toml';
@@ -42,6 +58,14 @@ export function defaultConfig(): Config {
     metricsListen: '127.0.0.1:9099',
     logLevel: 'info',
     cgroupDriver: 'cgroupfs',
+    cniConfDir: '/etc/cni/net.d',
+    cniBinDirs: ['/opt/cni/bin', '/usr/lib/cni'],
+    cniDefaultSubnet: '10.85.0.0/16',
+    cniDefaultBridge: 'tscri0',
+    runtimes: { runc: 'runc', crun: 'crun' },
+    defaultRuntime: 'runc',
+    conmon: 'conmon',
+    restrictOomScoreAdj: 'auto',
   };
 }
 
@@ -93,6 +117,26 @@ function applyFile(cfg: Config, file: string): void {
     }
     cfg.cgroupDriver = driver;
   }
+  cfg.cniConfDir = str('cni_conf_dir') ?? cfg.cniConfDir;
+  cfg.cniBinDirs = strList('cni_bin_dirs') ?? cfg.cniBinDirs;
+  cfg.cniDefaultSubnet = str('cni_default_subnet') ?? cfg.cniDefaultSubnet;
+  cfg.cniDefaultBridge = str('cni_default_bridge') ?? cfg.cniDefaultBridge;
+  cfg.defaultRuntime = str('default_runtime') ?? cfg.defaultRuntime;
+  cfg.conmon = str('conmon') ?? cfg.conmon;
+  const runtimes = doc['runtimes'];
+  if (runtimes !== undefined) {
+    if (typeof runtimes !== 'object' || runtimes === null || Object.values(runtimes).some((v) => typeof v !== 'string')) {
+      throw new InvalidArgumentError(`config file ${file}: [runtimes] must map handler names to binaries`);
+    }
+    cfg.runtimes = runtimes as Record<string, string>;
+  }
+  const restrict = doc['restrict_oom_score_adj'];
+  if (restrict !== undefined) {
+    if (restrict !== 'auto' && typeof restrict !== 'boolean') {
+      throw new InvalidArgumentError(`config file ${file}: restrict_oom_score_adj must be true, false or "auto"`);
+    }
+    cfg.restrictOomScoreAdj = restrict;
+  }
   const mcd = doc['max_concurrent_downloads'];
   if (mcd !== undefined) {
     if (typeof mcd !== 'number' || !Number.isInteger(mcd) || mcd < 1) {
@@ -118,6 +162,7 @@ export function loadConfig(argv: string[]): Config {
       'registry-config-dir': { type: 'string' },
       'metrics-listen': { type: 'string' },
       'log-level': { type: 'string' },
+      'cni-conf-dir': { type: 'string' },
     },
     strict: true,
   });
@@ -130,6 +175,10 @@ export function loadConfig(argv: string[]): Config {
   if (values['registry-config-dir'] !== undefined) cfg.registryConfigDir = values['registry-config-dir'];
   if (values['metrics-listen'] !== undefined) cfg.metricsListen = values['metrics-listen'];
   if (values['log-level'] !== undefined) cfg.logLevel = values['log-level'];
+  if (values['cni-conf-dir'] !== undefined) cfg.cniConfDir = values['cni-conf-dir'];
+  if (!cfg.runtimes[cfg.defaultRuntime]) {
+    throw new InvalidArgumentError(`default_runtime ${JSON.stringify(cfg.defaultRuntime)} is not among the configured runtimes`);
+  }
   if (!cfg.listen.startsWith('unix://')) {
     throw new InvalidArgumentError(`--listen ${cfg.listen}: only unix:// endpoints are served`);
   }

@@ -18,11 +18,41 @@ import { streamImages } from './server/image/image_stream';
 import { runtimeConfig } from './server/runtime/runtime_config';
 import { status } from './server/runtime/status';
 import { version } from './server/runtime/version';
+import { createContainer } from './server/runtime/container_create';
+import { getContainerEvents } from './server/runtime/container_events';
+import { execSync } from './server/runtime/container_exec_sync';
+import { listContainers, streamContainers } from './server/runtime/container_list';
+import { removeContainer } from './server/runtime/container_remove';
+import { reopenContainerLog } from './server/runtime/container_reopen_log';
+import { startContainer } from './server/runtime/container_start';
+import { containerStats, listContainerStats, streamContainerStats } from './server/runtime/container_stats';
+import { containerStatus } from './server/runtime/container_status';
+import { stopContainer } from './server/runtime/container_stop';
+import { updateContainerResources } from './server/runtime/container_update_resources';
+import { listMetricDescriptors, listPodSandboxMetrics } from './server/runtime/metrics_descriptors';
+import { updateRuntimeConfig } from './server/runtime/runtime_update_config';
+import { listPodSandbox, streamPodSandboxes } from './server/runtime/sandbox_list';
+import { removePodSandbox } from './server/runtime/sandbox_remove';
+import { runPodSandbox } from './server/runtime/sandbox_run';
+import { listPodSandboxStats, podSandboxStats, streamPodSandboxStats } from './server/runtime/sandbox_stats';
+import { podSandboxStatus } from './server/runtime/sandbox_status';
+import { stopPodSandbox } from './server/runtime/sandbox_stop';
+import { ContainerService } from './container/container_service';
+import { Cni } from './network/cni';
+import { ConmonRuntime } from './oci/conmon_runtime';
+import type { OciRuntime } from './oci/runtime';
+import { SandboxService } from './sandbox/sandbox_service';
+import { hasSysResource } from './util/capabilities';
+import { which } from './util/which';
 
 /** One daemon: its stores, its services and the gRPC server on its socket. No globals. */
 export class Daemon {
   readonly metrics = new Metrics();
   readonly images: ImageService;
+  readonly cni: Cni;
+  readonly runtimes = new Map<string, OciRuntime>();
+  readonly sandboxes: SandboxService;
+  readonly containers: ContainerService;
   private server?: grpc.Server;
   private listener?: net.Server;
   private injector?: ReturnType<grpc.Server['createConnectionInjector']>;
@@ -38,6 +68,55 @@ export class Daemon {
       metrics: this.metrics,
       log,
     });
+    this.cni = new Cni({
+      confDir: cfg.cniConfDir,
+      binDirs: cfg.cniBinDirs,
+      cacheDir: path.join(cfg.state, 'cni'),
+      // No default route and no masquerading: the built-in network keeps pods on this node
+      // (pods reach each other and the host); outbound traffic needs an operator's conflist.
+      defaultNetwork: { name: 'tscri-default', bridge: cfg.cniDefaultBridge, subnet: cfg.cniDefaultSubnet, routes: [cfg.cniDefaultSubnet], ipMasq: false },
+      log,
+    });
+    const conmon = which(cfg.conmon);
+    for (const [handler, binary] of Object.entries(cfg.runtimes)) {
+      const found = which(binary);
+      if (!found || !conmon) {
+        log.warn({ handler, binary, conmon: conmon ?? cfg.conmon }, 'runtime handler unavailable: binary not found');
+        continue;
+      }
+      this.runtimes.set(
+        handler,
+        new ConmonRuntime({
+          name: handler,
+          binary: found,
+          root: path.join(cfg.state, handler),
+          conmon,
+          exitDir: path.join(cfg.state, 'exits'),
+          persistDir: (id) => path.join(cfg.state, 'containers', id),
+          socketDir: path.join(cfg.state, 's'),
+          log,
+        }),
+      );
+    }
+    this.sandboxes = new SandboxService({
+      root: cfg.root,
+      state: cfg.state,
+      cni: this.cni,
+      runtimeHandlers: [...this.runtimes.keys()],
+      defaultRuntimeHandler: cfg.defaultRuntime,
+      log,
+    });
+    this.containers = new ContainerService({
+      root: cfg.root,
+      state: cfg.state,
+      images: this.images,
+      sandboxes: this.sandboxes,
+      runtimes: this.runtimes,
+      cgroupDriver: cfg.cgroupDriver,
+      restrictOomScoreAdj: cfg.restrictOomScoreAdj === 'auto' ? !hasSysResource() : cfg.restrictOomScoreAdj,
+      log,
+    });
+    this.sandboxes.containers = this.containers;
   }
 
   async start(): Promise<void> {
@@ -45,6 +124,10 @@ export class Daemon {
     await fs.mkdir(cfg.root, { recursive: true, mode: 0o711 });
     await fs.mkdir(cfg.state, { recursive: true, mode: 0o711 });
     await this.images.init();
+    for (const dir of ['exits', 's', 'cni']) await fs.mkdir(path.join(cfg.state, dir), { recursive: true, mode: 0o711 });
+    await this.cni.load().catch((err: unknown) => log.warn({ err }, 'no usable CNI network yet'));
+    await this.sandboxes.init();
+    await this.containers.init();
 
     const cri = loadCri();
     const server = new grpc.Server({
@@ -53,12 +136,40 @@ export class Daemon {
       'grpc.max_send_message_length': 16 * 1024 * 1024,
     });
     const images = this.images;
+    const sandboxes = this.sandboxes;
+    const containers = this.containers;
     server.addService(
       cri.runtime.v1.RuntimeService.service,
       implement('runtime.v1.RuntimeService', cri.runtime.v1.RuntimeService.service, {
         Version: (req) => version(req),
-        Status: (req) => status(req, cfg),
+        Status: (req) => status(req, cfg, this.cni, [...this.runtimes.keys()]),
         RuntimeConfig: () => runtimeConfig(cfg),
+        UpdateRuntimeConfig: (req, ctx) => updateRuntimeConfig(req, ctx.log),
+        RunPodSandbox: (req, ctx) => runPodSandbox(req, sandboxes, ctx),
+        StopPodSandbox: (req, ctx) => stopPodSandbox(req, sandboxes, ctx),
+        RemovePodSandbox: (req, ctx) => removePodSandbox(req, sandboxes, ctx),
+        PodSandboxStatus: (req) => podSandboxStatus(req, sandboxes, containers),
+        ListPodSandbox: (req) => listPodSandbox(req, sandboxes),
+        StreamPodSandboxes: { stream: (req, send) => streamPodSandboxes(req, sandboxes, send) },
+        CreateContainer: (req, ctx) => createContainer(req, containers, ctx),
+        StartContainer: (req, ctx) => startContainer(req, containers, ctx),
+        StopContainer: (req, ctx) => stopContainer(req, containers, ctx),
+        RemoveContainer: (req, ctx) => removeContainer(req, containers, ctx),
+        ListContainers: (req) => listContainers(req, containers),
+        StreamContainers: { stream: (req, send) => streamContainers(req, containers, send) },
+        ContainerStatus: (req) => containerStatus(req, containers),
+        UpdateContainerResources: (req) => updateContainerResources(req, containers),
+        ReopenContainerLog: (req) => reopenContainerLog(req, containers),
+        ExecSync: (req) => execSync(req, containers),
+        ContainerStats: (req) => containerStats(req, containers),
+        ListContainerStats: (req) => listContainerStats(req, containers),
+        StreamContainerStats: { stream: (req, send) => streamContainerStats(req, containers, send) },
+        PodSandboxStats: (req) => podSandboxStats(req, sandboxes, containers, cfg.cgroupDriver),
+        ListPodSandboxStats: (req) => listPodSandboxStats(req, sandboxes, containers, cfg.cgroupDriver),
+        StreamPodSandboxStats: { stream: (req, send) => streamPodSandboxStats(req, sandboxes, containers, cfg.cgroupDriver, send) },
+        GetContainerEvents: { stream: (_req, send, ctx) => getContainerEvents(containers, sandboxes, send, ctx) },
+        ListMetricDescriptors: () => listMetricDescriptors(),
+        ListPodSandboxMetrics: () => listPodSandboxMetrics(),
       }, log, this.metrics),
     );
     server.addService(
@@ -113,6 +224,7 @@ export class Daemon {
       });
       await fs.rm(socketPath(this.cfg), { force: true });
     }
+    await this.sandboxes.shutdown();
     await this.metrics.close();
   }
 }

@@ -30,3 +30,12 @@ export class RegistryUnavailableError extends CriError {
 export function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
+
+/** Prefixes an error's message with what was being done, keeping its class (and gRPC code). */
+export function withContext(err: unknown, context: string): Error {
+  if (err instanceof Error) {
+    err.message = `${context}: ${err.message}`;
+    return err;
+  }
+  return new Error(`${context}: ${String(err)}`);
+}

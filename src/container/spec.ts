@@ -62,6 +62,12 @@ export interface HostFacts {
   hugetlbAvailable: boolean;
   /** This process's own /proc/self/oom_score_adj. */
   oomScoreAdj: number;
+  /**
+   * This process's capability bounding set (CapBnd). A container cannot get a capability the
+   * daemon lacks (runc fails with "unable to apply caps"), so privileged and ALL mean these;
+   * containerd does the same with its own current capabilities.
+   */
+  boundingCaps?: bigint;
 }
 
 export interface SpecInput {
@@ -172,7 +178,9 @@ export function detectHostFacts(): HostFacts {
   const hugetlbAvailable = cgroupV2 ? controllers!.split(/\s+/).includes('hugetlb') : fs.existsSync('/sys/fs/cgroup/hugetlb');
   const lastCap = Number(readTrimmed('/proc/sys/kernel/cap_last_cap') ?? NaN);
   const oomScoreAdj = Number(readTrimmed('/proc/self/oom_score_adj') ?? NaN);
+  const capBnd = /^CapBnd:\s*([0-9a-f]+)$/m.exec(readTrimmed('/proc/self/status') ?? '');
   return {
+    boundingCaps: capBnd ? BigInt(`0x${capBnd[1]}`) : undefined,
     cgroupV2,
     lastCap: Number.isInteger(lastCap) ? lastCap : CAPABILITY_NAMES.length - 1,
     swapAvailable,
@@ -248,7 +256,9 @@ function capName(raw: string, what: string): string {
 }
 
 function hostCapabilities(host: HostFacts): string[] {
-  return CAPABILITY_NAMES.slice(0, Math.min(host.lastCap, CAPABILITY_NAMES.length - 1) + 1);
+  const known = CAPABILITY_NAMES.slice(0, Math.min(host.lastCap, CAPABILITY_NAMES.length - 1) + 1);
+  const bounding = host.boundingCaps;
+  return bounding === undefined ? known : known.filter((_, bit) => ((bounding >> BigInt(bit)) & 1n) === 1n);
 }
 
 /**

@@ -111,11 +111,14 @@ function parseGroup(text: string): GroupEntry[] {
 /**
  * The user string to resolve, in containerd's order (internal/cri/server/container_create.go,
  * util.GenerateUserString): run_as_username, else run_as_user, each with run_as_group as the
- * group; else the image's USER. A run_as_group without a user applies to the image's user
- * (CRI-O's reading; containerd rejects it, but the Kubernetes API allows runAsGroup alone).
+ * group; else the image's USER. A run_as_group without run_as_user or run_as_username is
+ * refused, as containerd does and critest's "RunAsGroup is set without RunAsUser" expects.
  */
 function userString(imageUser: string | undefined, sc: LinuxContainerSecurityContext__Output | null): { user: string; group?: string } {
   const runAsGroup = sc?.run_as_group ? sc.run_as_group.value : undefined;
+  if (runAsGroup !== undefined && !sc?.run_as_user && !sc?.run_as_username) {
+    throw new InvalidArgumentError('run_as_group is set without run_as_user or run_as_username');
+  }
   let user: string;
   let group: string | undefined;
   if (sc?.run_as_username) user = sc.run_as_username;

@@ -265,7 +265,8 @@ test('resolveUser: the security context overrides the image user; supplemental g
   await assert.rejects(resolveUser(root, '', sc({ run_as_username: 'mallory' })), InvalidArgumentError);
   assert.deepEqual((await resolveUser(root, 'alice', sc({ supplemental_groups: ['2000', '29'] }))).additionalGids, [29, 50, 1000, 2000]);
   assert.deepEqual((await resolveUser(root, 'alice', sc({ supplemental_groups: ['2000'], supplemental_groups_policy: 'Strict' }))).additionalGids, [1000, 2000]);
-  assert.deepEqual(await resolveUser(root, 'alice', sc({ run_as_group: { value: '7' } })), { uid: 1000, gid: 7, additionalGids: [7, 29, 50], username: 'alice' });
+  // containerd refuses a group without a user (critest: "RunAsGroup is set without RunAsUser").
+  await assert.rejects(resolveUser(root, 'alice', sc({ run_as_group: { value: '7' } })), /run_as_group is set without run_as_user/);
 });
 
 test('resolveUser: no /etc/passwd (scratch image) — numeric ids work, names fail', async () => {

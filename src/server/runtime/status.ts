@@ -1,20 +1,25 @@
 import type { StatusRequest__Output } from '../../gen/runtime/v1/StatusRequest';
 import type { StatusResponse } from '../../gen/runtime/v1/StatusResponse';
 import type { Config } from '../../config';
+import type { Cni } from '../../network/cni';
 
 /**
- * RuntimeReady is true once the daemon serves. NetworkReady stays false until tscri drives
- * CNI: the kubelet then keeps pods off this node instead of starting them without a network.
+ * RuntimeReady once the daemon serves with an OCI runtime; NetworkReady while a CNI network
+ * with all its plugins is loaded (the kubelet keeps pods off a node whose network is not).
  */
-export async function status(req: StatusRequest__Output, cfg: Config): Promise<StatusResponse> {
+export async function status(req: StatusRequest__Output, cfg: Config, cni: Cni, handlers: string[]): Promise<StatusResponse> {
+  const net = cni.status();
+  const features = { recursive_read_only_mounts: false, user_namespaces: false };
   const res: StatusResponse = {
     status: {
       conditions: [
-        { type: 'RuntimeReady', status: true, reason: '', message: '' },
-        { type: 'NetworkReady', status: false, reason: 'NetworkPluginNotReady', message: 'tscri: pod networking is not implemented yet' },
+        handlers.length > 0
+          ? { type: 'RuntimeReady', status: true, reason: '', message: '' }
+          : { type: 'RuntimeReady', status: false, reason: 'NoOciRuntime', message: 'no configured OCI runtime binary was found' },
+        { type: 'NetworkReady', status: net.ready, reason: net.ready ? '' : net.reason, message: net.ready ? '' : net.message },
       ],
     },
-    runtime_handlers: [{ name: '', features: { recursive_read_only_mounts: false, user_namespaces: false } }],
+    runtime_handlers: [{ name: '', features }, ...handlers.map((name) => ({ name, features }))],
     features: { supplemental_groups_policy: false },
   };
   if (req.verbose) {

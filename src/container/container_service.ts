@@ -1,0 +1,382 @@
+import { EventEmitter } from 'node:events';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { type CgroupStats, containerCgroupsPath, readStats, removeCgroup } from '../cgroups';
+import {
+  DeadlineExceededError,
+  FailedPreconditionError,
+  InvalidArgumentError,
+  NotFoundError,
+  withContext,
+} from '../errors';
+import type { ContainerConfig__Output } from '../gen/runtime/v1/ContainerConfig';
+import type { ContainerFilter__Output } from '../gen/runtime/v1/ContainerFilter';
+import type { LinuxContainerResources__Output } from '../gen/runtime/v1/LinuxContainerResources';
+import type { ImageService } from '../image/image_service';
+import type { Logger } from '../log';
+import type { ExecResult, OciRuntime } from '../oci/runtime';
+import type { SandboxRecord } from '../sandbox/sandbox';
+import type { PodContainers, SandboxService } from '../sandbox/sandbox_service';
+import { mountRootfs, unmountRootfs } from '../snapshot/rootfs';
+import { JsonStore } from '../store/json_store';
+import { labelsMatch, matchId, msToNs, newId, nowNs } from '../util/ids';
+import { NameRegistry } from '../util/name_registry';
+import { UndoStack } from '../util/undo';
+import { type ContainerRecord, containerName } from './container';
+import { buildSpec, prepareMountSources, toOciResources } from './spec';
+import { dirUsage } from './usage';
+
+export type ContainerEventType = 'CONTAINER_CREATED_EVENT' | 'CONTAINER_STARTED_EVENT' | 'CONTAINER_STOPPED_EVENT' | 'CONTAINER_DELETED_EVENT';
+
+export interface ContainerEvent {
+  containerId: string;
+  sandboxId: string;
+  type: ContainerEventType;
+  createdAt: string;
+}
+
+export interface ContainerServiceOptions {
+  root: string;
+  state: string;
+  images: ImageService;
+  sandboxes: SandboxService;
+  runtimes: Map<string, OciRuntime>;
+  cgroupDriver: 'cgroupfs' | 'systemd';
+  restrictOomScoreAdj: boolean;
+  log: Logger;
+}
+
+/** How long a SIGKILLed container may take to be reported dead before stop gives up. */
+const KILL_WAIT_MS = 10_000;
+
+/** Containers: rootfs on overlay, OCI spec, conmon + runc, exits, and what the kubelet reads. */
+export class ContainerService implements PodContainers {
+  private readonly containers = new Map<string, ContainerRecord>();
+  private readonly store: JsonStore<ContainerRecord>;
+  private readonly names = new NameRegistry<ContainerRecord>('container');
+  private readonly exitWaiters = new Map<string, Set<() => void>>();
+  readonly events = new EventEmitter();
+
+  constructor(private readonly opts: ContainerServiceOptions) {
+    this.store = new JsonStore<ContainerRecord>(path.join(opts.root, 'meta', 'containers'));
+    this.events.setMaxListeners(0);
+  }
+
+  async init(): Promise<void> {
+    await this.store.init();
+    await fs.mkdir(path.join(this.opts.state, 'containers'), { recursive: true, mode: 0o711 });
+    await fs.mkdir(path.join(this.opts.root, 'containers'), { recursive: true, mode: 0o711 });
+    for (const rt of this.opts.runtimes.values()) rt.onExit((id) => void this.onExit(id));
+    for (const rec of await this.store.loadAll()) {
+      if (rec.phase === 'creating' || !this.opts.sandboxes.find(rec.sandboxId)) {
+        this.opts.log.warn({ container: rec.id }, 'cleaning up a container whose creation was interrupted or whose pod is gone');
+        await this.release(rec).catch((err: unknown) => this.opts.log.error({ err, container: rec.id }, 'cleanup failed'));
+        await this.store.delete(rec.id);
+        continue;
+      }
+      this.containers.set(rec.id, rec);
+      this.names.claim(rec.name, rec.id);
+    }
+    // Exits that happened while the daemon was down: conmon wrote them to the exit dir.
+    for (const rec of this.containers.values()) {
+      if (rec.phase === 'running' || rec.phase === 'created') await this.onExit(rec.id);
+    }
+  }
+
+  get(idOrPrefix: string): ContainerRecord {
+    const rec = idOrPrefix ? matchId(this.containers.entries(), idOrPrefix) : undefined;
+    if (!rec || rec.phase === 'creating') throw new NotFoundError(`container ${JSON.stringify(idOrPrefix)} not found`);
+    return rec;
+  }
+
+  find(idOrPrefix: string): ContainerRecord | undefined {
+    const rec = idOrPrefix ? matchId(this.containers.entries(), idOrPrefix) : undefined;
+    return rec && rec.phase !== 'creating' ? rec : undefined;
+  }
+
+  list(filter: ContainerFilter__Output | null | undefined): ContainerRecord[] {
+    let out = [...this.containers.values()].filter((r) => r.phase !== 'creating');
+    if (filter?.id) {
+      const one = this.find(filter.id);
+      out = one ? [one] : [];
+    }
+    if (filter?.pod_sandbox_id) {
+      const sb = this.opts.sandboxes.find(filter.pod_sandbox_id);
+      out = sb ? out.filter((r) => r.sandboxId === sb.id) : [];
+    }
+    if (filter?.state) {
+      const want = filter.state.state;
+      out = out.filter((r) => ({ created: 'CONTAINER_CREATED', running: 'CONTAINER_RUNNING', exited: 'CONTAINER_EXITED' })[r.phase as 'created'] === want);
+    }
+    return out.filter((r) => labelsMatch(r.config.labels, filter?.label_selector));
+  }
+
+  inSandbox(sandboxId: string): ContainerRecord[] {
+    return [...this.containers.values()].filter((r) => r.sandboxId === sandboxId && r.phase !== 'creating');
+  }
+
+  private emit(rec: ContainerRecord, type: ContainerEventType): void {
+    const ev: ContainerEvent = { containerId: rec.id, sandboxId: rec.sandboxId, type, createdAt: nowNs() };
+    this.events.emit('event', ev);
+  }
+
+  private runtimeOf(rec: { runtimeHandler: string; id: string }): OciRuntime {
+    const rt = this.opts.runtimes.get(rec.runtimeHandler);
+    if (!rt) throw new FailedPreconditionError(`container ${rec.id}: runtime handler ${rec.runtimeHandler} is not configured`);
+    return rt;
+  }
+
+  async create(sandboxId: string, config: ContainerConfig__Output | null, log: Logger): Promise<ContainerRecord> {
+    if (!config?.metadata?.name) throw new InvalidArgumentError('CreateContainer: metadata.name is required');
+    const sandbox = this.opts.sandboxes.get(sandboxId);
+    if (sandbox.phase !== 'ready') {
+      throw new FailedPreconditionError(`CreateContainer ${config.metadata.name}: pod sandbox ${sandbox.id} is not ready`);
+    }
+    const imageName = config.image?.image ?? '';
+    if (!imageName) throw new InvalidArgumentError(`CreateContainer ${config.metadata.name}: image is required`);
+    const image = this.opts.images.find(imageName);
+    if (!image) throw new NotFoundError(`CreateContainer ${config.metadata.name}: image ${JSON.stringify(imageName)} not found`);
+    const id = newId();
+    return this.names.reserveAndCreate(containerName(config, sandbox.name), id, () => this.createReserved(id, sandbox, config, image, log));
+  }
+
+  private async createReserved(
+    id: string,
+    sandbox: SandboxRecord,
+    config: ContainerConfig__Output,
+    image: NonNullable<ReturnType<ImageService['find']>>,
+    log: Logger,
+  ): Promise<ContainerRecord> {
+    const bundle = path.join(this.opts.state, 'containers', id);
+    const persistent = path.join(this.opts.root, 'containers', id);
+    const logDir = sandbox.config.log_directory;
+    const stopSignal = config.stop_signal && config.stop_signal !== 'RUNTIME_DEFAULT' ? config.stop_signal : image.config.config?.StopSignal || 'SIGTERM';
+    const rec: ContainerRecord = {
+      id,
+      sandboxId: sandbox.id,
+      name: containerName(config, sandbox.name),
+      config,
+      imageName: config.image!.image,
+      imageId: image.id,
+      imageRef: image.repoDigests[0] ?? image.id,
+      runtimeHandler: sandbox.runtimeHandler,
+      phase: 'creating',
+      createdAt: nowNs(),
+      startedAt: '0',
+      finishedAt: '0',
+      exitCode: 0,
+      reason: '',
+      message: '',
+      pid: 0,
+      logPath: config.log_path ? (logDir ? path.join(logDir, config.log_path) : config.log_path) : '',
+      bundle,
+      rootfs: path.join(bundle, 'rootfs'),
+      upperDir: path.join(persistent, 'upper'),
+      workDir: path.join(persistent, 'work'),
+      cgroupsPath: containerCgroupsPath(sandbox.cgroupParent, id, this.opts.cgroupDriver),
+      stopSignal,
+    };
+    await this.store.put(id, rec);
+    this.containers.set(id, rec);
+    const undo = new UndoStack();
+    undo.push('record', async () => {
+      this.containers.delete(id);
+      await this.store.delete(id);
+    });
+    try {
+      await fs.mkdir(bundle, { recursive: true, mode: 0o711 });
+      undo.push('bundle', () => fs.rm(bundle, { recursive: true, force: true }));
+      undo.push('writable layer', () => fs.rm(persistent, { recursive: true, force: true }));
+      const lowerDirs = image.layers.map((l) => this.opts.images.layers.path(l.chainId)).reverse();
+      await mountRootfs({ lowerDirs, upperDir: rec.upperDir, workDir: rec.workDir, target: rec.rootfs });
+      undo.push('rootfs', () => unmountRootfs(rec.rootfs));
+      // Like containerd, a missing host path is created as a directory, and symlinks in host
+      // paths are resolved on the host.
+      const mounts = await prepareMountSources(config.mounts);
+      if (rec.logPath) await fs.mkdir(path.dirname(rec.logPath), { recursive: true });
+      const spec = await buildSpec({
+        id,
+        rootfs: rec.rootfs,
+        image: image.config,
+        imageName: rec.imageName,
+        config: { ...config, mounts },
+        sandbox: {
+          id: sandbox.id,
+          hostname: sandbox.hostname,
+          config: sandbox.config,
+          netns: sandbox.namespaces.net,
+          ipcns: sandbox.namespaces.ipc,
+          utsns: sandbox.namespaces.uts,
+          pidns: sandbox.pidHolder?.nsPath,
+          hostsPath: sandbox.files!.hostsPath,
+          resolvPath: sandbox.files!.resolvPath,
+          hostnamePath: sandbox.files!.hostnamePath,
+          shmPath: sandbox.files!.shmPath,
+        },
+        cgroupsPath: rec.cgroupsPath,
+        restrictOomScoreAdj: this.opts.restrictOomScoreAdj,
+      });
+      await fs.writeFile(path.join(bundle, 'config.json'), JSON.stringify(spec));
+      const rt = this.runtimeOf(rec);
+      undo.push('oci container', () => rt.delete(id, true));
+      const { pid } = await rt.create({
+        id,
+        bundle,
+        logPath: rec.logPath || path.join(bundle, 'container.log'),
+        stdin: config.stdin,
+        stdinOnce: config.stdin_once,
+        tty: config.tty,
+        cgroupParent: sandbox.cgroupParent,
+      });
+      rec.pid = pid;
+      rec.phase = 'created';
+      await this.store.put(id, rec);
+      undo.clear();
+      this.emit(rec, 'CONTAINER_CREATED_EVENT');
+      log.info({ container: id, sandbox: sandbox.id, name: rec.name }, 'container created');
+      return rec;
+    } catch (err) {
+      await undo.run((what, e) => log.error({ err: e, container: id, step: what }, 'container cleanup failed'));
+      throw withContext(err, `failed to create container ${config.metadata!.name} in pod ${sandbox.name}`);
+    }
+  }
+
+  async start(idOrPrefix: string, log: Logger): Promise<void> {
+    const rec = this.get(idOrPrefix);
+    if (rec.phase !== 'created') {
+      throw new FailedPreconditionError(`container ${rec.id} is ${rec.phase}, not created: it cannot be started`);
+    }
+    try {
+      await this.runtimeOf(rec).start(rec.id);
+    } catch (err) {
+      throw withContext(err, `failed to start container ${rec.id}`);
+    }
+    // The process may already have exited and been recorded by the exit watcher.
+    if (rec.phase === 'created') {
+      rec.phase = 'running';
+      rec.startedAt = nowNs();
+      await this.store.put(rec.id, rec);
+    } else if (rec.startedAt === '0') {
+      rec.startedAt = rec.finishedAt;
+      await this.store.put(rec.id, rec);
+    }
+    this.emit(rec, 'CONTAINER_STARTED_EVENT');
+    log.info({ container: rec.id }, 'container started');
+  }
+
+  /** Records an exit conmon reported; a no-op for containers that did not exit. */
+  private async onExit(id: string): Promise<void> {
+    const rec = this.containers.get(id);
+    if (!rec || (rec.phase !== 'running' && rec.phase !== 'created')) return;
+    const exit = await this.runtimeOf(rec).exitOf(id);
+    if (!exit || rec.phase === ('exited' as string)) return;
+    if (rec.phase === 'created' && rec.startedAt === '0') rec.startedAt = msToNs(exit.finishedAt);
+    rec.phase = 'exited';
+    rec.exitCode = exit.exitCode;
+    rec.finishedAt = msToNs(exit.finishedAt);
+    rec.reason = exit.oomKilled ? 'OOMKilled' : exit.exitCode === 0 ? 'Completed' : 'Error';
+    await this.store.put(id, rec);
+    this.emit(rec, 'CONTAINER_STOPPED_EVENT');
+    for (const w of this.exitWaiters.get(id) ?? []) w();
+    this.exitWaiters.delete(id);
+  }
+
+  private waitExit(rec: ContainerRecord, ms: number): Promise<boolean> {
+    if (rec.phase === 'exited') return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const waiters = this.exitWaiters.get(rec.id) ?? new Set();
+      this.exitWaiters.set(rec.id, waiters);
+      const done = (): void => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      const timer = setTimeout(() => {
+        waiters.delete(done);
+        resolve(rec.phase === 'exited');
+      }, ms);
+      waiters.add(done);
+      // The exit may have landed between the check and the registration.
+      void this.onExit(rec.id);
+    });
+  }
+
+  /** Stop signal, then SIGKILL after `timeoutSec`; stopping a stopped container succeeds. */
+  async stop(idOrPrefix: string, timeoutSec: number, log: Logger): Promise<void> {
+    const rec = this.find(idOrPrefix);
+    // cri-api: StopContainer is idempotent and must not fail for a container already gone.
+    if (!rec || rec.phase === 'exited') return;
+    const rt = this.runtimeOf(rec);
+    if (timeoutSec > 0 && rec.phase === 'running') {
+      await rt.kill(rec.id, rec.stopSignal);
+      if (await this.waitExit(rec, timeoutSec * 1000)) return;
+      log.info({ container: rec.id, timeoutSec }, 'stop signal timed out, killing');
+    }
+    await rt.kill(rec.id, 'SIGKILL', true);
+    if (!(await this.waitExit(rec, KILL_WAIT_MS))) {
+      throw new DeadlineExceededError(`container ${rec.id} did not exit ${KILL_WAIT_MS / 1000}s after SIGKILL`);
+    }
+    log.info({ container: rec.id, exitCode: rec.exitCode }, 'container stopped');
+  }
+
+  async remove(idOrPrefix: string, log: Logger): Promise<void> {
+    const rec = this.find(idOrPrefix);
+    if (!rec) return;
+    if (rec.phase === 'running' || rec.phase === 'created') await this.stop(rec.id, 0, log);
+    await this.release(rec);
+    await this.store.delete(rec.id);
+    this.containers.delete(rec.id);
+    this.names.release(rec.name, rec.id);
+    this.emit(rec, 'CONTAINER_DELETED_EVENT');
+    log.info({ container: rec.id }, 'container removed');
+  }
+
+  /** Everything a container holds; each step tolerates what is already gone. */
+  private async release(rec: ContainerRecord): Promise<void> {
+    const rt = this.opts.runtimes.get(rec.runtimeHandler);
+    if (rt) await rt.delete(rec.id, true);
+    await unmountRootfs(rec.rootfs);
+    await removeCgroup(rec.cgroupsPath, this.opts.cgroupDriver).catch(() => undefined);
+    await fs.rm(rec.bundle, { recursive: true, force: true });
+    await fs.rm(path.dirname(rec.upperDir), { recursive: true, force: true });
+  }
+
+  async stopAll(sandboxId: string): Promise<void> {
+    await Promise.all(this.inSandbox(sandboxId).map((c) => this.stop(c.id, 0, this.opts.log)));
+  }
+
+  async removeAll(sandboxId: string): Promise<void> {
+    await Promise.all(this.inSandbox(sandboxId).map((c) => this.remove(c.id, this.opts.log)));
+  }
+
+  async execSync(idOrPrefix: string, cmd: string[], timeoutSec: number): Promise<ExecResult> {
+    const rec = this.get(idOrPrefix);
+    if (rec.phase !== 'running') throw new FailedPreconditionError(`container ${rec.id} is not running`);
+    if (cmd.length === 0) throw new InvalidArgumentError(`ExecSync in ${rec.id}: cmd is empty`);
+    return this.runtimeOf(rec).execSync(rec.id, cmd, timeoutSec > 0 ? timeoutSec * 1000 : 0);
+  }
+
+  async updateResources(idOrPrefix: string, resources: LinuxContainerResources__Output | null): Promise<void> {
+    const rec = this.get(idOrPrefix);
+    if (!resources) return;
+    if (rec.phase !== 'running' && rec.phase !== 'created') {
+      throw new FailedPreconditionError(`container ${rec.id} is ${rec.phase}: its resources cannot be updated`);
+    }
+    await this.runtimeOf(rec).update(rec.id, toOciResources(resources));
+    rec.config = { ...rec.config, linux: { ...(rec.config.linux as NonNullable<typeof rec.config.linux>), resources } };
+    await this.store.put(rec.id, rec);
+  }
+
+  async reopenLog(idOrPrefix: string): Promise<void> {
+    const rec = this.get(idOrPrefix);
+    if (rec.phase !== 'running') throw new FailedPreconditionError(`container ${rec.id} is not running`);
+    await this.runtimeOf(rec).reopenLog(rec.id);
+  }
+
+  async stats(rec: ContainerRecord): Promise<{ cgroup?: CgroupStats; writableBytes: number; writableInodes: number }> {
+    const [cgroup, usage] = await Promise.all([
+      rec.phase === 'running' ? readStats(rec.cgroupsPath, this.opts.cgroupDriver) : Promise.resolve(undefined),
+      dirUsage(rec.upperDir),
+    ]);
+    return { cgroup, writableBytes: usage.bytes, writableInodes: usage.inodes };
+  }
+}

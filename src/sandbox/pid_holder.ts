@@ -1,0 +1,53 @@
+import { spawn } from 'node:child_process';
+import { promises as fs } from 'node:fs';
+import { which } from '../util/which';
+
+/**
+ * A pod that shares one PID namespace among its containers needs a process to hold it: a PID
+ * namespace dies with its init and cannot be joined afterwards, so a bind mount is not enough.
+ * util-linux `unshare --pid --fork` makes `sleep` the namespace's init; it runs in its own
+ * session so it outlives a daemon restart. Containers join /proc/<init>/ns/pid.
+ *
+ * Known limit: `sleep` does not reap processes orphaned inside the pod; they stay zombies until
+ * the pod stops (a pause binary would reap them).
+ */
+export interface PidHolder {
+  /** The unshare process (its process group holds the namespace's init). */
+  pid: number;
+  /** Host pid of the namespace's init. */
+  initPid: number;
+  nsPath: string;
+}
+
+export async function startPidHolder(): Promise<PidHolder> {
+  const unshare = which('unshare');
+  const sleep = which('sleep');
+  if (!unshare || !sleep) throw new Error('shared PID namespace: util-linux unshare or coreutils sleep not found');
+  const child = spawn(unshare, ['--pid', '--fork', sleep, 'infinity'], { detached: true, stdio: 'ignore' });
+  child.unref();
+  const pid = child.pid;
+  if (pid === undefined) throw new Error('shared PID namespace: unshare could not be started');
+  // The init is unshare's only child; it appears within a few milliseconds.
+  for (let i = 0; i < 200; i++) {
+    const children = await fs.readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '');
+    const initPid = Number(children.trim().split(/\s+/)[0]);
+    if (initPid > 0) return { pid, initPid, nsPath: `/proc/${initPid}/ns/pid` };
+    if (child.exitCode !== null) break;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  stopPidHolder({ pid, initPid: 0, nsPath: '' });
+  throw new Error(`shared PID namespace: unshare (pid ${pid}) did not start its init`);
+}
+
+/** Kills the holder and with it every process left in the namespace; idempotent. */
+export function stopPidHolder(holder: PidHolder | undefined): void {
+  if (!holder) return;
+  for (const target of [-holder.pid, holder.initPid]) {
+    if (target === 0) continue;
+    try {
+      process.kill(target, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+}

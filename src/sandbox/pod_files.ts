@@ -1,0 +1,80 @@
+import { promises as fs } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { DNSConfig__Output } from '../gen/runtime/v1/DNSConfig';
+import { MNT_DETACH, MS_NODEV, MS_NOEXEC, MS_NOSUID, mount, umount2 } from '../sys/libc';
+
+export interface PodFiles {
+  hostnamePath: string;
+  hostsPath: string;
+  resolvPath: string;
+  shmPath: string;
+}
+
+const SHM_SIZE = '65536k';
+
+/** The files every container of a pod shares: hostname, hosts, resolv.conf and /dev/shm. */
+export async function writePodFiles(
+  dir: string,
+  opts: { hostname: string; ip?: string; dns: DNSConfig__Output | null; hostNetwork: boolean; hostIpc: boolean },
+): Promise<PodFiles> {
+  const files: PodFiles = {
+    hostnamePath: path.join(dir, 'hostname'),
+    hostsPath: path.join(dir, 'hosts'),
+    resolvPath: path.join(dir, 'resolv.conf'),
+    shmPath: opts.hostIpc ? '/dev/shm' : path.join(dir, 'shm'),
+  };
+  await fs.writeFile(files.hostnamePath, `${opts.hostname}\n`, { mode: 0o644 });
+  await fs.writeFile(files.hostsPath, opts.hostNetwork ? await readOr('/etc/hosts', '') : podHosts(opts.hostname, opts.ip), { mode: 0o644 });
+  await fs.writeFile(files.resolvPath, resolvConf(opts.dns) ?? (await readOr('/etc/resolv.conf', '')), { mode: 0o644 });
+  if (!opts.hostIpc) {
+    await fs.mkdir(files.shmPath, { recursive: true, mode: 0o1777 });
+    mount('shm', files.shmPath, 'tmpfs', MS_NOSUID | MS_NODEV | MS_NOEXEC, `mode=1777,size=${SHM_SIZE}`);
+  }
+  return files;
+}
+
+/** Unmounts the pod's /dev/shm; idempotent. */
+export async function releasePodShm(files: PodFiles | undefined): Promise<void> {
+  if (!files || files.shmPath === '/dev/shm') return;
+  try {
+    umount2(files.shmPath, MNT_DETACH);
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code !== 'EINVAL' && code !== 'ENOENT') throw err;
+  }
+}
+
+export function podHosts(hostname: string, ip: string | undefined): string {
+  let out =
+    '127.0.0.1\tlocalhost\n' +
+    '::1\tlocalhost ip6-localhost ip6-loopback\n' +
+    'fe00::0\tip6-localnet\n' +
+    'fe00::0\tip6-mcastprefix\n' +
+    'fe00::1\tip6-allnodes\n' +
+    'fe00::2\tip6-allrouters\n';
+  if (ip) out += `${ip}\t${hostname}\n`;
+  return out;
+}
+
+/** resolv.conf from the pod's DNSConfig; undefined when it says nothing (the host's is used). */
+export function resolvConf(dns: DNSConfig__Output | null): string | undefined {
+  if (!dns || (dns.servers.length === 0 && dns.searches.length === 0 && dns.options.length === 0)) return undefined;
+  let out = '';
+  if (dns.searches.length) out += `search ${dns.searches.join(' ')}\n`;
+  for (const s of dns.servers) out += `nameserver ${s}\n`;
+  if (dns.options.length) out += `options ${dns.options.join(' ')}\n`;
+  return out;
+}
+
+export function podHostname(configured: string): string {
+  return configured || os.hostname();
+}
+
+async function readOr(file: string, fallback: string): Promise<string> {
+  try {
+    return await fs.readFile(file, 'utf8');
+  } catch {
+    return fallback;
+  }
+}

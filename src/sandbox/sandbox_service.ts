@@ -1,0 +1,236 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { InvalidArgumentError, NotFoundError, withContext } from '../errors';
+import type { PodSandboxConfig__Output } from '../gen/runtime/v1/PodSandboxConfig';
+import type { PodSandboxFilter__Output } from '../gen/runtime/v1/PodSandboxFilter';
+import type { Logger } from '../log';
+import type { Cni, PodNetworkArgs, PortMapping } from '../network/cni';
+import { JsonStore } from '../store/json_store';
+import { pinPodNamespaces, releaseNamespaceRoot, unpinNamespaces } from '../sys/namespaces';
+import { labelsMatch, matchId, newId, nowNs } from '../util/ids';
+import { NameRegistry } from '../util/name_registry';
+import { UndoStack } from '../util/undo';
+import { startPidHolder, stopPidHolder } from './pid_holder';
+import { podHostname, releasePodShm, writePodFiles } from './pod_files';
+import { type SandboxRecord, sandboxName } from './sandbox';
+
+/** What the sandbox service needs from the containers of a pod. */
+export interface PodContainers {
+  stopAll(sandboxId: string): Promise<void>;
+  removeAll(sandboxId: string): Promise<void>;
+}
+
+export interface SandboxServiceOptions {
+  root: string;
+  state: string;
+  cni: Cni;
+  runtimeHandlers: string[];
+  defaultRuntimeHandler: string;
+  log: Logger;
+}
+
+/** Pod sandboxes: pinned namespaces, a CNI attachment and the pod's files. No pause process. */
+export class SandboxService {
+  private readonly sandboxes = new Map<string, SandboxRecord>();
+  private readonly store: JsonStore<SandboxRecord>;
+  private readonly names = new NameRegistry<SandboxRecord>('pod sandbox');
+  containers?: PodContainers;
+
+  constructor(private readonly opts: SandboxServiceOptions) {
+    this.store = new JsonStore<SandboxRecord>(path.join(opts.root, 'meta', 'sandboxes'));
+  }
+
+  /** Loads records; a create the daemon did not finish is rolled back, so nothing leaks. */
+  async init(): Promise<void> {
+    await this.store.init();
+    await fs.mkdir(path.join(this.opts.state, 'sandboxes'), { recursive: true, mode: 0o711 });
+    for (const rec of await this.store.loadAll()) {
+      if (rec.phase === 'creating') {
+        this.opts.log.warn({ sandbox: rec.id }, 'rolling back a sandbox whose creation was interrupted');
+        await this.release(rec).catch((err: unknown) => this.opts.log.error({ err, sandbox: rec.id }, 'rollback failed'));
+        await this.store.delete(rec.id);
+        continue;
+      }
+      this.sandboxes.set(rec.id, rec);
+      this.names.claim(rec.name, rec.id);
+    }
+  }
+
+  get(idOrPrefix: string): SandboxRecord {
+    const rec = this.find(idOrPrefix);
+    if (!rec) throw new NotFoundError(`pod sandbox ${JSON.stringify(idOrPrefix)} not found`);
+    return rec;
+  }
+
+  find(idOrPrefix: string): SandboxRecord | undefined {
+    if (!idOrPrefix) return undefined;
+    return matchId(this.sandboxes.entries(), idOrPrefix);
+  }
+
+  list(filter: PodSandboxFilter__Output | null | undefined): SandboxRecord[] {
+    let out = [...this.sandboxes.values()].filter((r) => r.phase !== 'creating');
+    if (filter?.id) {
+      const one = this.find(filter.id);
+      out = one ? [one] : [];
+    }
+    if (filter?.state) {
+      const want = filter.state.state;
+      out = out.filter((r) => (r.phase === 'ready' ? 'SANDBOX_READY' : 'SANDBOX_NOTREADY') === want);
+    }
+    return out.filter((r) => labelsMatch(r.config.labels, filter?.label_selector));
+  }
+
+  async run(config: PodSandboxConfig__Output | null, handler: string, log: Logger): Promise<SandboxRecord> {
+    if (!config?.metadata?.name) throw new InvalidArgumentError('RunPodSandbox: metadata.name is required');
+    if (!config.metadata.namespace) throw new InvalidArgumentError(`RunPodSandbox ${config.metadata.name}: metadata.namespace is required`);
+    const runtimeHandler = handler || this.opts.defaultRuntimeHandler;
+    if (!this.opts.runtimeHandlers.includes(runtimeHandler)) {
+      throw new InvalidArgumentError(
+        `RunPodSandbox ${config.metadata.name}: no runtime handler ${JSON.stringify(handler)} (configured: ${this.opts.runtimeHandlers.join(', ')})`,
+      );
+    }
+    const id = newId();
+    return this.names.reserveAndCreate(sandboxName(config), id, () => this.create(id, config, runtimeHandler, log));
+  }
+
+  private async create(id: string, config: PodSandboxConfig__Output, runtimeHandler: string, log: Logger): Promise<SandboxRecord> {
+    const ns = config.linux?.security_context?.namespace_options;
+    const hostNetwork = ns?.network === 'NODE';
+    const rec: SandboxRecord = {
+      id,
+      name: sandboxName(config),
+      config,
+      runtimeHandler,
+      phase: 'creating',
+      createdAt: nowNs(),
+      hostNetwork,
+      hostIpc: ns?.ipc === 'NODE',
+      hostPid: ns?.pid === 'NODE',
+      hostname: podHostname(config.hostname),
+      dir: path.join(this.opts.state, 'sandboxes', id),
+      namespaces: {},
+      ips: [],
+      cgroupParent: config.linux?.cgroup_parent ?? '',
+    };
+    // Written before anything exists, so a crash from here on is rolled back at start.
+    await this.store.put(id, rec);
+    this.sandboxes.set(id, rec);
+    const undo = new UndoStack();
+    undo.push('sandbox record', async () => {
+      this.sandboxes.delete(id);
+      await this.store.delete(id);
+    });
+    try {
+      await fs.mkdir(rec.dir, { recursive: true, mode: 0o711 });
+      undo.push('sandbox dir', () => fs.rm(rec.dir, { recursive: true, force: true }));
+      // All pins under one directory: it is made a shared mount once (sys/namespaces.ts).
+      rec.namespaces = await pinPodNamespaces(path.join(this.nsRoot(), id), {
+        net: !hostNetwork,
+        ipc: !rec.hostIpc,
+        uts: !hostNetwork,
+        hostname: rec.hostname,
+      });
+      undo.push('namespaces', () => unpinNamespaces(rec.namespaces));
+      // The CRI's enum default is POD, so only a pod that sends namespace options asks for a
+      // shared PID namespace (the kubelet sends CONTAINER unless shareProcessNamespace is set).
+      if (ns && ns.pid === 'POD') {
+        rec.pidHolder = await startPidHolder();
+        undo.push('pid namespace', () => stopPidHolder(rec.pidHolder));
+      }
+      if (!hostNetwork) {
+        const args = this.networkArgs(rec);
+        undo.push('network', () => this.opts.cni.teardown(args));
+        const result = await this.opts.cni.setup(args);
+        rec.ips = result.ips;
+      }
+      rec.files = await writePodFiles(rec.dir, {
+        hostname: rec.hostname,
+        ip: rec.ips[0],
+        dns: config.dns_config,
+        hostNetwork,
+        hostIpc: rec.hostIpc,
+      });
+      undo.push('shm', () => releasePodShm(rec.files));
+      rec.phase = 'ready';
+      await this.store.put(id, rec);
+      undo.clear();
+      log.info({ sandbox: id, pod: rec.name, ip: rec.ips[0] }, 'pod sandbox ready');
+      return rec;
+    } catch (err) {
+      await undo.run((what, e) => log.error({ err: e, sandbox: id, step: what }, 'sandbox cleanup failed'));
+      throw withContext(err, `failed to create pod sandbox ${rec.name}`);
+    }
+  }
+
+  private networkArgs(rec: SandboxRecord): PodNetworkArgs {
+    const m = rec.config.metadata!;
+    const portMappings: PortMapping[] = (rec.config.port_mappings ?? [])
+      .filter((p) => p.host_port > 0)
+      .map((p) => ({
+        hostPort: p.host_port,
+        containerPort: p.container_port,
+        protocol: (p.protocol ?? 'TCP').toLowerCase() as PortMapping['protocol'],
+        hostIP: p.host_ip || undefined,
+      }));
+    return {
+      podId: rec.id,
+      netns: rec.namespaces.net ?? '',
+      podName: m.name,
+      podNamespace: m.namespace,
+      podUid: m.uid,
+      portMappings,
+    };
+  }
+
+  /** Stops the pod's containers and releases its network; idempotent, unknown ids included. */
+  async stop(idOrPrefix: string, log: Logger): Promise<void> {
+    const rec = this.find(idOrPrefix);
+    // cri-api: StopPodSandbox must not fail when the resources are already reclaimed.
+    if (!rec) return;
+    await this.containers?.stopAll(rec.id);
+    if (rec.phase === 'stopped') return;
+    await this.releaseRunning(rec);
+    rec.phase = 'stopped';
+    await this.store.put(rec.id, rec);
+    log.info({ sandbox: rec.id, pod: rec.name }, 'pod sandbox stopped');
+  }
+
+  /** What only a running pod holds: its PID namespace, network, /dev/shm and pinned namespaces. */
+  private async releaseRunning(rec: SandboxRecord): Promise<void> {
+    stopPidHolder(rec.pidHolder);
+    if (!rec.hostNetwork && rec.namespaces.net) await this.opts.cni.teardown(this.networkArgs(rec));
+    await releasePodShm(rec.files);
+    await unpinNamespaces(rec.namespaces);
+  }
+
+  /** Everything a sandbox holds, in reverse order of creation; each step is idempotent. */
+  private async release(rec: SandboxRecord): Promise<void> {
+    await this.releaseRunning(rec);
+    await fs.rm(rec.dir, { recursive: true, force: true });
+    await fs.rm(path.join(this.nsRoot(), rec.id), { recursive: true, force: true });
+  }
+
+  /** At shutdown with no pods left, the namespace root's own mount goes too. */
+  async shutdown(): Promise<void> {
+    if (this.sandboxes.size === 0) await releaseNamespaceRoot(this.nsRoot());
+  }
+
+  async remove(idOrPrefix: string, log: Logger): Promise<void> {
+    const rec = this.find(idOrPrefix);
+    if (!rec) return;
+    await this.containers?.removeAll(rec.id);
+    await this.release(rec);
+    await this.store.delete(rec.id);
+    this.sandboxes.delete(rec.id);
+    this.names.release(rec.name, rec.id);
+    log.info({ sandbox: rec.id, pod: rec.name }, 'pod sandbox removed');
+  }
+
+  nsRoot(): string {
+    return path.join(this.opts.state, 'ns');
+  }
+
+  all(): SandboxRecord[] {
+    return [...this.sandboxes.values()];
+  }
+}

@@ -1,0 +1,35 @@
+import { randomBytes } from 'node:crypto';
+
+/** 64 hex characters, like containerd's and CRI-O's object ids. */
+export function newId(): string {
+  return randomBytes(32).toString('hex');
+}
+
+/** Now, in nanoseconds since the epoch, as the CRI's int64 timestamps (a string: it exceeds 2^53). */
+export function nowNs(): string {
+  return (BigInt(Date.now()) * 1_000_000n).toString();
+}
+
+export function msToNs(ms: number): string {
+  return (BigInt(Math.round(ms)) * 1_000_000n).toString();
+}
+
+/** A full id, or a unique prefix of one (crictl prints 13 characters). */
+export function matchId<T>(ids: Iterable<[string, T]>, idOrPrefix: string): T | undefined {
+  let found: T | undefined;
+  for (const [id, v] of ids) {
+    if (id === idOrPrefix) return v;
+    if (idOrPrefix.length > 0 && id.startsWith(idOrPrefix)) {
+      if (found !== undefined) return undefined;
+      found = v;
+    }
+  }
+  return found;
+}
+
+/** Kubernetes label selector semantics of the CRI filters: every pair must match. */
+export function labelsMatch(labels: Record<string, string>, selector: Record<string, string> | undefined): boolean {
+  if (!selector) return true;
+  for (const [k, v] of Object.entries(selector)) if (labels[k] !== v) return false;
+  return true;
+}

@@ -1,0 +1,27 @@
+/**
+ * Cleanup on the error path: each creation step registers its undo; a failure halfway
+ * undoes what was done, in reverse order. Undo failures are logged, never thrown over the
+ * original error.
+ */
+export class UndoStack {
+  private readonly steps: { what: string; fn: () => Promise<void> | void }[] = [];
+
+  push(what: string, fn: () => Promise<void> | void): void {
+    this.steps.push({ what, fn });
+  }
+
+  async run(onError: (what: string, err: unknown) => void): Promise<void> {
+    while (this.steps.length) {
+      const { what, fn } = this.steps.pop()!;
+      try {
+        await fn();
+      } catch (err) {
+        onError(what, err);
+      }
+    }
+  }
+
+  clear(): void {
+    this.steps.length = 0;
+  }
+}
