@@ -87,5 +87,7 @@ export function toContainerStatus(rec: ContainerRecord): ContainerStatus {
     annotations: rec.config.annotations,
     mounts: rec.config.mounts,
     log_path: rec.logPath,
+    // The kubelet reads these back to confirm an in-place resize (UpdateContainerResources).
+    resources: rec.config.linux?.resources ? { linux: rec.config.linux.resources } : null,
   };
 }

@@ -577,6 +577,9 @@ export class ConmonRuntime implements OciRuntime {
     const ctl = path.join(bundle, 'ctl');
     const conmonPid = await readPid(path.join(bundle, 'conmon.pid'));
     const logPath = this.known.get(id)?.logPath ?? (conmonPid ? await conmonLogPath(conmonPid) : undefined);
+    if (!conmonPid || !alive(conmonPid)) {
+      throw new FailedPreconditionError(`reopen log of container ${id}: conmon is not running`);
+    }
     let fh: fsp.FileHandle;
     try {
       // conmon keeps both ends of its ctl fifo open, so a non-blocking open fails (ENXIO) only

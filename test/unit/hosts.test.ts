@@ -1,4 +1,4 @@
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -6,8 +6,14 @@ import * as path from 'node:path';
 import { FailedPreconditionError } from '../../src/errors';
 import { isLocalhost, loadRegistryEndpoints } from '../../src/image/registry/hosts';
 
+const made: string[] = [];
+after(() => {
+  for (const dir of made) fs.rmSync(dir, { recursive: true, force: true });
+});
+
 function tempConfig(files: Record<string, string>): string {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tscri-hosts-'));
+  made.push(root);
   for (const [rel, text] of Object.entries(files)) {
     const p = path.join(root, rel);
     fs.mkdirSync(path.dirname(p), { recursive: true });

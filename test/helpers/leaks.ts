@@ -1,0 +1,157 @@
+// What a daemon can leave behind on the host after its pods and containers are gone: mounts
+// (rootfs overlays, pinned namespaces, /dev/shm), conmon monitors, cgroups, iptables rules.
+// A test file snapshots them at the start and asserts that nothing new remains at the end.
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+export interface LeakScope {
+  /** Directories owned by the daemon under test (its root, state and temp base). */
+  dirs: string[];
+  /** Container (and sandbox) ids whose cgroups must be gone. */
+  ids: string[];
+  /** Pod IPs the test saw; any iptables line naming one, or the test subnet, is a leak. */
+  podIps: string[];
+  /** Prefix of the test subnet in iptables-save output, e.g. `10.98.0.`. */
+  subnetPrefix: string;
+  /**
+   * Mount points that belong to the running daemon rather than to a pod (the shared mount of its
+   * namespace root, `<state>/ns`); left out while the daemon runs, checked after it stops.
+   */
+  daemonOwnMounts?: string[];
+}
+
+export interface LeakSnapshot {
+  mounts: string[];
+  netnsPins: string[];
+  conmon: string[];
+  cgroups: string[];
+  iptables: string[];
+}
+
+function unescapeMount(p: string): string {
+  return p.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+}
+
+function under(p: string, dirs: string[]): boolean {
+  return dirs.some((d) => p === d || p.startsWith(d.endsWith('/') ? d : `${d}/`));
+}
+
+/** Mount points under the daemon's dirs, from /proc/self/mountinfo (the host mount namespace). */
+export function daemonMounts(dirs: string[]): { mounts: string[]; netnsPins: string[] } {
+  const mounts: string[] = [];
+  const netnsPins: string[] = [];
+  for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    if (!line) continue;
+    const fields = line.split(' ');
+    const mountPoint = unescapeMount(fields[4]);
+    const sep = fields.indexOf('-');
+    const fstype = sep >= 0 ? fields[sep + 1] : '?';
+    if (!under(mountPoint, dirs)) continue;
+    const entry = `${mountPoint} (${fstype})`;
+    if (fstype === 'nsfs') netnsPins.push(entry);
+    else mounts.push(entry);
+  }
+  return { mounts, netnsPins };
+}
+
+/** conmon processes whose arguments mention one of the daemon's dirs. */
+export function conmonProcesses(dirs: string[]): string[] {
+  const out: string[] = [];
+  for (const pid of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    let args: string[];
+    try {
+      args = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
+    } catch {
+      continue;
+    }
+    if (args.length === 0 || path.basename(args[0]) !== 'conmon') continue;
+    if (args.some((a) => dirs.some((d) => a.includes(d)))) out.push(`pid ${pid}: ${args.join(' ').slice(0, 300)}`);
+  }
+  return out;
+}
+
+/** cgroup directories (any v1 hierarchy or the unified tree) whose name contains one of `ids`. */
+export function cgroupsNamed(ids: string[], maxDepth = 7): string[] {
+  if (ids.length === 0) return [];
+  const out: string[] = [];
+  const walk = (dir: string, depth: number) => {
+    let entries: fs.Dirent[];
+    try {
+      entries = fs.readdirSync(dir, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      if (!e.isDirectory()) continue;
+      const p = path.join(dir, e.name);
+      if (ids.some((id) => e.name.includes(id))) out.push(p);
+      if (depth < maxDepth) walk(p, depth + 1);
+    }
+  };
+  for (const h of fs.readdirSync('/sys/fs/cgroup')) {
+    const root = path.join('/sys/fs/cgroup', h);
+    // Co-mounted controllers appear twice (cpu and cpuacct are symlinks to cpu,cpuacct).
+    if (fs.lstatSync(root).isSymbolicLink()) continue;
+    walk(root, 0);
+  }
+  return out.sort();
+}
+
+/** iptables-save lines (all tables) naming a pod IP or the test subnet. */
+export function iptablesLines(podIps: string[], subnetPrefix: string): string[] {
+  const r = spawnSync('iptables-save', [], { encoding: 'utf8' });
+  if (r.status !== 0) return [`iptables-save failed: ${r.stderr}`];
+  return r.stdout
+    .split('\n')
+    .filter((l) => !l.startsWith('#'))
+    .filter((l) => l.includes(subnetPrefix) || podIps.some((ip) => new RegExp(`\\b${ip.replace(/\./g, '\\.')}\\b`).test(l)));
+}
+
+export function snapshotLeaks(scope: LeakScope): LeakSnapshot {
+  const { mounts, netnsPins } = daemonMounts(scope.dirs);
+  const own = scope.daemonOwnMounts ?? [];
+  return {
+    mounts: mounts.filter((m) => !own.some((o) => m.startsWith(`${o} (`))),
+    netnsPins,
+    conmon: conmonProcesses(scope.dirs),
+    cgroups: cgroupsNamed(scope.ids),
+    iptables: iptablesLines(scope.podIps, scope.subnetPrefix),
+  };
+}
+
+/**
+ * What is in `now` and was not in `baseline`, per kind. The baseline keeps rules a crashed
+ * earlier run left (they are reported by the caller, not blamed on this run).
+ */
+export function newLeaks(baseline: LeakSnapshot, now: LeakSnapshot): Partial<LeakSnapshot> {
+  const out: Partial<LeakSnapshot> = {};
+  for (const k of Object.keys(now) as (keyof LeakSnapshot)[]) {
+    const fresh = now[k].filter((x) => !baseline[k].includes(x));
+    if (fresh.length > 0) out[k] = fresh;
+  }
+  return out;
+}
+
+/** A readable report, or '' when nothing leaked. */
+export function describeLeaks(leaks: Partial<LeakSnapshot>): string {
+  return Object.entries(leaks)
+    .map(([k, v]) => `${k}:\n  ${(v as string[]).join('\n  ')}`)
+    .join('\n');
+}
+
+export const EMPTY_SNAPSHOT: LeakSnapshot = { mounts: [], netnsPins: [], conmon: [], cgroups: [], iptables: [] };
+
+/**
+ * Polls for a few seconds (conmon exits and cgroup removal can trail the RPC that caused them),
+ * then returns the leaks that remain.
+ */
+export async function waitNoLeaks(scope: LeakScope, baseline: LeakSnapshot = EMPTY_SNAPSHOT, timeoutMs = 5_000): Promise<Partial<LeakSnapshot>> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const leaks = newLeaks(baseline, snapshotLeaks(scope));
+    if (Object.keys(leaks).length === 0 || Date.now() > until) return leaks;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
