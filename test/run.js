@@ -20,6 +20,13 @@ const prerequisites = [
   { pkg: 'zstd', present: () => onPath('zstd') },
   { pkg: 'openssl', present: () => onPath('openssl') },
   { pkg: 'attr', present: () => onPath('getfattr') },
+  // The node's real components that pods and containers run on.
+  { pkg: 'runc', present: () => fs.existsSync('/usr/sbin/runc') || onPath('runc') },
+  { pkg: 'conmon', present: () => onPath('conmon') },
+  { pkg: 'containernetworking-plugins', present: () => fs.existsSync('/usr/lib/cni/bridge') || fs.existsSync('/opt/cni/bin/bridge') },
+  { pkg: 'iptables', present: () => fs.existsSync('/usr/sbin/iptables') || onPath('iptables') },
+  { pkg: 'iproute2', present: () => fs.existsSync('/usr/sbin/ip') || fs.existsSync('/bin/ip') || onPath('ip') },
+  { pkg: 'util-linux', present: () => onPath('unshare') && onPath('nsenter') },
 ];
 
 function onPath(cmd) {
