@@ -310,5 +310,18 @@ export async function loadRegistryEndpoints(
     throw new FailedPreconditionError(`cannot read registry hosts file ${file}: ${messageOf(err)}`, { cause: err });
   }
   if (text.trim() === '') return [await certsDirEndpoint(dir, host, insecureHosts)];
-  return parseHostsFile(text, file, host, insecureHosts);
+  return withoutRepeats(parseHostsFile(text, file, host, insecureHosts));
+}
+
+/**
+ * A mirror file often names the same URL as server and as its one mirror (the lab's and
+ * containerd's examples do); asking it twice only doubles the wait when it fails.
+ */
+function withoutRepeats(endpoints: RegistryEndpoint[]): RegistryEndpoint[] {
+  const seen = new Set<string>();
+  return endpoints.filter((e) => {
+    if (seen.has(e.url)) return false;
+    seen.add(e.url);
+    return true;
+  });
 }
