@@ -84,11 +84,29 @@ export interface OciResources {
   unified?: Record<string, string>;
 }
 
+export interface OciSeccompArg {
+  index: number;
+  value: number;
+  valueTwo?: number;
+  op: string;
+}
+
+export interface OciSyscall {
+  names: string[];
+  action: string;
+  /** The errno of SCMP_ACT_ERRNO (runc's default: EPERM) or the SCMP_ACT_TRACE message. */
+  errnoRet?: number;
+  args?: OciSeccompArg[];
+}
+
 export interface OciSeccomp {
   defaultAction: string;
+  defaultErrnoRet?: number;
   architectures?: string[];
   flags?: string[];
-  syscalls?: { names: string[]; action: string; errnoRet?: number; args?: { index: number; value: number; valueTwo?: number; op: string }[] }[];
+  listenerPath?: string;
+  listenerMetadata?: string;
+  syscalls?: OciSyscall[];
 }
 
 export interface OciLinux {

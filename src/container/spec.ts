@@ -2,7 +2,8 @@
 // following containerd's CRI plugin (internal/cri/server/container_create*.go,
 // internal/cri/opts/spec*.go, pkg/oci/spec*.go) so workloads see what they would see there.
 //
-// buildSpec reads nothing from the host beyond the image's /etc/passwd and /etc/group (and the
+// buildSpec reads nothing from the host beyond the image's /etc/passwd and /etc/group, a
+// Localhost seccomp profile, the list of loaded AppArmor profiles when one is asked for (and the
 // HostFacts below, when the caller does not pass them). Work on host paths — creating missing
 // bind sources, resolving their symlinks — is prepareMountSources, for the caller to run first.
 
@@ -10,7 +11,7 @@ import * as fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { FailedPreconditionError, InvalidArgumentError, UnimplementedError } from '../errors';
+import { FailedPreconditionError, InvalidArgumentError, UnimplementedError, messageOf, withContext } from '../errors';
 import type { ImageConfigFile } from '../image/manifest';
 import type { ContainerConfig__Output } from '../gen/runtime/v1/ContainerConfig';
 import type { LinuxContainerResources__Output } from '../gen/runtime/v1/LinuxContainerResources';
@@ -28,6 +29,7 @@ import {
   type OciResources,
   type OciSpec,
 } from './oci_types';
+import { containerSeccomp, nativeArch, securityProfile } from './seccomp';
 import { resolveUser } from './user';
 
 export { resolveUser } from './user';
@@ -68,6 +70,14 @@ export interface HostFacts {
    * containerd does the same with its own current capabilities.
    */
   boundingCaps?: bigint;
+  /** The kernel filters syscalls (seccomp); assumed when not given. */
+  seccompAvailable?: boolean;
+  /** AppArmor is enabled in the kernel; assumed not when not given. */
+  apparmorEnabled?: boolean;
+  /** libseccomp's name of the native arch (amd64, arm64…); default: this process's. */
+  arch?: string;
+  /** uname -r, for kernel-version conditions in seccomp profiles; default: this host's. */
+  kernelRelease?: string;
 }
 
 export interface SpecInput {
@@ -178,9 +188,17 @@ export function detectHostFacts(): HostFacts {
   const hugetlbAvailable = cgroupV2 ? controllers!.split(/\s+/).includes('hugetlb') : fs.existsSync('/sys/fs/cgroup/hugetlb');
   const lastCap = Number(readTrimmed('/proc/sys/kernel/cap_last_cap') ?? NaN);
   const oomScoreAdj = Number(readTrimmed('/proc/self/oom_score_adj') ?? NaN);
-  const capBnd = /^CapBnd:\s*([0-9a-f]+)$/m.exec(readTrimmed('/proc/self/status') ?? '');
+  const status = readTrimmed('/proc/self/status') ?? '';
+  const capBnd = /^CapBnd:\s*([0-9a-f]+)$/m.exec(status);
+  // containerd's probes: seccomp.IsEnabled (the Seccomp: line exists since Linux 3.8) and
+  // apparmor.HostSupports (securityfs has apparmor and the module parameter says Y).
+  const apparmorEnabled = fs.existsSync('/sys/kernel/security/apparmor') && (readTrimmed('/sys/module/apparmor/parameters/enabled') ?? '').startsWith('Y');
   return {
     boundingCaps: capBnd ? BigInt(`0x${capBnd[1]}`) : undefined,
+    seccompAvailable: /^Seccomp:/m.test(status),
+    apparmorEnabled,
+    arch: nativeArch(),
+    kernelRelease: os.release(),
     cgroupV2,
     lastCap: Number.isInteger(lastCap) ? lastCap : CAPABILITY_NAMES.length - 1,
     swapAvailable,
@@ -514,6 +532,41 @@ function buildMounts(input: SpecInput, sc: LinuxContainerSecurityContext__Output
   return { mounts, rootfsPropagation };
 }
 
+// The profiles the kernel has loaded, one "name (mode)" per line.
+const APPARMOR_PROFILES = '/sys/kernel/security/apparmor/profiles';
+
+/**
+ * process.apparmorProfile, after containerd's generateApparmorSpecOpts: no profile asked for, or
+ * Unconfined, applies none; a privileged container gets none for RuntimeDefault; a Localhost
+ * profile must already be loaded. Where AppArmor is off, RuntimeDefault has nothing to enforce
+ * and is accepted, as CRI-O does (containerd refuses it), but a Localhost profile names a
+ * confinement the workload counts on, so it is refused as containerd refuses it.
+ */
+async function apparmorProfile(sc: LinuxContainerSecurityContext__Output | null, host: HostFacts): Promise<string | undefined> {
+  const choice = securityProfile(sc?.apparmor, sc?.apparmor_profile, 'apparmor');
+  if (!choice || choice.type === 'Unconfined') return undefined;
+  if (!host.apparmorEnabled) {
+    if (choice.type === 'Localhost') throw new FailedPreconditionError(`apparmor profile ${JSON.stringify(choice.ref)} requested but AppArmor is not enabled on this host`);
+    return undefined;
+  }
+  if (choice.type === 'RuntimeDefault') {
+    if (sc?.privileged) return undefined;
+    // containerd generates and loads its own default profile with apparmor_parser; tscri has
+    // none, and running the container unconfined instead would be a silent downgrade.
+    throw new UnimplementedError('the RuntimeDefault AppArmor profile is not supported yet; ask for Unconfined or a Localhost profile');
+  }
+  let loaded: string;
+  try {
+    loaded = await fsp.readFile(APPARMOR_PROFILES, 'utf8');
+  } catch (err) {
+    throw new Error(`failed to read the loaded AppArmor profiles: ${messageOf(err)}`, { cause: err });
+  }
+  if (!loaded.split('\n').some((line) => line.startsWith(`${choice.ref} (`))) {
+    throw new FailedPreconditionError(`apparmor profile ${JSON.stringify(choice.ref)} is not loaded`);
+  }
+  return choice.ref;
+}
+
 function annotations(input: SpecInput): Record<string, string> {
   const meta = input.sandbox.config.metadata;
   return {
@@ -558,6 +611,13 @@ export async function buildSpec(input: SpecInput): Promise<OciSpec> {
   };
   const adj = oomScoreAdj(r, input, host, what);
   if (adj !== undefined) process.oomScoreAdj = adj;
+  const apparmor = await apparmorProfile(sc, host).catch((err: unknown) => {
+    throw withContext(err, what);
+  });
+  if (apparmor !== undefined) process.apparmorProfile = apparmor;
+  // selinux_options are accepted and not applied: tscri sets no process or mount label, which is
+  // right where SELinux is off (containerd's WithSelinuxLabels is a no-op there too); on an
+  // SELinux host the container would keep the label runc is started with.
 
   const { mounts, rootfsPropagation } = buildMounts(input, sc, what);
 
@@ -567,6 +627,14 @@ export async function buildSpec(input: SpecInput): Promise<OciSpec> {
     resources: resources(r, host, privileged, what),
   };
   if (rootfsPropagation) linux.rootfsPropagation = rootfsPropagation;
+  // After the capabilities: the default profile allows the syscalls of the capabilities held.
+  const seccomp = await containerSeccomp(sc, {
+    available: host.seccompAvailable ?? true,
+    target: { capabilities: process.capabilities!.bounding ?? [], arch: host.arch ?? nativeArch(), kernel: host.kernelRelease ?? os.release() },
+  }).catch((err: unknown) => {
+    throw withContext(err, what);
+  });
+  if (seccomp) linux.seccomp = seccomp;
   const sysctls = input.sandbox.config.linux?.sysctls ?? {};
   // The pod's sysctls are namespaced (net.*, kernel.shm*, …) and the container joins the pod's
   // namespaces, so writing them again per container is harmless and keeps pods without an

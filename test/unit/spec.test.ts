@@ -16,6 +16,7 @@ import {
   DEFAULT_MASKED_PATHS,
   DEFAULT_READONLY_PATHS,
   type HostFacts,
+  type OciSpec,
   type SandboxInfo,
   type SpecInput,
   buildSpec,
@@ -505,4 +506,55 @@ test('prepareMountSources: creates a missing host path, resolves symlinks', asyn
   const out = await prepareMountSources([mount('/a', path.join(dir, 'missing/deep')), mount('/b', path.join(dir, 'link'))]);
   assert.ok(fs.statSync(path.join(dir, 'missing/deep')).isDirectory());
   assert.equal(out[1]!.host_path, fs.realpathSync(path.join(dir, 'real')));
+});
+
+test('seccomp: none when unset; the default profile resolved against the final capabilities', async () => {
+  assert.equal((await buildSpec(input())).linux.seccomp, undefined);
+  const withSc = (over: Partial<LinuxContainerSecurityContext__Output>) => input({ config: containerConfig({}, sc({ namespace_options: nsOpts(), ...over })) });
+  const allows = (spec: OciSpec, name: string) => !!spec.linux.seccomp!.syscalls!.some((s) => s.action === 'SCMP_ACT_ALLOW' && !s.args?.length && s.names.includes(name));
+
+  const plain = await buildSpec(withSc({ seccomp_profile_path: 'docker/default' }));
+  assert.equal(plain.linux.seccomp!.defaultAction, 'SCMP_ACT_ERRNO');
+  assert.ok(!allows(plain, 'sethostname'));
+  const admin = await buildSpec(
+    withSc({ seccomp: { profile_type: 'RuntimeDefault', localhost_ref: '' }, capabilities: { add_capabilities: ['SYS_ADMIN'], drop_capabilities: [], add_ambient_capabilities: [] } }),
+  );
+  assert.ok(allows(admin, 'sethostname'));
+  // Dropping a capability also drops the syscalls it unlocks.
+  const noChroot = await buildSpec(withSc({ seccomp_profile_path: 'runtime/default', capabilities: { add_capabilities: [], drop_capabilities: ['SYS_CHROOT'], add_ambient_capabilities: [] } }));
+  assert.ok(allows(plain, 'chroot') && !allows(noChroot, 'chroot'));
+  assert.equal((await buildSpec(withSc({ seccomp_profile_path: 'unconfined' }))).linux.seccomp, undefined);
+});
+
+test('seccomp: localhost profiles, privileged containers, and refused requests name the container', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tscri-seccomp-spec-'));
+  const file = path.join(dir, 'block-host-name.json');
+  fs.writeFileSync(file, JSON.stringify({ defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['sethostname'], action: 'SCMP_ACT_ERRNO' }] }));
+  const withSc = (over: Partial<LinuxContainerSecurityContext__Output>, privilegedPod = false) =>
+    input({ config: containerConfig({}, sc({ namespace_options: nsOpts(), ...over })), sandbox: sandbox({ config: podConfig({ privileged: privilegedPod }) }) });
+
+  const spec = await buildSpec(withSc({ seccomp_profile_path: `localhost/${file}` }));
+  assert.deepEqual(spec.linux.seccomp, { defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['sethostname'], action: 'SCMP_ACT_ERRNO' }] });
+  const privileged = await buildSpec(withSc({ privileged: true, seccomp_profile_path: `localhost/${file}` }, true));
+  assert.equal(privileged.linux.seccomp, undefined);
+
+  const refused = async (over: Partial<LinuxContainerSecurityContext__Output>, re: RegExp) =>
+    assert.rejects(buildSpec(withSc(over)), (e: unknown) => e instanceof InvalidArgumentError && /container "app" \(c1\)/.test(e.message) && re.test(e.message));
+  await refused({ seccomp_profile_path: file }, /localhost\/<path>/);
+  await refused({ seccomp_profile_path: `localhost/${dir}/missing.json` }, new RegExp(`${dir}/missing.json`));
+  await refused({ seccomp: { profile_type: 'Unconfined', localhost_ref: file } }, /localhost_ref/);
+});
+
+test('apparmor and selinux on a host without them: defaults accepted, a Localhost apparmor profile refused', async () => {
+  const withSc = (over: Partial<LinuxContainerSecurityContext__Output>) => input({ config: containerConfig({}, sc({ namespace_options: nsOpts(), ...over })) });
+  for (const over of [
+    { apparmor: { profile_type: 'RuntimeDefault' as const, localhost_ref: '' } },
+    { apparmor: { profile_type: 'Unconfined' as const, localhost_ref: '' } },
+    { apparmor_profile: 'runtime/default' },
+    { selinux_options: { user: 'system_u', role: 'system_r', type: 'container_t', level: 's0:c1,c2' } },
+  ]) {
+    assert.equal((await buildSpec(withSc(over))).process.apparmorProfile, undefined);
+  }
+  await assert.rejects(buildSpec(withSc({ apparmor: { profile_type: 'Localhost', localhost_ref: 'k8s-nginx' } })), (e: unknown) => e instanceof FailedPreconditionError && /k8s-nginx/.test(e.message) && /AppArmor is not enabled/.test(e.message));
+  await assert.rejects(buildSpec(withSc({ apparmor_profile: 'k8s-nginx' })), InvalidArgumentError);
 });
