@@ -55,6 +55,8 @@ export class ContainerService implements PodContainers {
   private readonly store: JsonStore<ContainerRecord>;
   private readonly names = new NameRegistry<ContainerRecord>('container');
   private readonly exitWaiters = new Map<string, Set<() => void>>();
+  /** `runc delete` started when a container exits, so RemoveContainer has less left to do. */
+  private readonly runtimeDeletes = new Map<string, Promise<boolean>>();
   readonly events = new EventEmitter();
 
   constructor(private readonly opts: ContainerServiceOptions) {
@@ -226,7 +228,6 @@ export class ContainerService implements PodContainers {
         stdin: config.stdin,
         stdinOnce: config.stdin_once,
         tty: config.tty,
-        cgroupParent: sandbox.cgroupParent,
       });
       rec.pid = pid;
       rec.phase = 'created';
@@ -279,6 +280,19 @@ export class ContainerService implements PodContainers {
     this.emit(rec, 'CONTAINER_STOPPED_EVENT');
     for (const w of this.exitWaiters.get(id) ?? []) w();
     this.exitWaiters.delete(id);
+    // containerd deletes the task when it exits; doing the same here takes runc's ~10 ms off
+    // RemoveContainer. A failure is retried (forced) at removal.
+    const rt = this.runtimeOf(rec);
+    this.runtimeDeletes.set(
+      id,
+      rt.delete(id).then(
+        () => true,
+        (err: unknown) => {
+          this.opts.log.debug({ err, container: id }, 'runtime delete after exit failed');
+          return false;
+        },
+      ),
+    );
   }
 
   private waitExit(rec: ContainerRecord, ms: number): Promise<boolean> {
@@ -333,7 +347,11 @@ export class ContainerService implements PodContainers {
   /** Everything a container holds; each step tolerates what is already gone. */
   private async release(rec: ContainerRecord): Promise<void> {
     const rt = this.opts.runtimes.get(rec.runtimeHandler);
-    if (rt) await rt.delete(rec.id, true);
+    const deleted = await this.runtimeDeletes.get(rec.id);
+    this.runtimeDeletes.delete(rec.id);
+    if (rt && !deleted) await rt.delete(rec.id, true);
+    // The exit file outlives `runc delete` so the exit stays readable; it goes with the container.
+    await rt?.forget(rec.id);
     await unmountRootfs(rec.rootfs);
     await removeCgroup(rec.cgroupsPath, this.opts.cgroupDriver).catch(() => undefined);
     await fs.rm(rec.bundle, { recursive: true, force: true });

@@ -24,7 +24,7 @@ import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { FailedPreconditionError, messageOf, NotFoundError } from '../errors';
 import type { Logger } from '../log';
-import { cgroupMounts, memoryCgroupOf, oomKillCount, type MemoryCgroup } from './oom';
+import { memoryCgroupOf, oomKillCount, type MemoryCgroup } from './oom';
 import { alive, CappedSink, descendants, run, runtimeErrorText, sleep, type RunResult } from './proc';
 import type {
   ContainerExit,
@@ -125,7 +125,9 @@ export class ConmonRuntime implements OciRuntime {
     });
 
     try {
-      if (c.cgroupParent) this.joinCgroup(child.pid, c.cgroupParent, id);
+      // conmon stays in the daemon's cgroup, as containerd's shims do: moving it into the pod's
+      // cgroup would make that an internal node with processes, which cgroup v2 forbids once
+      // the container cgroups below it enable controllers.
       startPipe.end(Buffer.from([0]));
       const pid = await this.readSyncPipe(id, syncPipe, firstExit, diag);
       const first = await firstExit;
@@ -240,21 +242,6 @@ export class ConmonRuntime implements OciRuntime {
   }
 
   /** Moves conmon into the pod's cgroup before it forks, so the monitor is accounted to the pod. */
-  private joinCgroup(pid: number | undefined, parent: string, id: string): void {
-    if (pid === undefined) return;
-    for (const m of cgroupMounts()) {
-      // The named systemd hierarchy is systemd's business.
-      if (m.version === 'v1' && m.controllers.some((c) => c.startsWith('name='))) continue;
-      const dir = path.join(m.mountPoint, parent);
-      try {
-        fs.mkdirSync(dir, { recursive: true });
-        fs.writeFileSync(path.join(dir, 'cgroup.procs'), String(pid));
-      } catch (e) {
-        this.log.warn({ id, cgroup: dir, err: messageOf(e) }, 'conmon could not join the cgroup parent');
-      }
-    }
-  }
-
   private async abortCreate(id: string, bundle: string, child: ChildProcess): Promise<void> {
     if (child.pid !== undefined) {
       try {

@@ -32,8 +32,6 @@ export interface CreateOptions {
   stdin: boolean;
   stdinOnce: boolean;
   tty: boolean;
-  /** cgroupfs path (relative to each hierarchy's root) that conmon itself joins, e.g. the pod's. */
-  cgroupParent?: string;
 }
 
 export interface ExecResult {

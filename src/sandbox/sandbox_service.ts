@@ -205,7 +205,8 @@ export class SandboxService {
 
   /** Everything a sandbox holds, in reverse order of creation; each step is idempotent. */
   private async release(rec: SandboxRecord): Promise<void> {
-    await this.releaseRunning(rec);
+    // A stopped pod already gave back its network: a second CNI DEL only costs time.
+    if (rec.phase !== 'stopped') await this.releaseRunning(rec);
     await fs.rm(rec.dir, { recursive: true, force: true });
     await fs.rm(path.join(this.nsRoot(), rec.id), { recursive: true, force: true });
   }
