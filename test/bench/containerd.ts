@@ -11,6 +11,17 @@ export interface ContainerdOptions {
   plainHttpRegistries?: string[];
   maxConcurrentDownloads?: number;
   readyTimeoutMs?: number;
+  /**
+   * A CNI conflist for the CRI plugin. Without one the conf dir stays empty: pulls need no
+   * network, and containerd then reports NetworkReady=false, which only pod starts care about.
+   */
+  cniConfList?: object;
+  /** Where the CNI plugins are; an empty dir of its own by default. */
+  cniBinDir?: string;
+  /** The pause image every pod sandbox runs; containerd 1.6 cannot start a pod without one. */
+  sandboxImage?: string;
+  /** containerd's own log level (its [debug] section); warn by default. */
+  logLevel?: string;
 }
 
 export interface Containerd {
@@ -19,6 +30,8 @@ export interface Containerd {
   readonly socket: string;
   readonly cri: CriClient;
   readonly pid: number | undefined;
+  /** The CNI conf dir (holding `cniConfList` as 10-bench.conflist when given). */
+  readonly cniConfDir: string;
   /** Where containerd keeps blobs: `<root>/io.containerd.content.v1.content/blobs/sha256`. */
   readonly contentDir: string;
   /** One directory per overlayfs snapshot. */
@@ -79,7 +92,7 @@ disabled_plugins = [
 
 [debug]
   address = ""
-  level = "warn"
+  level = ${tomlString(opts.logLevel ?? 'warn')}
 
 [metrics]
   address = ""
@@ -99,7 +112,7 @@ disabled_plugins = [
     netns_mounts_under_state_dir = true
     max_concurrent_downloads = ${opts.maxConcurrentDownloads ?? 3}
     restrict_oom_score_adj = true
-
+${opts.sandboxImage ? `    sandbox_image = ${tomlString(opts.sandboxImage)}\n` : ''}
     [plugins."io.containerd.grpc.v1.cri".containerd]
       snapshotter = "overlayfs"
       default_runtime_name = "runc"
@@ -112,7 +125,7 @@ disabled_plugins = [
           SystemdCgroup = false
 
     [plugins."io.containerd.grpc.v1.cri".cni]
-      bin_dir = ${p('cni-bin')}
+      bin_dir = ${opts.cniBinDir ? tomlString(opts.cniBinDir) : p('cni-bin')}
       conf_dir = ${p('cni-conf')}
       max_conf_num = 1
 
@@ -154,6 +167,8 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
   const base = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-ctrd-'));
   for (const d of ['root', 'state', 'opt', 'cni-bin', 'cni-conf', 'certs.d']) fs.mkdirSync(path.join(base, d), { recursive: true });
   for (const host of opts.plainHttpRegistries ?? []) writeHosts(path.join(base, 'certs.d'), host);
+  // Written before start: containerd 1.6 loads the conf dir at startup (and only watches it after).
+  if (opts.cniConfList) fs.writeFileSync(path.join(base, 'cni-conf', '10-bench.conflist'), JSON.stringify(opts.cniConfList, null, 2));
   const configFile = path.join(base, 'config.toml');
   fs.writeFileSync(configFile, configToml(base, opts));
   const socket = path.join(base, 'containerd.sock');
@@ -210,6 +225,7 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
     get pid() {
       return child.pid;
     },
+    cniConfDir: path.join(base, 'cni-conf'),
     contentDir: path.join(root, 'io.containerd.content.v1.content', 'blobs', 'sha256'),
     snapshotsDir: path.join(root, 'io.containerd.snapshotter.v1.overlayfs', 'snapshots'),
     logs: () => log,

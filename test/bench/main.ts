@@ -1,3 +1,4 @@
+import { LIFECYCLE_USAGE, runLifecycle } from './lifecycle';
 import { PULL_USAGE, runPull } from './pull';
 import { UsageError } from './util';
 
@@ -8,6 +9,7 @@ interface Command {
 
 const COMMANDS: Record<string, Command> = {
   pull: { usage: PULL_USAGE, run: runPull },
+  lifecycle: { usage: LIFECYCLE_USAGE, run: runLifecycle },
 };
 
 function usage(): string {
