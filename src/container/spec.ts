@@ -22,6 +22,7 @@ import type { PodSandboxConfig__Output } from '../gen/runtime/v1/PodSandboxConfi
 import {
   OCI_VERSION,
   type OciCapabilities,
+  type OciDevice,
   type OciLinux,
   type OciMount,
   type OciNamespace,
@@ -29,6 +30,7 @@ import {
   type OciResources,
   type OciSpec,
 } from './oci_types';
+import { hostDevices, requestedDevices } from './devices';
 import { containerSeccomp, nativeArch, securityProfile } from './seccomp';
 import { resolveUser } from './user';
 
@@ -627,6 +629,12 @@ export async function buildSpec(input: SpecInput): Promise<OciSpec> {
     resources: resources(r, host, privileged, what),
   };
   if (rootfsPropagation) linux.rootfsPropagation = rootfsPropagation;
+  // Devices: a privileged container gets every host device node (containerd's WithDevices of
+  // /dev; the cgroup already allows all), others the ones the request names.
+  const requested = await requestedDevices(input.config.devices ?? [], what);
+  const devices = privileged ? mergeDevices(await hostDevices(), requested.devices) : requested.devices;
+  if (devices.length) linux.devices = devices;
+  if (!privileged && requested.rules.length) linux.resources!.devices = [...(linux.resources!.devices ?? []), ...requested.rules];
   // After the capabilities: the default profile allows the syscalls of the capabilities held.
   const seccomp = await containerSeccomp(sc, {
     available: host.seccompAvailable ?? true,
@@ -653,6 +661,12 @@ export async function buildSpec(input: SpecInput): Promise<OciSpec> {
     annotations: annotations(input),
     linux,
   };
+}
+
+/** Host devices plus the requested ones; a requested container path wins. */
+function mergeDevices(host: OciDevice[], requested: OciDevice[]): OciDevice[] {
+  const taken = new Set(requested.map((d) => d.path));
+  return [...host.filter((d) => !taken.has(d.path)), ...requested];
 }
 
 /**

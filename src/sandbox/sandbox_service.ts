@@ -13,6 +13,7 @@ import { UndoStack } from '../util/undo';
 import { startPidHolder, stopPidHolder } from './pid_holder';
 import { podHostname, releasePodShm, writePodFiles } from './pod_files';
 import { type SandboxRecord, sandboxName } from './sandbox';
+import { validateSandboxConfig } from './validate';
 
 /** What the sandbox service needs from the containers of a pod. */
 export interface PodContainers {
@@ -89,6 +90,7 @@ export class SandboxService {
         `RunPodSandbox ${config.metadata.name}: no runtime handler ${JSON.stringify(handler)} (configured: ${this.opts.runtimeHandlers.join(', ')})`,
       );
     }
+    validateSandboxConfig(config);
     const id = newId();
     return this.names.reserveAndCreate(sandboxName(config), id, () => this.create(id, config, runtimeHandler, log));
   }
