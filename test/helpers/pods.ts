@@ -33,7 +33,18 @@ export interface CniFixture {
   remove(): void;
 }
 
-export function makeCniFixture(): CniFixture {
+/** A test network: its bridge, subnet and network name, none shared with another test file. */
+export interface TestNetwork {
+  bridge: string;
+  subnet: string;
+  gateway: string;
+  name: string;
+}
+
+export const E2E_NETWORK: TestNetwork = { bridge: BRIDGE, subnet: POD_SUBNET, gateway: GATEWAY_IP, name: CNI_NETWORK };
+
+/** A conf dir with one conflist: bridge + host-local (own subnet route only, no masquerading), portmap, loopback. */
+export function makeCniFixture(net: TestNetwork = E2E_NETWORK): CniFixture {
   const base = fs.mkdtempSync(path.join(os.tmpdir(), 'tscri-cni-'));
   const confDir = path.join(base, 'net.d');
   const dataDir = path.join(base, 'ipam');
@@ -41,18 +52,18 @@ export function makeCniFixture(): CniFixture {
   fs.mkdirSync(dataDir);
   const conflist = {
     cniVersion: '1.0.0',
-    name: CNI_NETWORK,
+    name: net.name,
     plugins: [
       {
         type: 'bridge',
-        bridge: BRIDGE,
+        bridge: net.bridge,
         isGateway: true,
         ipMasq: false,
         hairpinMode: true,
         ipam: {
           type: 'host-local',
-          ranges: [[{ subnet: POD_SUBNET, gateway: GATEWAY_IP }]],
-          routes: [{ dst: POD_SUBNET }],
+          ranges: [[{ subnet: net.subnet, gateway: net.gateway }]],
+          routes: [{ dst: net.subnet }],
           dataDir,
         },
       },
@@ -60,29 +71,29 @@ export function makeCniFixture(): CniFixture {
       { type: 'loopback' },
     ],
   };
-  fs.writeFileSync(path.join(confDir, '10-tscri-e2e.conflist'), JSON.stringify(conflist, null, 2));
+  fs.writeFileSync(path.join(confDir, `10-${net.name}.conflist`), JSON.stringify(conflist, null, 2));
   return {
     base,
     confDir,
     dataDir,
     reservedIps() {
-      const dir = path.join(dataDir, CNI_NETWORK);
+      const dir = path.join(dataDir, net.name);
       if (!fs.existsSync(dir)) return [];
       return fs.readdirSync(dir).filter((n) => /^\d+\.\d+\.\d+\.\d+$/.test(n)).sort();
     },
     remove() {
-      deleteBridge();
+      deleteBridge(net.bridge);
       fs.rmSync(base, { recursive: true, force: true });
     },
   };
 }
 
-export function bridgeExists(): boolean {
-  return spawnSync('ip', ['link', 'show', BRIDGE], { stdio: 'ignore' }).status === 0;
+export function bridgeExists(bridge = BRIDGE): boolean {
+  return spawnSync('ip', ['link', 'show', bridge], { stdio: 'ignore' }).status === 0;
 }
 
-export function deleteBridge(): void {
-  if (bridgeExists()) execFileSync('ip', ['link', 'del', BRIDGE]);
+export function deleteBridge(bridge = BRIDGE): void {
+  if (bridgeExists(bridge)) execFileSync('ip', ['link', 'del', bridge]);
 }
 
 /** The daemon config for the test network; `extra` lines are appended as they are. */

@@ -1,12 +1,10 @@
 // Fixtures for the security-context e2e tests: a CNI network of their own (so they can run beside
 // the pod and container tests), an image with its own users and groups, and readers for what a
 // container reports about itself in /proc/self/status.
-import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { busyboxLayer, pushImage, type LayerEntry, type PushedImage } from './images';
-import { EXTRA_APPLETS, type CniFixture } from './pods';
+import { EXTRA_APPLETS, bridgeExists, makeCniFixture, type CniFixture, type TestNetwork } from './pods';
 
 // Like pods.ts's network, this one never leaves the machine: a route to its own subnet only, no
 // masquerading, and a bridge and subnet no other test file uses.
@@ -16,57 +14,15 @@ export const SC_GATEWAY_IP = '10.91.0.1';
 export const SC_BRIDGE = 'tscri-sc0';
 export const SC_CNI_NETWORK = 'tscri-sc';
 
+const SC_NETWORK: TestNetwork = { bridge: SC_BRIDGE, subnet: SC_SUBNET, gateway: SC_GATEWAY_IP, name: SC_CNI_NETWORK };
+
 export function scBridgeExists(): boolean {
-  return spawnSync('ip', ['link', 'show', SC_BRIDGE], { stdio: 'ignore' }).status === 0;
+  return bridgeExists(SC_BRIDGE);
 }
 
-export function deleteScBridge(): void {
-  if (scBridgeExists()) execFileSync('ip', ['link', 'del', SC_BRIDGE]);
-}
-
-/** The same shape of fixture as pods.ts's makeCniFixture, on tscri-sc0 / 10.91.0.0/24. */
+/** pods.ts's fixture on tscri-sc0 / 10.91.0.0/24. */
 export function makeSecurityCni(): CniFixture {
-  const base = fs.mkdtempSync(path.join(os.tmpdir(), 'tscri-sc-cni-'));
-  const confDir = path.join(base, 'net.d');
-  const dataDir = path.join(base, 'ipam');
-  fs.mkdirSync(confDir);
-  fs.mkdirSync(dataDir);
-  const conflist = {
-    cniVersion: '1.0.0',
-    name: SC_CNI_NETWORK,
-    plugins: [
-      {
-        type: 'bridge',
-        bridge: SC_BRIDGE,
-        isGateway: true,
-        ipMasq: false,
-        hairpinMode: true,
-        ipam: {
-          type: 'host-local',
-          ranges: [[{ subnet: SC_SUBNET, gateway: SC_GATEWAY_IP }]],
-          routes: [{ dst: SC_SUBNET }],
-          dataDir,
-        },
-      },
-      { type: 'portmap', capabilities: { portMappings: true }, snat: true },
-      { type: 'loopback' },
-    ],
-  };
-  fs.writeFileSync(path.join(confDir, '10-tscri-sc.conflist'), JSON.stringify(conflist, null, 2));
-  return {
-    base,
-    confDir,
-    dataDir,
-    reservedIps() {
-      const dir = path.join(dataDir, SC_CNI_NETWORK);
-      if (!fs.existsSync(dir)) return [];
-      return fs.readdirSync(dir).filter((n) => /^\d+\.\d+\.\d+\.\d+$/.test(n)).sort();
-    },
-    remove() {
-      deleteScBridge();
-      fs.rmSync(base, { recursive: true, force: true });
-    },
-  };
+  return makeCniFixture(SC_NETWORK);
 }
 
 // ---- images --------------------------------------------------------------------------------
