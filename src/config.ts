@@ -23,6 +23,8 @@ export interface Config {
   imagePullProgressTimeoutMs: number;
   /** Prometheus endpoint, `host:port`; empty disables it. Loopback by default. */
   metricsListen: string;
+  /** Exec/attach/port-forward HTTP server, `host:port`; port 0 picks one. Loopback by default. */
+  streamingAddress: string;
   logLevel: string;
   cgroupDriver: 'cgroupfs' | 'systemd';
   /** CNI network configuration directory and plugin directories. */
@@ -56,6 +58,7 @@ export function defaultConfig(): Config {
     maxConcurrentDownloads: 3,
     imagePullProgressTimeoutMs: 60_000,
     metricsListen: '127.0.0.1:9099',
+    streamingAddress: '127.0.0.1:0',
     logLevel: 'info',
     cgroupDriver: 'cgroupfs',
     cniConfDir: '/etc/cni/net.d',
@@ -109,6 +112,7 @@ function applyFile(cfg: Config, file: string): void {
   cfg.insecureRegistries = strList('insecure_registries') ?? cfg.insecureRegistries;
   cfg.pinnedImages = strList('pinned_images') ?? cfg.pinnedImages;
   cfg.metricsListen = str('metrics_listen') ?? cfg.metricsListen;
+  cfg.streamingAddress = str('streaming_address') ?? cfg.streamingAddress;
   cfg.logLevel = str('log_level') ?? cfg.logLevel;
   const driver = str('cgroup_driver');
   if (driver !== undefined) {

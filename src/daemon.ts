@@ -37,6 +37,10 @@ import { runPodSandbox } from './server/runtime/sandbox_run';
 import { listPodSandboxStats, podSandboxStats, streamPodSandboxStats } from './server/runtime/sandbox_stats';
 import { podSandboxStatus } from './server/runtime/sandbox_status';
 import { stopPodSandbox } from './server/runtime/sandbox_stop';
+import { attach } from './server/runtime/container_attach';
+import { exec } from './server/runtime/container_exec';
+import { portForward } from './server/runtime/sandbox_port_forward';
+import { StreamingServer } from './streaming/server';
 import { ContainerService } from './container/container_service';
 import { Cni } from './network/cni';
 import { ConmonRuntime } from './oci/conmon_runtime';
@@ -53,6 +57,7 @@ export class Daemon {
   readonly runtimes = new Map<string, OciRuntime>();
   readonly sandboxes: SandboxService;
   readonly containers: ContainerService;
+  readonly streaming: StreamingServer;
   private server?: grpc.Server;
   private listener?: net.Server;
   private injector?: ReturnType<grpc.Server['createConnectionInjector']>;
@@ -117,6 +122,19 @@ export class Daemon {
       log,
     });
     this.sandboxes.containers = this.containers;
+    this.streaming = new StreamingServer({
+      address: cfg.streamingAddress,
+      socketDir: path.join(cfg.state, 's'),
+      log,
+      backend: {
+        container: (id) => this.containers.find(id),
+        runtime: (handler) => {
+          const binary = cfg.runtimes[handler] ? which(cfg.runtimes[handler]) : undefined;
+          return binary ? { binary, root: path.join(cfg.state, handler) } : undefined;
+        },
+        sandboxNetns: (id) => this.sandboxes.get(id).namespaces.net,
+      },
+    });
   }
 
   async start(): Promise<void> {
@@ -128,6 +146,7 @@ export class Daemon {
     await this.cni.load().catch((err: unknown) => log.warn({ err }, 'no usable CNI network yet'));
     await this.sandboxes.init();
     await this.containers.init();
+    await this.streaming.start();
 
     const cri = loadCri();
     const server = new grpc.Server({
@@ -170,6 +189,9 @@ export class Daemon {
         GetContainerEvents: { stream: (_req, send, ctx) => getContainerEvents(containers, sandboxes, send, ctx) },
         ListMetricDescriptors: () => listMetricDescriptors(),
         ListPodSandboxMetrics: () => listPodSandboxMetrics(),
+        Exec: (req) => exec(req, containers, this.streaming),
+        Attach: (req) => attach(req, containers, this.streaming),
+        PortForward: (req) => portForward(req, sandboxes, this.streaming),
       }, log, this.metrics),
     );
     server.addService(
@@ -224,6 +246,7 @@ export class Daemon {
       });
       await fs.rm(socketPath(this.cfg), { force: true });
     }
+    await this.streaming.stop();
     await this.sandboxes.shutdown();
     await this.metrics.close();
   }

@@ -28,6 +28,21 @@ const c = {
   setns: libc.func('int setns(int fd, int nstype)'),
   sethostname: libc.func('int sethostname(const char *name, size_t len)'),
   gettid: libc.func('int gettid()'),
+  socket: libc.func('int socket(int domain, int type, int protocol)'),
+  connect: libc.func('int connect(int fd, const void *addr, uint32_t addrlen)'),
+  poll: libc.func('int poll(void *fds, uint64_t nfds, int timeout)'),
+  getsockopt: libc.func('int getsockopt(int fd, int level, int optname, void *optval, void *optlen)'),
+  close: libc.func('int close(int fd)'),
+  bind: libc.func('int bind(int fd, const void *addr, uint32_t len)'),
+  listen: libc.func('int listen(int fd, int backlog)'),
+  accept4: libc.func('int accept4(int fd, void *addr, void *len, int flags)'),
+  read: libc.func('int64_t read(int fd, void *buf, size_t count)'),
+  write: libc.func('int64_t write(int fd, const void *buf, size_t count)'),
+  shutdown: libc.func('int shutdown(int fd, int how)'),
+  recvmsg: libc.func('int64_t recvmsg(int fd, void *msg, int flags)'),
+  ioctl: libc.func('int ioctl(int fd, unsigned long request, ...)'),
+  prctl: libc.func('int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5)'),
+  waitpid: libc.func('int waitpid(int pid, _Out_ int *status, int options)'),
 };
 
 // os.constants.errno lists aliases (ENOTSUP/EOPNOTSUPP, EAGAIN/EWOULDBLOCK) with one number;
@@ -39,6 +54,11 @@ for (const [name, num] of Object.entries(os.constants.errno)) {
 
 export function errnoName(errno: number): string {
   return errnoNames.get(errno) ?? `errno ${errno}`;
+}
+
+/** strerror(3): the C library's text for an errno ("Connection refused"). */
+export function strerror(errno: number): string {
+  return String(c.strerror(errno));
 }
 
 export class SysError extends Error {
@@ -204,3 +224,241 @@ export function statfs(path: string): StatFs {
 // f_type values from <linux/magic.h>.
 export const NSFS_MAGIC = 0x6e736673;
 export const OVERLAYFS_SUPER_MAGIC = 0x794c7630;
+
+// TCP connects made outside the event loop (netns_connect_worker.ts). socket(), the SOCK_* flags
+// and closeFd are shared with the streaming section below.
+export const AF_INET = 2;
+export const AF_INET6 = 10;
+export const POLLOUT = 0x4;
+
+/**
+ * connect(2) that reports the outcome instead of throwing: 0 when connected, otherwise the errno
+ * (EINPROGRESS on a non-blocking socket is the usual answer, ECONNREFUSED an expected one).
+ */
+export function connect(fd: number, addr: Buffer): number {
+  return c.connect(fd, addr, addr.length) === 0 ? 0 : koffi.errno();
+}
+
+/**
+ * poll(2) on `fds` for `events`, returning each descriptor's revents (0 while not ready). For a
+ * thread that owns no event loop worth the name; the main thread uses pollFd instead.
+ * struct pollfd is { int fd; short events; short revents; }: 8 bytes.
+ */
+export function poll(fds: number[], events: number, timeoutMs: number): number[] {
+  const buf = Buffer.alloc(fds.length * 8);
+  fds.forEach((fd, i) => {
+    buf.writeInt32LE(fd, i * 8);
+    buf.writeInt16LE(events, i * 8 + 4);
+  });
+  if (c.poll(buf, fds.length, timeoutMs) < 0) {
+    // A signal cut the wait short: "nothing ready yet" is the honest answer.
+    if (koffi.errno() === os.constants.errno.EINTR) return fds.map(() => 0);
+    fail('poll', `${fds.length} fds`);
+  }
+  return fds.map((_, i) => buf.readUInt16LE(i * 8 + 6));
+}
+
+/** getsockopt(SOL_SOCKET, SO_ERROR): how a non-blocking connect ended (0, or an errno). */
+export function socketError(fd: number): number {
+  const SOL_SOCKET_LEVEL = 1;
+  const SO_ERROR = 4;
+  const val = Buffer.alloc(4);
+  const len = Buffer.alloc(4);
+  len.writeUInt32LE(4);
+  if (c.getsockopt(fd, SOL_SOCKET_LEVEL, SO_ERROR, val, len) !== 0) fail('getsockopt', `fd ${fd}`, 'SO_ERROR');
+  return val.readInt32LE(0);
+}
+
+// ---- sockets and descriptors, for the streaming server --------------------------------------
+//
+// conmon's attach socket is SOCK_SEQPACKET and runc hands a pty master over SCM_RIGHTS: neither
+// is reachable through node:net. These wrappers keep descriptors as plain numbers; readiness
+// comes from pollFd (libuv's poll handle), so nothing here ever blocks the event loop as long
+// as callers only read/write after a readiness callback and treat EAGAIN as "not yet".
+
+export const AF_UNIX = 1;
+export const SOCK_STREAM = 1;
+export const SOCK_SEQPACKET = 5;
+export const SOCK_NONBLOCK = 0o4000;
+export const SOCK_CLOEXEC = 0o2000000;
+export const SHUT_WR = 1;
+export const SHUT_RDWR = 2;
+// O_PATH is 010000000 on x86_64 and aarch64 (the only ABIs koffi's libc.so.6 load targets here).
+export const O_PATH = 0o10000000;
+const MSG_DONTWAIT = 0x40;
+const MSG_CMSG_CLOEXEC = 0x40000000;
+const SOL_SOCKET = 1;
+const SCM_RIGHTS = 1;
+const TIOCSWINSZ = 0x5414;
+const SUN_PATH_MAX = 108;
+
+const EAGAIN = os.constants.errno.EAGAIN;
+const EINTR = os.constants.errno.EINTR;
+
+function sockaddrUn(path: string): Buffer {
+  const bytes = Buffer.from(path, 'utf8');
+  if (bytes.length >= SUN_PATH_MAX) {
+    throw new SysError('connect', os.constants.errno.ENAMETOOLONG, path, `longer than ${SUN_PATH_MAX - 1} bytes`);
+  }
+  const addr = Buffer.alloc(2 + SUN_PATH_MAX);
+  addr.writeUInt16LE(AF_UNIX, 0);
+  bytes.copy(addr, 2);
+  return addr;
+}
+
+/** socket(2); pass SOCK_NONBLOCK | SOCK_CLOEXEC in `type` as needed. */
+export function socket(domain: number, type: number): number {
+  const fd = Number(c.socket(domain, type, 0));
+  if (fd < 0) fail('socket', `type=${type}`);
+  return fd;
+}
+
+/** connect(2) to a unix socket path (keep it under 108 bytes: see /proc/self/fd tricks). */
+export function connectUnix(fd: number, path: string): void {
+  const addr = sockaddrUn(path);
+  if (c.connect(fd, addr, addr.length) !== 0) fail('connect', path);
+}
+
+/** bind(2) + listen(2) on a unix socket path. */
+export function listenUnix(fd: number, path: string, backlog = 4): void {
+  const addr = sockaddrUn(path);
+  if (c.bind(fd, addr, addr.length) !== 0) fail('bind', path);
+  if (c.listen(fd, backlog) !== 0) fail('listen', path);
+}
+
+/** accept4(2) with SOCK_CLOEXEC; null when no connection is pending (EAGAIN). */
+export function accept(fd: number): number | null {
+  const got = Number(c.accept4(fd, null, null, SOCK_CLOEXEC));
+  if (got >= 0) return got;
+  const err = koffi.errno();
+  if (err === EAGAIN || err === EINTR) return null;
+  fail('accept4', `fd ${fd}`);
+}
+
+/** read(2): bytes read, 0 at end of file, null when nothing is ready (EAGAIN). */
+export function readFd(fd: number, buf: Buffer): number | null {
+  const n = Number(c.read(fd, buf, buf.length));
+  if (n >= 0) return n;
+  const err = koffi.errno();
+  if (err === EAGAIN || err === EINTR) return null;
+  throw new SysError('read', err, `fd ${fd}`);
+}
+
+/** write(2): bytes written, or null when the descriptor is full (EAGAIN). */
+export function writeFd(fd: number, buf: Buffer): number | null {
+  const n = Number(c.write(fd, buf, buf.length));
+  if (n >= 0) return n;
+  const err = koffi.errno();
+  if (err === EAGAIN || err === EINTR) return null;
+  throw new SysError('write', err, `fd ${fd}`);
+}
+
+/** shutdown(2); errors are ignored: the peer may already be gone, which is the point. */
+export function shutdownFd(fd: number, how: number): void {
+  c.shutdown(fd, how);
+}
+
+export function closeFd(fd: number): void {
+  c.close(fd);
+}
+
+/**
+ * Receives one descriptor passed with SCM_RIGHTS (what runc does on --console-socket), without
+ * blocking: null when no message is queued yet. The descriptor is close-on-exec.
+ */
+export function recvFd(fd: number): number | null {
+  const data = Buffer.alloc(4096);
+  const iov = Buffer.alloc(16);
+  iov.writeBigUInt64LE(koffi.address(data), 0);
+  iov.writeBigUInt64LE(BigInt(data.length), 8);
+  const control = Buffer.alloc(64);
+  // struct msghdr on LP64: name, namelen(+pad), iov, iovlen, control, controllen, flags(+pad).
+  const msg = Buffer.alloc(56);
+  msg.writeBigUInt64LE(koffi.address(iov), 16);
+  msg.writeBigUInt64LE(1n, 24);
+  msg.writeBigUInt64LE(koffi.address(control), 32);
+  msg.writeBigUInt64LE(BigInt(control.length), 40);
+  const n = Number(c.recvmsg(fd, msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC));
+  if (n < 0) {
+    const err = koffi.errno();
+    if (err === EAGAIN || err === EINTR) return null;
+    throw new SysError('recvmsg', err, `fd ${fd}`);
+  }
+  const controlLen = Number(msg.readBigUInt64LE(40));
+  // struct cmsghdr: len (size_t), level (int), type (int), then the descriptors.
+  if (controlLen >= 20 && control.readInt32LE(8) === SOL_SOCKET && control.readInt32LE(12) === SCM_RIGHTS) {
+    return control.readInt32LE(16);
+  }
+  throw new SysError('recvmsg', os.constants.errno.EPROTO, `fd ${fd}`, 'message carried no descriptor');
+}
+
+/** TIOCSWINSZ: sets a terminal's size (rows, columns); the foreground group gets SIGWINCH. */
+export function setWinsize(fd: number, rows: number, cols: number): void {
+  const ws = Buffer.alloc(8);
+  ws.writeUInt16LE(rows & 0xffff, 0);
+  ws.writeUInt16LE(cols & 0xffff, 2);
+  if (c.ioctl(fd, TIOCSWINSZ, 'void *', ws) !== 0) fail('ioctl', `fd ${fd}`, 'TIOCSWINSZ');
+}
+
+export interface PollEvents {
+  readable: boolean;
+  writable: boolean;
+  disconnect: boolean;
+}
+
+export interface FdPoller {
+  /** Changes the events watched; an empty set stops watching without closing. */
+  watch(events: { readable?: boolean; writable?: boolean }): void;
+  close(): void;
+}
+
+/**
+ * Readiness of a raw descriptor on Node's own event loop (libuv uv_poll through koffi). libuv
+ * also makes the descriptor non-blocking. `status` < 0 is a libuv error (e.g. EBADF).
+ */
+export function pollFd(fd: number, cb: (status: number, ev: PollEvents) => void): FdPoller {
+  let handle: ReturnType<typeof koffi.node.poll> | null = null;
+  const call = cb as unknown as (ev: PollEvents) => void;
+  return {
+    watch(events) {
+      const opts = { readable: !!events.readable, writable: !!events.writable, disconnect: false };
+      if (!opts.readable && !opts.writable) {
+        handle?.stop();
+        return;
+      }
+      // koffi passes (status, events) to the callback; its .d.ts names only the events.
+      if (handle) handle.start(opts, call);
+      else handle = koffi.node.poll(fd, opts, call);
+    },
+    close() {
+      handle?.close();
+      handle = null;
+    },
+  };
+}
+
+const PR_SET_CHILD_SUBREAPER = 36;
+
+/**
+ * prctl(PR_SET_CHILD_SUBREAPER): orphaned descendants are reparented to this process instead of
+ * init, so it can wait for them. Only for short-lived helper processes: the daemon itself must
+ * not collect conmon's daemonized children.
+ */
+export function setChildSubreaper(): void {
+  if (c.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) !== 0) fail('prctl', 'PR_SET_CHILD_SUBREAPER');
+}
+
+/**
+ * Blocking waitpid(2) for one child; the shell's convention for the result (128 + signal when
+ * killed). Helper processes only: it blocks the calling thread.
+ */
+export function waitExitCode(pid: number): number {
+  const status = [0];
+  for (;;) {
+    if (c.waitpid(pid, status, 0) >= 0) break;
+    if (koffi.errno() !== EINTR) fail('waitpid', `pid ${pid}`);
+  }
+  const st = status[0]!;
+  const sig = st & 0x7f;
+  return sig === 0 ? (st >> 8) & 0xff : 128 + sig;
+}
