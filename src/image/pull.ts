@@ -6,8 +6,7 @@ import type { Metrics } from '../metrics';
 import type { LayerStore } from '../snapshot/layer_store';
 import type { BlobStore } from './blob_store';
 import type { ImageRecord } from './image_store';
-import { unpackLayer } from './layer_unpack';
-import { DigestCheck, Hasher, compressionOf, decompressor } from './layer_streams';
+import { DigestCheck, compressionOf } from './layer_streams';
 import {
   type Descriptor,
   chainIds,
@@ -23,6 +22,7 @@ import { type ImageReference, formatReference, repository } from './reference';
 import type { AuthConfig } from './registry/auth';
 import { type RegistryClient, toRegistryError } from './registry/client';
 import type { RegistryEndpoint } from './registry/hosts';
+import { type UnpackJob, type UnpackOutcome, UnpackPool } from './unpack_pool';
 
 export interface PullerDeps {
   client: RegistryClient;
@@ -45,13 +45,17 @@ export type PulledImage = Omit<ImageRecord, 'createdAt'>;
 /**
  * The pull pipeline: resolve → manifest (index → this node's platform) → config → layers in
  * parallel (bounded), each streamed from the HTTP body through digest check, decompression
- * and diff-id hashing into the tar unpacker, so a layer is unpacked while it downloads. A
- * layer becomes visible only when whole and verified; the caller writes the image record last.
+ * and diff-id hashing into the tar unpacker (the last three on a worker thread, see
+ * unpack_pool.ts), so a layer is unpacked while it downloads. A layer becomes visible only
+ * when whole and verified; the caller writes the image record last.
  */
 export class Puller {
   private readonly inflight = new Map<string, InflightLayer>();
+  private readonly unpackPool: UnpackPool;
 
-  constructor(private readonly deps: PullerDeps) {}
+  constructor(private readonly deps: PullerDeps) {
+    this.unpackPool = new UnpackPool(UnpackPool.defaultSize(deps.maxConcurrentDownloads));
+  }
 
   /** Chain IDs being unpacked now: GC must not delete them. */
   busyLayers(): Set<string> {
@@ -215,28 +219,33 @@ export class Puller {
       metrics.pullBytes.inc(n);
       for (const fn of entry.onBytes) fn(n);
     });
-    const diff = new Hasher();
-    const transfer = pipeline(body, check, decompressor(compression), diff, { signal });
-    const unpack = unpackLayer(diff, staging).catch((err: unknown) => {
-      // The unpacker stopped reading: end the transfer too, or it waits forever.
-      diff.destroy(err as Error);
-      throw err;
-    });
-    const [t, u] = await Promise.allSettled([transfer, unpack]);
+    // Decompression, diff-id hashing and unpacking run on a worker thread; this thread keeps the
+    // download and the check of what the registry sent.
+    let job: UnpackJob;
     try {
+      job = this.unpackPool.unpack(staging, compression, signal);
+    } catch (err) {
+      body.destroy();
+      await layers.discard(staging);
+      throw err;
+    }
+    const [t, o] = await Promise.allSettled([pipeline(body, check, job.input, { signal }), job.outcome]);
+    try {
+      const transferFailure: unknown = t.status === 'rejected' ? t.reason : undefined;
+      // job.outcome never rejects; the worker has stopped touching the staging dir once it settles.
+      const u: UnpackOutcome = o.status === 'fulfilled' ? o.value : { ok: false, stage: 'unpack', error: o.reason as Error };
       // When both fail, the one that is not just the echo of the other's failure is the cause:
       // an unpack refusal (path escape) ends the transfer, a transfer failure starves the unpack.
-      const transferFailure: unknown = t.status === 'rejected' ? t.reason : undefined;
-      const unpackFailure: unknown = u.status === 'rejected' ? u.reason : undefined;
-      if (unpackFailure !== undefined && (transferFailure === undefined || unpackFailure instanceof CriError || unpackFailure === transferFailure)) {
-        throw wrap(what, unpackFailure);
+      // A decompression failure is a fault of the bytes as served, like a transfer failure.
+      if (!u.ok && u.stage === 'unpack' && (transferFailure === undefined || u.error instanceof CriError || u.error === transferFailure)) {
+        throw wrap(what, u.error);
       }
       if (transferFailure !== undefined) throw toRegistryError(transferFailure, what);
-      if (u.status !== 'fulfilled') throw new Error(`${what}: unpack did not finish`);
-      if (diff.digest !== layer.diffId) {
-        throw new InvalidArgumentError(`${what}: uncompressed content hashes to ${diff.digest}, config says ${layer.diffId}`);
+      if (!u.ok) throw toRegistryError(u.error, what);
+      if (u.diffId !== layer.diffId) {
+        throw new InvalidArgumentError(`${what}: uncompressed content hashes to ${u.diffId}, config says ${layer.diffId}`);
       }
-      await layers.commit(staging, { chainId: layer.chainId, diffId: layer.diffId, bytes: u.value.bytes, inodes: u.value.entries });
+      await layers.commit(staging, { chainId: layer.chainId, diffId: layer.diffId, bytes: u.bytes, inodes: u.entries });
     } catch (err) {
       await layers.discard(staging);
       throw err;
