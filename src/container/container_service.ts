@@ -247,6 +247,9 @@ export class ContainerService implements PodContainers {
     if (rec.phase !== 'created') {
       throw new FailedPreconditionError(`container ${rec.id} is ${rec.phase}, not created: it cannot be started`);
     }
+    // Taken before `runc start`: a process that exits at once has its exit file stamped before
+    // start returns, and started must not come after finished.
+    const startedAt = nowNs();
     try {
       await this.runtimeOf(rec).start(rec.id);
     } catch (err) {
@@ -255,7 +258,7 @@ export class ContainerService implements PodContainers {
     // The process may already have exited and been recorded by the exit watcher.
     if (rec.phase === 'created') {
       rec.phase = 'running';
-      rec.startedAt = nowNs();
+      rec.startedAt = startedAt;
       await this.store.put(rec.id, rec);
     } else if (rec.startedAt === '0') {
       rec.startedAt = rec.finishedAt;
@@ -274,7 +277,8 @@ export class ContainerService implements PodContainers {
     if (rec.phase === 'created' && rec.startedAt === '0') rec.startedAt = msToNs(exit.finishedAt);
     rec.phase = 'exited';
     rec.exitCode = exit.exitCode;
-    rec.finishedAt = msToNs(exit.finishedAt);
+    // The exit file's mtime has millisecond precision here; never report finishing before starting.
+    rec.finishedAt = BigInt(msToNs(exit.finishedAt)) < BigInt(rec.startedAt) ? rec.startedAt : msToNs(exit.finishedAt);
     rec.reason = exit.oomKilled ? 'OOMKilled' : exit.exitCode === 0 ? 'Completed' : 'Error';
     await this.store.put(id, rec);
     this.emit(rec, 'CONTAINER_STOPPED_EVENT');
