@@ -32,7 +32,7 @@ if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
   kill -TERM "$(cat "$pidfile")"
   for _ in $(seq 1 50); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.1; done
 fi
-setsid nohup node dist/src/main.js "$@" >>/var/log/tscri/tscri.log 2>&1 </dev/null &
+setsid nohup node --max-semi-space-size=1 dist/src/main.js "$@" >>/var/log/tscri/tscri.log 2>&1 </dev/null &
 echo $! > "$pidfile"
 for _ in $(seq 1 100); do [ -S /run/tscri/tscri.sock ] && break; sleep 0.1; done
 if [ ! -S /run/tscri/tscri.sock ]; then

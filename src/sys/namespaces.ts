@@ -8,7 +8,7 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
-import { Worker } from 'node:worker_threads';
+import { RequestWorker } from './request_worker';
 import { MNT_DETACH, mount, MS_BIND, MS_PRIVATE, MS_SHARED, NSFS_MAGIC, statfs, SysError, umount2 } from './libc';
 import { mountsAt } from './mountinfo';
 import type { NsKind, WorkerReply, WorkerRequest } from './namespaces_worker';
@@ -27,52 +27,9 @@ export interface PinOptions {
   hostname?: string;
 }
 
-type Pending = { resolve: (r: WorkerReply) => void; reject: (e: Error) => void };
-type DistributiveOmit<T, K extends keyof T> = T extends unknown ? Omit<T, K> : never;
-
-class NamespaceWorker {
-  private worker: Worker | undefined;
-  private nextId = 1;
-  private readonly pending = new Map<number, Pending>();
-
-  request(req: DistributiveOmit<WorkerRequest, 'id'>): Promise<WorkerReply> {
-    const worker = this.worker ?? this.start();
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      worker.postMessage({ ...req, id });
-    });
-  }
-
-  async stop(): Promise<void> {
-    const w = this.worker;
-    this.worker = undefined;
-    if (w) await w.terminate();
-  }
-
-  private start(): Worker {
-    const w = new Worker(path.join(__dirname, 'namespaces_worker.js'));
-    // The daemon's lifetime is decided elsewhere; an idle worker must not keep it running.
-    w.unref();
-    w.on('message', (reply: WorkerReply) => {
-      const p = this.pending.get(reply.id);
-      if (!p) return;
-      this.pending.delete(reply.id);
-      p.resolve(reply);
-    });
-    const lost = (err: Error): void => {
-      if (this.worker === w) this.worker = undefined;
-      for (const p of this.pending.values()) p.reject(err);
-      this.pending.clear();
-    };
-    w.on('error', (err) => lost(new Error(`namespace worker failed: ${err.message}`, { cause: err })));
-    w.on('exit', (code) => lost(new Error(`namespace worker exited with code ${code}`)));
-    this.worker = w;
-    return w;
-  }
-}
-
-const worker = new NamespaceWorker();
+// Kept a minute after the last pod: creating the thread costs ~30 ms, which a burst of pod
+// starts should pay once, while an idle node should not hold the thread's heap.
+const worker = new RequestWorker<WorkerRequest, WorkerReply>(path.join(__dirname, 'namespaces_worker.js'), 'namespace', 60_000);
 const sharedRoots = new Map<string, Promise<void>>();
 
 /**

@@ -9,7 +9,7 @@
 
 import net from 'node:net';
 import path from 'node:path';
-import { Worker } from 'node:worker_threads';
+import { type DistributiveOmit, RequestWorker } from './request_worker';
 import { AF_INET, AF_INET6, closeFd, strerror } from './libc';
 import type { ConnectRequest, ConnectWorkerReply, ConnectWorkerRequest } from './netns_connect_worker';
 
@@ -52,59 +52,16 @@ export class NetnsConnectError extends Error {
   }
 }
 
-type Pending = { resolve: (r: ConnectWorkerReply) => void; reject: (e: Error) => void };
-type DistributiveOmit<T, K extends keyof T> = T extends unknown ? Omit<T, K> : never;
-
-class ConnectWorker {
-  private worker: Worker | undefined;
-  private nextId = 1;
-  private readonly pending = new Map<number, Pending>();
-
-  request(req: DistributiveOmit<ConnectWorkerRequest, 'id'>): Promise<ConnectWorkerReply> {
-    const worker = this.worker ?? this.start();
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      // Referenced only while someone waits: an idle worker must not keep the daemon alive, but a
-      // caller awaiting a connect must not see the process exit under it either.
-      if (this.pending.size === 0) worker.ref();
-      this.pending.set(id, { resolve, reject });
-      worker.postMessage({ ...req, id });
-    });
-  }
-
-  async stop(): Promise<void> {
-    const w = this.worker;
-    this.worker = undefined;
-    if (w) await w.terminate();
-  }
-
-  private start(): Worker {
-    const w = new Worker(path.join(__dirname, 'netns_connect_worker.js'));
-    w.unref();
-    w.on('message', (reply: ConnectWorkerReply) => {
-      const p = this.pending.get(reply.id);
-      if (!p) {
-        // Nobody left to hand it to (the request was failed when the worker looked lost).
-        if (reply.ok && reply.fd !== undefined) closeFd(reply.fd);
-        return;
-      }
-      this.pending.delete(reply.id);
-      if (this.pending.size === 0) w.unref();
-      p.resolve(reply);
-    });
-    const lost = (err: Error): void => {
-      if (this.worker === w) this.worker = undefined;
-      for (const p of this.pending.values()) p.reject(err);
-      this.pending.clear();
-    };
-    w.on('error', (err) => lost(new Error(`netns-connect worker failed: ${err.message}`, { cause: err })));
-    w.on('exit', (code) => lost(new Error(`netns-connect worker exited with code ${code}`)));
-    this.worker = w;
-    return w;
-  }
-}
-
-const worker = new ConnectWorker();
+// A reply nobody waits for any more (its request failed when the worker looked lost) still
+// carries a socket fd: close it.
+const worker = new RequestWorker<ConnectWorkerRequest, ConnectWorkerReply>(
+  path.join(__dirname, 'netns_connect_worker.js'),
+  'netns-connect',
+  60_000,
+  (reply) => {
+    if (reply.ok && reply.fd !== undefined) closeFd(reply.fd);
+  },
+);
 
 /** struct sockaddr_in / sockaddr_in6 for an IP literal; null when `host` is not one. */
 function sockaddr(host: string, port: number): { family: number; addr: Buffer } | null {

@@ -88,6 +88,8 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
 
   const spawnDaemon = async (): Promise<void> => {
     const args = [
+      // As the tscri command and npm run setup start it (src/main.ts's first line).
+      '--max-semi-space-size=1',
       mainJs(),
       '--listen', `unix://${socket}`,
       '--root', root,
