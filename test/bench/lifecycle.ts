@@ -205,21 +205,21 @@ function perPod(m: { idle: Snapshot; loaded: Snapshot }, pods: number): Mem {
   return { rss: (tot.rss - m.idle.daemon.rss) / pods, pss: (tot.pss - m.idle.daemon.pss) / pods };
 }
 
-function percentile(xs: number[], p: number): number {
+export function percentile(xs: number[], p: number): number {
   if (xs.length === 0) return NaN;
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
 }
 
-const fmtMs = (ms: number) => (Number.isFinite(ms) ? `${ms.toFixed(1)} ms` : '-');
+export const fmtMs = (ms: number) => (Number.isFinite(ms) ? `${ms.toFixed(1)} ms` : '-');
 const fmtMiB = (bytes: number) => `${(bytes / 1048576).toFixed(1)} MiB`;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-function ipLinkExists(name: string): boolean {
+export function ipLinkExists(name: string): boolean {
   return spawnSync('ip', ['link', 'show', name], { stdio: 'ignore' }).status === 0;
 }
 
-function iptablesSave(): string[] {
+export function iptablesSave(): string[] {
   const r = spawnSync('iptables-save', [], { encoding: 'utf8' });
   if (r.status !== 0) return [`iptables-save failed: ${r.stderr.trim()}`];
   return r.stdout.split('\n').filter((l) => l && !l.startsWith('#'));
@@ -233,7 +233,7 @@ function iptablesCounts(): { cni: number; ours: string[] } {
 }
 
 /** Removes `/<root>` from every cgroup v1 hierarchy (and the v2 tree), deepest first. */
-function removeCgroupTree(root: string): string[] {
+export function removeCgroupTree(root: string): string[] {
   const failed: string[] = [];
   const rmTree = (dir: string) => {
     for (const e of fs.readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) rmTree(path.join(dir, e.name));

@@ -1,3 +1,4 @@
+import { EXEC_USAGE, runExec } from './exec';
 import { LIFECYCLE_USAGE, runLifecycle } from './lifecycle';
 import { PULL_USAGE, runPull } from './pull';
 import { UsageError } from './util';
@@ -10,6 +11,7 @@ interface Command {
 const COMMANDS: Record<string, Command> = {
   pull: { usage: PULL_USAGE, run: runPull },
   lifecycle: { usage: LIFECYCLE_USAGE, run: runLifecycle },
+  exec: { usage: EXEC_USAGE, run: runExec },
 };
 
 function usage(): string {

@@ -1,0 +1,500 @@
+import { spawnSync } from 'node:child_process';
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { CriClient } from '../helpers/cri';
+import { startDaemon, type Daemon } from '../helpers/daemon';
+import { busyboxLayer, pushImage } from '../helpers/images';
+import { startRegistry, type Registry } from '../helpers/registry';
+import type { PodSandboxConfig } from '../../src/gen/runtime/v1/PodSandboxConfig';
+import type { ContainerConfig } from '../../src/gen/runtime/v1/ContainerConfig';
+import { startContainerd, mountsUnder, type Containerd } from './containerd';
+import { fmtMs, ipLinkExists, iptablesSave, percentile, removeCgroupTree } from './lifecycle';
+import { conmonsUnder, listProcs, shimsOf, type Proc } from './procs';
+import { PortForwardClient, httpGet, spdyExec, upload } from './stream_client';
+import { UsageError, cpuSeconds, fmtMB, fmtRatio, median, parseFlags, table } from './util';
+
+export const EXEC_USAGE = `exec [--n N] [--mib M] [--rounds R] [--warmup W]
+    Exec and port-forward, tscri against containerd 1.6: one pod with one busybox container
+    per runtime (an httpd serving an M MiB file, default 64, on the pod's 127.0.0.1:8080 and
+    an nc sink on :8081). N times each (default 50), alternating which runtime goes first,
+    after W untimed warm-up rounds (default 3): ExecSync(true), ExecSync(echo hello), and a
+    streaming exec (Exec RPC, SPDY upgrade v4.channel.k8s.io, stdout and exit status read).
+    Then R rounds (default 3) of port-forward (portforward.k8s.io over SPDY): download the
+    file with an HTTP GET, upload M MiB to the sink; MiB/s, median of the rounds.`;
+
+const CALL_TIMEOUT_MS = 60_000;
+const HTTP_PORT = 8080;
+const SINK_PORT = 8081;
+
+// Each runtime its own bridge and subnet, a route to that subnet only, no masquerading.
+const NETS = {
+  tscri: { network: 'tscri-bench-ex', bridge: 'tscri-bx0', subnet: '10.92.0.0/24', gateway: '10.92.0.1', prefix: '10.92.0.' },
+  containerd: { network: 'ctrd-bench-ex', bridge: 'ctrd-bx0', subnet: '10.90.0.0/24', gateway: '10.90.0.1', prefix: '10.90.0.' },
+} as const;
+
+const PAUSE_CMD = ['/bin/sh', '-c', "trap 'kill $!; exit 0' TERM; while :; do sleep 3600 & wait; done"];
+
+type Name = 'tscri' | 'containerd';
+
+interface Runtime {
+  name: Name;
+  cri: CriClient;
+  pid: number;
+  cgroupRoot: string;
+  logDir: string;
+  podId?: string;
+  containerId?: string;
+}
+
+function cniConfList(name: Name, dataDir: string): object {
+  const n = NETS[name];
+  return {
+    cniVersion: '1.0.0',
+    name: n.network,
+    plugins: [
+      {
+        type: 'bridge',
+        bridge: n.bridge,
+        isGateway: true,
+        ipMasq: false,
+        hairpinMode: true,
+        ipam: { type: 'host-local', dataDir, ranges: [[{ subnet: n.subnet, gateway: n.gateway }]], routes: [{ dst: n.subnet }] },
+      },
+    ],
+  };
+}
+
+function podConfig(rt: Runtime): PodSandboxConfig {
+  const uid = `${rt.name}-exec-${crypto.randomBytes(4).toString('hex')}`;
+  const logDirectory = path.join(rt.logDir, uid);
+  fs.mkdirSync(logDirectory, { recursive: true });
+  return {
+    metadata: { name: 'bench-exec', namespace: 'bench-exec', uid, attempt: 0 },
+    hostname: 'bench-exec',
+    log_directory: logDirectory,
+    dns_config: null,
+    port_mappings: [],
+    labels: { 'tscri-bench': 'exec' },
+    annotations: {},
+    linux: {
+      cgroup_parent: `/${rt.cgroupRoot}/pod${uid}`,
+      security_context: { namespace_options: { network: 'POD', pid: 'CONTAINER', ipc: 'POD' } },
+    },
+  };
+}
+
+/**
+ * The server container: an M MiB random file under /tmp/www served by busybox httpd on the pod's
+ * loopback, and a persistent nc sink that swallows M MiB per connection and answers "ok".
+ */
+function containerConfig(image: string, mib: number): ContainerConfig {
+  const bytes = mib * 1048576;
+  const script = [
+    'busybox mkdir -p /tmp/www',
+    `busybox dd if=/dev/urandom of=/tmp/www/big bs=1048576 count=${mib} 2>/dev/null`,
+    `echo "busybox head -c ${bytes} >/dev/null; echo ok" > /tmp/sink.sh`,
+    `busybox httpd -f -p 127.0.0.1:${HTTP_PORT} -h /tmp/www &`,
+    `busybox nc -ll -p ${SINK_PORT} -e /bin/sh /tmp/sink.sh &`,
+    'echo ready > /tmp/ready',
+    "trap 'exit 0' TERM",
+    'sleep 3600 & wait',
+  ].join('\n');
+  return {
+    metadata: { name: 'server', attempt: 0 },
+    image: { image },
+    command: ['/bin/sh', '-c', script],
+    args: [],
+    working_dir: '/',
+    envs: [],
+    mounts: [],
+    devices: [],
+    labels: {},
+    annotations: {},
+    log_path: 'server.log',
+    stdin: false,
+    stdin_once: false,
+    tty: false,
+    linux: { resources: null, security_context: {} },
+  };
+}
+
+const msSince = (t0: bigint) => Number(process.hrtime.bigint() - t0) / 1e6;
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+async function startPod(rt: Runtime, image: string, mib: number): Promise<void> {
+  const pod = podConfig(rt);
+  const o = { timeoutMs: CALL_TIMEOUT_MS };
+  const { pod_sandbox_id } = await rt.cri.runtime.RunPodSandbox({ config: pod, runtime_handler: '' }, o);
+  rt.podId = pod_sandbox_id;
+  const { container_id } = await rt.cri.runtime.CreateContainer({ pod_sandbox_id, config: containerConfig(image, mib), sandbox_config: pod }, o);
+  rt.containerId = container_id;
+  await rt.cri.runtime.StartContainer({ container_id }, o);
+  const until = Date.now() + 60_000;
+  for (;;) {
+    const r = await rt.cri.runtime.ExecSync({ container_id, cmd: ['cat', '/tmp/ready'], timeout: '10' }, o);
+    if (r.exit_code === 0 && r.stdout.toString() === 'ready\n') return;
+    if (Date.now() > until) throw new Error(`${rt.name}: the server container was not ready after 60 s (${r.stderr.toString().trim()})`);
+    await sleep(100);
+  }
+}
+
+/** Stops and removes every pod this benchmark made on `rt`; returns how many there were. */
+async function removeAllPods(rt: Runtime): Promise<number> {
+  const { items } = await rt.cri.runtime.ListPodSandbox({ filter: { label_selector: { 'tscri-bench': 'exec' } } });
+  const o = { timeoutMs: CALL_TIMEOUT_MS };
+  for (const p of items) {
+    const { containers } = await rt.cri.runtime.ListContainers({ filter: { pod_sandbox_id: p.id } });
+    for (const c of containers) await rt.cri.runtime.StopContainer({ container_id: c.id, timeout: '2' }, o);
+    await rt.cri.runtime.StopPodSandbox({ pod_sandbox_id: p.id }, o);
+    await rt.cri.runtime.RemovePodSandbox({ pod_sandbox_id: p.id }, o);
+  }
+  return items.length;
+}
+
+async function execSync(rt: Runtime, cmd: string[], want: string): Promise<number> {
+  const t0 = process.hrtime.bigint();
+  const r = await rt.cri.runtime.ExecSync({ container_id: rt.containerId!, cmd, timeout: '10' }, { timeoutMs: CALL_TIMEOUT_MS });
+  const ms = msSince(t0);
+  if (r.exit_code !== 0 || r.stdout.toString() !== want) {
+    throw new Error(`${rt.name}: ExecSync ${cmd.join(' ')}: exit ${r.exit_code}, stdout ${JSON.stringify(r.stdout.toString())}, stderr ${JSON.stringify(r.stderr.toString())}`);
+  }
+  return ms;
+}
+
+/** Exec RPC → URL → SPDY upgrade → `echo hello` on stdout → Success on the error stream. */
+async function streamingExec(rt: Runtime): Promise<number> {
+  const t0 = process.hrtime.bigint();
+  const { url } = await rt.cri.runtime.Exec(
+    { container_id: rt.containerId!, cmd: ['echo', 'hello'], stdin: false, stdout: true, stderr: true, tty: false },
+    { timeoutMs: CALL_TIMEOUT_MS },
+  );
+  const r = await spdyExec(url, 'v4.channel.k8s.io');
+  const ms = msSince(t0);
+  let status = '';
+  try {
+    status = (JSON.parse(r.error) as { status?: string }).status ?? '';
+  } catch {
+    // Reported below.
+  }
+  if (r.stdout.toString() !== 'hello\n' || status !== 'Success') {
+    throw new Error(`${rt.name}: streaming exec: stdout ${JSON.stringify(r.stdout.toString())}, error stream ${JSON.stringify(r.error)}`);
+  }
+  return ms;
+}
+
+interface Transfer {
+  /** MiB per second of payload. */
+  rate: number;
+  /** PortForward RPC + upgrade + stream pair, before the first byte is sent. */
+  setupMs: number;
+}
+
+async function portForward(rt: Runtime, port: number, fn: (pf: PortForwardClient) => Promise<number>): Promise<Transfer> {
+  const t0 = process.hrtime.bigint();
+  const { url } = await rt.cri.runtime.PortForward({ pod_sandbox_id: rt.podId!, port: [port] }, { timeoutMs: CALL_TIMEOUT_MS });
+  const pf = await PortForwardClient.connect(url);
+  try {
+    const setupMs = msSince(t0);
+    return { rate: await fn(pf), setupMs };
+  } finally {
+    pf.close();
+  }
+}
+
+async function download(rt: Runtime, mib: number): Promise<Transfer> {
+  let setup = 0;
+  const t = await portForward(rt, HTTP_PORT, async (pf) => {
+    const s0 = process.hrtime.bigint();
+    const conn = await pf.connection(HTTP_PORT);
+    setup = msSince(s0);
+    const t0 = process.hrtime.bigint();
+    const r = await httpGet(conn, '/big');
+    const s = msSince(t0) / 1000;
+    if (r.status !== 200 || r.bytes !== mib * 1048576) throw new Error(`${rt.name}: GET /big: status ${r.status}, ${r.bytes} bytes`);
+    return mib / s;
+  });
+  return { rate: t.rate, setupMs: t.setupMs + setup };
+}
+
+async function uploadTo(rt: Runtime, mib: number, chunk: Buffer): Promise<Transfer> {
+  let setup = 0;
+  const t = await portForward(rt, SINK_PORT, async (pf) => {
+    const s0 = process.hrtime.bigint();
+    const conn = await pf.connection(SINK_PORT);
+    setup = msSince(s0);
+    const t0 = process.hrtime.bigint();
+    await upload(conn, mib * 1048576, chunk);
+    const s = msSince(t0) / 1000;
+    const err = await Promise.race([conn.error, sleep(0).then(() => '')]);
+    if (err) throw new Error(`${rt.name}: upload: ${err}`);
+    return mib / s;
+  });
+  return { rate: t.rate, setupMs: t.setupMs + setup };
+}
+
+export async function runExec(argv: string[]): Promise<number> {
+  const flags = parseFlags(argv, { n: '50', mib: '64', rounds: '3', warmup: '3' });
+  const int = (name: string, min: number): number => {
+    const v = Number(flags[name]);
+    if (!Number.isInteger(v) || v < min) throw new UsageError(`--${name} must be an integer >= ${min}, got ${flags[name]}`);
+    return v;
+  };
+  const n = int('n', 1);
+  const mib = int('mib', 1);
+  const rounds = int('rounds', 1);
+  const warmup = int('warmup', 0);
+
+  for (const net of Object.values(NETS)) {
+    if (ipLinkExists(net.bridge)) throw new Error(`bridge ${net.bridge} already exists: another exec benchmark running, or a leftover (ip link del ${net.bridge})`);
+  }
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-ex-'));
+  const cgroupRoots: Record<Name, string> = { tscri: `tscri-bench-ex-${process.pid}`, containerd: `ctrd-bench-ex-${process.pid}` };
+
+  let registry: Registry | undefined;
+  let daemon: Daemon | undefined;
+  let containerd: Containerd | undefined;
+  const runtimes: Runtime[] = [];
+  let interrupted = false;
+
+  const teardown = async (): Promise<string[]> => {
+    const problems: string[] = [];
+    const step = async (what: string, fn: () => Promise<unknown> | unknown) => {
+      try {
+        await fn();
+      } catch (err) {
+        problems.push(`${what}: ${String(err)}`);
+      }
+    };
+    for (const rt of runtimes) await step(`removing ${rt.name} pods`, () => removeAllPods(rt));
+    const tscriBase = daemon?.base;
+    const ctrdSocket = containerd?.socket;
+    if (daemon) {
+      const d = daemon;
+      daemon = undefined;
+      await step('stopping tscri', async () => {
+        await d.stop('SIGTERM', { keep: true });
+        const left = mountsUnder(d.base);
+        for (const mp of left) spawnSync('umount', ['-l', mp], { stdio: 'ignore' });
+        fs.rmSync(d.base, { recursive: true, force: true });
+        if (left.length > 0) throw new Error(`tscri left mounts (unmounted now): ${left.join(', ')}`);
+      });
+    }
+    if (containerd) {
+      const c = containerd;
+      containerd = undefined;
+      await step('stopping containerd', () => c.stop());
+    }
+    if (registry) {
+      const r = registry;
+      registry = undefined;
+      await step('stopping docker-registry', () => r.stop());
+    }
+    await step('leftover monitors', async () => {
+      let left: Proc[] = [];
+      for (let i = 0; i < 50; i++) {
+        const procs = listProcs();
+        left = [...(tscriBase ? conmonsUnder(procs, [tscriBase]) : []), ...(ctrdSocket ? shimsOf(procs, ctrdSocket) : [])];
+        if (left.length === 0) return;
+        await sleep(100);
+      }
+      throw new Error(`still running: ${left.map((p) => `${p.pid} ${p.args.join(' ').slice(0, 160)}`).join('; ')}`);
+    });
+    for (const net of Object.values(NETS)) {
+      await step(`deleting bridge ${net.bridge}`, () => {
+        if (!ipLinkExists(net.bridge)) return;
+        const r = spawnSync('ip', ['link', 'del', net.bridge], { encoding: 'utf8' });
+        if (r.status !== 0) throw new Error(r.stderr.trim());
+      });
+    }
+    for (const root of Object.values(cgroupRoots)) {
+      await step(`removing cgroups /${root}`, () => {
+        const failed = removeCgroupTree(root);
+        if (failed.length > 0) throw new Error(failed.join('; '));
+      });
+    }
+    await step('removing work dir', () => {
+      const left = mountsUnder(work);
+      if (left.length > 0) throw new Error(`mounts under ${work}: ${left.join(', ')}`);
+      fs.rmSync(work, { recursive: true, force: true });
+    });
+    return problems;
+  };
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (interrupted) return;
+    interrupted = true;
+    process.stderr.write(`\n${sig}: stopping everything\n`);
+    void teardown().then((problems) => {
+      for (const p of problems) process.stderr.write(`cleanup: ${p}\n`);
+      process.exit(130);
+    });
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  const load0 = os.loadavg();
+  const lat = {
+    execTrue: { tscri: [] as number[], containerd: [] as number[] },
+    execEcho: { tscri: [] as number[], containerd: [] as number[] },
+    stream: { tscri: [] as number[], containerd: [] as number[] },
+  };
+  const down: Record<Name, Transfer[]> = { tscri: [], containerd: [] };
+  const up: Record<Name, Transfer[]> = { tscri: [], containerd: [] };
+  const cpu: Record<Name, { latency: number; transfer: number; client: number }> = {
+    tscri: { latency: 0, transfer: 0, client: 0 },
+    containerd: { latency: 0, transfer: 0, client: 0 },
+  };
+  const clientCpu = (u: NodeJS.CpuUsage) => (u.user + u.system) / 1e6;
+  let failed: string | undefined;
+  try {
+    console.log(`machine: ${os.cpus().length} CPUs, ${fmtMB(os.totalmem())} RAM, load average ${load0.map((l) => l.toFixed(2)).join(' ')}`);
+    registry = await startRegistry();
+    const base = await busyboxLayer();
+    const env = ['PATH=/bin'];
+    const image = (await pushImage(registry.host, 'bench/busybox', 'ex', { layers: [base], config: { Env: env, Cmd: ['/bin/sh'] } })).tagRef!;
+    const pause = (await pushImage(registry.host, 'pause', 'bench', { layers: [base], config: { Env: env, Entrypoint: PAUSE_CMD } })).tagRef!;
+
+    for (const name of ['tscri', 'containerd'] as const) {
+      for (const d of ['net.d', 'ipam', 'logs']) fs.mkdirSync(path.join(work, name, d), { recursive: true });
+    }
+    const tscriConf = path.join(work, 'tscri', 'net.d');
+    fs.writeFileSync(path.join(tscriConf, '10-bench.conflist'), JSON.stringify(cniConfList('tscri', path.join(work, 'tscri', 'ipam')), null, 2));
+    daemon = await startDaemon({
+      config: [
+        `cni_conf_dir = ${JSON.stringify(tscriConf)}`,
+        'cni_bin_dirs = ["/usr/lib/cni"]',
+        'restrict_oom_score_adj = true',
+        'cgroup_driver = "cgroupfs"',
+        'streaming_address = "127.0.0.1:0"',
+        '',
+      ].join('\n'),
+    });
+    containerd = await startContainerd({
+      plainHttpRegistries: [registry.host],
+      cniConfList: cniConfList('containerd', path.join(work, 'containerd', 'ipam')),
+      cniBinDir: '/usr/lib/cni',
+      sandboxImage: pause,
+    });
+    runtimes.push(
+      { name: 'tscri', cri: daemon.cri, pid: daemon.pid!, cgroupRoot: cgroupRoots.tscri, logDir: path.join(work, 'tscri', 'logs') },
+      { name: 'containerd', cri: containerd.cri, pid: containerd.pid!, cgroupRoot: cgroupRoots.containerd, logDir: path.join(work, 'containerd', 'logs') },
+    );
+    for (const rt of runtimes) {
+      const v = await rt.cri.runtime.Version({ version: 'v1' });
+      for (const ref of [image, pause]) await rt.cri.image.PullImage({ image: { image: ref } }, { timeoutMs: 120_000 });
+      await startPod(rt, image, mib);
+      console.log(`${rt.name}: ${v.runtime_name} ${v.runtime_version} (pid ${rt.pid}), pod ${rt.podId!.slice(0, 12)} serving ${mib} MiB`);
+    }
+
+    const latencyRound = async (rt: Runtime, keep: boolean): Promise<void> => {
+      const a = await execSync(rt, ['true'], '');
+      const b = await execSync(rt, ['echo', 'hello'], 'hello\n');
+      const c = await streamingExec(rt);
+      if (!keep) return;
+      lat.execTrue[rt.name].push(a);
+      lat.execEcho[rt.name].push(b);
+      lat.stream[rt.name].push(c);
+    };
+    for (let i = 0; i < warmup; i++) for (const rt of runtimes) await latencyRound(rt, false);
+    for (let i = 0; i < n && !interrupted; i++) {
+      const order = i % 2 === 0 ? runtimes : [...runtimes].reverse();
+      for (const rt of order) {
+        const c0 = cpuSeconds(rt.pid);
+        await latencyRound(rt, true);
+        cpu[rt.name].latency += cpuSeconds(rt.pid) - c0;
+      }
+    }
+
+    const chunk = crypto.randomBytes(256 * 1024);
+    // Untimed: the first transfer warms the page cache, the sink and both daemons' paths.
+    for (const rt of runtimes) {
+      await download(rt, mib);
+      await uploadTo(rt, mib, chunk);
+    }
+    for (let i = 0; i < rounds && !interrupted; i++) {
+      const order = i % 2 === 0 ? runtimes : [...runtimes].reverse();
+      for (const rt of order) {
+        const c0 = cpuSeconds(rt.pid);
+        const u0 = process.cpuUsage();
+        down[rt.name].push(await download(rt, mib));
+        up[rt.name].push(await uploadTo(rt, mib, chunk));
+        cpu[rt.name].client += clientCpu(process.cpuUsage(u0));
+        cpu[rt.name].transfer += cpuSeconds(rt.pid) - c0;
+      }
+    }
+  } catch (err) {
+    failed = `benchmark failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`;
+    if (daemon) failed += `\ntscri log tail:\n${daemon.logs().split('\n').slice(-30).join('\n')}`;
+    if (containerd) failed += `\ncontainerd log tail:\n${containerd.logs().split('\n').slice(-30).join('\n')}`;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+  const load1 = os.loadavg();
+  if (interrupted) return 130;
+  const problems = await teardown();
+
+  const latRow = (label: string, xs: Record<Name, number[]>) => {
+    const t = xs.tscri;
+    const c = xs.containerd;
+    return [label, fmtMs(percentile(t, 50)), fmtMs(percentile(t, 95)), fmtMs(percentile(c, 50)), fmtMs(percentile(c, 95)), fmtRatio(median(t) / median(c)), fmtRatio(percentile(t, 95) / percentile(c, 95))];
+  };
+  const nDone = Math.min(lat.stream.tscri.length, lat.stream.containerd.length);
+  if (nDone > 0) {
+    console.log('');
+    console.log(`Exec latency, ${nDone} calls per runtime and kind (after ${warmup} warm-up rounds), client in this process; tscri/containerd, lower is better`);
+    console.log(
+      table(
+        ['call', 'tscri p50', 'tscri p95', 'containerd p50', 'containerd p95', 'ratio p50', 'ratio p95'],
+        [
+          latRow('ExecSync true', lat.execTrue),
+          latRow('ExecSync echo hello', lat.execEcho),
+          latRow('streaming exec (Exec RPC + SPDY v4, echo hello)', lat.stream),
+        ],
+      ),
+    );
+    console.log(`daemon CPU during the latency loop: tscri ${cpu.tscri.latency.toFixed(2)} s, containerd ${cpu.containerd.latency.toFixed(2)} s (conmon, shims, runc not included)`);
+  }
+  const rDone = Math.min(down.tscri.length, down.containerd.length);
+  if (rDone > 0) {
+    const rates = (xs: Transfer[]) => xs.map((x) => x.rate);
+    const cell = (xs: Transfer[]) => `${median(rates(xs)).toFixed(1)} MiB/s`;
+    const spread = (xs: Transfer[]) => `${Math.min(...rates(xs)).toFixed(0)}-${Math.max(...rates(xs)).toFixed(0)}`;
+    const setup = (xs: Transfer[]) => fmtMs(median(xs.map((x) => x.setupMs)));
+    const row = (label: string, rec: Record<Name, Transfer[]>) => [
+      label,
+      cell(rec.tscri),
+      spread(rec.tscri),
+      cell(rec.containerd),
+      spread(rec.containerd),
+      fmtRatio(median(rates(rec.tscri)) / median(rates(rec.containerd))),
+    ];
+    console.log('');
+    console.log(`Port-forward throughput, ${mib} MiB per transfer, median of ${rDone} rounds (after 1 untimed); tscri/containerd, higher is better`);
+    console.log(
+      table(
+        ['transfer', 'tscri', '(min-max)', 'containerd', '(min-max)', 'ratio'],
+        [row(`download: HTTP GET from httpd on :${HTTP_PORT}`, down), row(`upload: to an nc sink on :${SINK_PORT}`, up)],
+      ),
+    );
+    console.log(
+      `port-forward setup (PortForward RPC + SPDY upgrade + stream pair), median: tscri ${setup([...down.tscri, ...up.tscri])}, containerd ${setup([...down.containerd, ...up.containerd])}`,
+    );
+    console.log(
+      `CPU during the ${rDone} rounds (${2 * rDone * mib} MiB each runtime): daemon tscri ${cpu.tscri.transfer.toFixed(2)} s, containerd ${cpu.containerd.transfer.toFixed(2)} s; ` +
+        `this client (SPDY in Node) ${cpu.tscri.client.toFixed(2)} s against tscri, ${cpu.containerd.client.toFixed(2)} s against containerd`,
+    );
+  }
+
+  console.log('');
+  console.log(`load average: before ${load0.map((l) => l.toFixed(2)).join(' ')}, after ${load1.map((l) => l.toFixed(2)).join(' ')} (${os.cpus().length} CPUs)`);
+  const ours = iptablesSave().filter((l) => Object.values(NETS).some((net) => l.includes(net.prefix) || l.includes(net.bridge) || l.includes(net.network)));
+  if (ours.length > 0) problems.push(`iptables lines naming the benchmark networks: ${ours.join(' | ')}`);
+  for (const p of problems) console.error(`cleanup: ${p}`);
+  if (failed) {
+    console.error(failed);
+    return 1;
+  }
+  return 0;
+}
