@@ -13,7 +13,7 @@ import type { CriClient } from '../helpers/cri';
 import { startDaemon, type Daemon } from '../helpers/daemon';
 import { startRegistry, type Registry } from '../helpers/registry';
 import { busyboxLayer, pushImage, type PushedImage } from '../helpers/images';
-import { containerConfig, daemonConfig, makeCniFixture, podConfig, type CniFixture, type TestNetwork } from '../helpers/pods';
+import { containerConfig, daemonConfig, makeCniFixture, podConfig, removeTestCgroups, type CniFixture, type TestNetwork } from '../helpers/pods';
 import { SpdySession, type SpdyStream } from '../../src/streaming/spdy/session';
 import type { PodSandboxConfig } from '../../src/gen/runtime/v1/PodSandboxConfig';
 
@@ -172,6 +172,9 @@ describe('streaming: exec and attach', { timeout: 180_000 }, () => {
     await registry?.stop();
     cni?.remove();
     fs.rmSync(logDir, { recursive: true, force: true });
+    // The pod's cgroup parent (podConfig's /tscri-e2e-<pid>/pod-…) is the test's to remove.
+    const left = removeTestCgroups();
+    assert.deepEqual(left, [], `test cgroups could not be removed: ${left.join('; ')}`);
   });
 
   async function execUrl(cmd: string[], o: { stdin?: boolean; stdout?: boolean; stderr?: boolean; tty?: boolean } = {}): Promise<string> {
