@@ -134,9 +134,13 @@ async function wsRun(url: string, protocol: string, stdin?: Buffer): Promise<{ s
         ws.send(Buffer.from([255, 0]));
       }
     });
-    ws.on('message', (data: Buffer) => {
-      if (data[0] === 1) out.push(data.subarray(1));
-      if (data[0] === 3) error += data.subarray(1).toString('utf8');
+    ws.on('message', (raw: Buffer, isBinary: boolean) => {
+      // base64 protocols send text frames: the channel as an ASCII digit, then base64 data.
+      const text = !isBinary;
+      const channel = text ? raw.toString('latin1').charCodeAt(0) - 48 : raw[0];
+      const data = text ? Buffer.from(raw.toString('latin1').slice(1), 'base64') : raw.subarray(1);
+      if (channel === 1) out.push(data);
+      if (channel === 3) error += data.toString('utf8');
     });
     ws.once('close', () => resolve());
     ws.once('error', reject);
@@ -235,6 +239,21 @@ describe('streaming: exec and attach', { timeout: 180_000 }, () => {
     assert.equal(v5.protocol, 'v5.channel.k8s.io');
     assert.equal(v5.stdout.toString(), 'in and out\n');
     assert.equal((JSON.parse(v5.error) as { details: { causes: Array<{ message: string }> } }).details.causes[0]!.message, '7');
+  });
+
+  test('exec over WebSocket channel.k8s.io and the base64 protocols', async () => {
+    for (const protocol of ['channel.k8s.io', 'base64.channel.k8s.io', 'v4.base64.channel.k8s.io']) {
+      const ok = await wsRun(await execUrl(['echo', protocol]), protocol);
+      assert.equal(ok.protocol, protocol, `negotiated ${ok.protocol}, asked ${protocol}`);
+      assert.equal(ok.stdout.toString(), `${protocol}\n`, `${protocol}: stdout ${JSON.stringify(ok.stdout.toString())}`);
+      const failed = await wsRun(await execUrl(['sh', '-c', 'exit 3']), protocol);
+      // v4 reports a JSON status; the older protocols a plain message naming the exit code.
+      if (protocol.startsWith('v4.')) {
+        assert.equal((JSON.parse(failed.error) as { details: { causes: Array<{ message: string }> } }).details.causes[0]!.message, '3');
+      } else {
+        assert.match(failed.error, /non-zero exit code: exit status 3/, `${protocol}: error channel said ${JSON.stringify(failed.error)}`);
+      }
+    }
   });
 
   test('attach reads a running container and sends it input', async () => {
