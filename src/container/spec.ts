@@ -487,6 +487,11 @@ function buildMounts(input: SpecInput, sc: LinuxContainerSecurityContext__Output
       throw new InvalidArgumentError(`${what}: mount container_path ${JSON.stringify(m.container_path)} must be absolute`);
     }
     if (!m.host_path) throw new InvalidArgumentError(`${what}: mount at ${m.container_path} has no host_path`);
+    // Status reports recursive_read_only_mounts=false: runc 1.1 has no "rro" option, and a
+    // plain read-only bind would leave submounts writable, which is what the caller asked not to.
+    if (m.recursive_read_only) {
+      throw new UnimplementedError(`${what}: recursive read-only mounts are not supported by the OCI runtime (${m.container_path})`);
+    }
   }
   const criDests = new Set(cri.map((m) => cleanDest(m.container_path)));
   const extra = [...sandboxMounts(input, sc), ...(input.extraMounts ?? [])].filter((m) => !criDests.has(cleanDest(m.container_path)));
@@ -517,18 +522,7 @@ function buildMounts(input: SpecInput, sc: LinuxContainerSecurityContext__Output
       default:
         options.push('rprivate');
     }
-    if (m.readonly) {
-      if (m.recursive_read_only) {
-        // KEP-3857: rro cannot hold on mounts that receive new submounts from the host.
-        if (m.propagation && m.propagation !== 'PROPAGATION_PRIVATE') {
-          throw new InvalidArgumentError(`${what}: recursive read-only mount ${m.container_path} needs private propagation, got ${m.propagation}`);
-        }
-        options.push('rro');
-      } else options.push('ro');
-    } else {
-      if (m.recursive_read_only) throw new InvalidArgumentError(`${what}: recursive read-only mount ${m.container_path} conflicts with a read-write mount`);
-      options.push('rw');
-    }
+    options.push(m.readonly ? 'ro' : 'rw');
     mounts.push({ destination: m.container_path, type: 'bind', source: m.host_path, options });
   }
   return { mounts, rootfsPropagation };
