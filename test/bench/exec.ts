@@ -1,4 +1,3 @@
-import { spawnSync } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -9,9 +8,9 @@ import { busyboxLayer, pushImage } from '../helpers/images';
 import { startRegistry, type Registry } from '../helpers/registry';
 import type { PodSandboxConfig } from '../../src/gen/runtime/v1/PodSandboxConfig';
 import type { ContainerConfig } from '../../src/gen/runtime/v1/ContainerConfig';
-import { startContainerd, mountsUnder, type Containerd } from './containerd';
-import { fmtMs, ipLinkExists, iptablesSave, percentile, removeCgroupTree } from './lifecycle';
-import { conmonsUnder, listProcs, shimsOf, type Proc } from './procs';
+import { startContainerd, type Containerd } from './containerd';
+import { fmtMs, iptablesSave, percentile } from './lifecycle';
+import { ipLinkExists, teardownBench } from './teardown';
 import { PortForwardClient, httpGet, spdyExec, upload } from './stream_client';
 import { UsageError, cpuSeconds, fmtMB, fmtRatio, median, parseFlags, table } from './util';
 
@@ -268,57 +267,11 @@ export async function runExec(argv: string[]): Promise<number> {
       }
     };
     for (const rt of runtimes) await step(`removing ${rt.name} pods`, () => removeAllPods(rt));
-    const tscriBase = daemon?.base;
-    const ctrdSocket = containerd?.socket;
-    if (daemon) {
-      const d = daemon;
-      daemon = undefined;
-      await step('stopping tscri', async () => {
-        await d.stop('SIGTERM', { keep: true });
-        const left = mountsUnder(d.base);
-        for (const mp of left) spawnSync('umount', ['-l', mp], { stdio: 'ignore' });
-        fs.rmSync(d.base, { recursive: true, force: true });
-        if (left.length > 0) throw new Error(`tscri left mounts (unmounted now): ${left.join(', ')}`);
-      });
-    }
-    if (containerd) {
-      const c = containerd;
-      containerd = undefined;
-      await step('stopping containerd', () => c.stop());
-    }
-    if (registry) {
-      const r = registry;
-      registry = undefined;
-      await step('stopping docker-registry', () => r.stop());
-    }
-    await step('leftover monitors', async () => {
-      let left: Proc[] = [];
-      for (let i = 0; i < 50; i++) {
-        const procs = listProcs();
-        left = [...(tscriBase ? conmonsUnder(procs, [tscriBase]) : []), ...(ctrdSocket ? shimsOf(procs, ctrdSocket) : [])];
-        if (left.length === 0) return;
-        await sleep(100);
-      }
-      throw new Error(`still running: ${left.map((p) => `${p.pid} ${p.args.join(' ').slice(0, 160)}`).join('; ')}`);
-    });
-    for (const net of Object.values(NETS)) {
-      await step(`deleting bridge ${net.bridge}`, () => {
-        if (!ipLinkExists(net.bridge)) return;
-        const r = spawnSync('ip', ['link', 'del', net.bridge], { encoding: 'utf8' });
-        if (r.status !== 0) throw new Error(r.stderr.trim());
-      });
-    }
-    for (const root of Object.values(cgroupRoots)) {
-      await step(`removing cgroups /${root}`, () => {
-        const failed = removeCgroupTree(root);
-        if (failed.length > 0) throw new Error(failed.join('; '));
-      });
-    }
-    await step('removing work dir', () => {
-      const left = mountsUnder(work);
-      if (left.length > 0) throw new Error(`mounts under ${work}: ${left.join(', ')}`);
-      fs.rmSync(work, { recursive: true, force: true });
-    });
+    const stack = { daemon, containerd, registry, bridges: Object.values(NETS).map((n) => n.bridge), cgroupRoots: Object.values(cgroupRoots), work };
+    daemon = undefined;
+    containerd = undefined;
+    registry = undefined;
+    await teardownBench(stack, problems);
     return problems;
   };
   const onSignal = (sig: NodeJS.Signals) => {

@@ -9,7 +9,8 @@ import { busyboxLayer, pushImage } from '../helpers/images';
 import { startRegistry, type Registry } from '../helpers/registry';
 import type { PodSandboxConfig } from '../../src/gen/runtime/v1/PodSandboxConfig';
 import type { ContainerConfig } from '../../src/gen/runtime/v1/ContainerConfig';
-import { startContainerd, mountsUnder, type Containerd } from './containerd';
+import { startContainerd, type Containerd } from './containerd';
+import { ipLinkExists, teardownBench } from './teardown';
 import { conmonsUnder, descendants, listProcs, shimsOf, sumMem, type Mem, type Proc } from './procs';
 import { UsageError, cpuSeconds, fmtMB, fmtRatio, median, parseFlags, table } from './util';
 
@@ -215,9 +216,6 @@ export const fmtMs = (ms: number) => (Number.isFinite(ms) ? `${ms.toFixed(1)} ms
 const fmtMiB = (bytes: number) => `${(bytes / 1048576).toFixed(1)} MiB`;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-export function ipLinkExists(name: string): boolean {
-  return spawnSync('ip', ['link', 'show', name], { stdio: 'ignore' }).status === 0;
-}
 
 export function iptablesSave(): string[] {
   const r = spawnSync('iptables-save', [], { encoding: 'utf8' });
@@ -232,27 +230,6 @@ function iptablesCounts(): { cni: number; ours: string[] } {
   return { cni: lines.filter((l) => l.includes('CNI')).length, ours: lines.filter((l) => needles.some((n) => l.includes(n))) };
 }
 
-/** Removes `/<root>` from every cgroup v1 hierarchy (and the v2 tree), deepest first. */
-export function removeCgroupTree(root: string): string[] {
-  const failed: string[] = [];
-  const rmTree = (dir: string) => {
-    for (const e of fs.readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) rmTree(path.join(dir, e.name));
-    try {
-      fs.rmdirSync(dir);
-    } catch (err) {
-      failed.push(`${dir}: ${(err as Error).message}`);
-    }
-  };
-  const hierarchies = fs
-    .readdirSync('/sys/fs/cgroup')
-    .map((h) => path.join('/sys/fs/cgroup', h))
-    .filter((h) => !fs.lstatSync(h).isSymbolicLink());
-  for (const h of ['/sys/fs/cgroup', ...hierarchies]) {
-    const dir = path.join(h, root);
-    if (fs.existsSync(dir) && fs.statSync(dir).isDirectory()) rmTree(dir);
-  }
-  return failed;
-}
 
 /** tscri's server-side time per RPC method, from its debug "rpc" log lines. */
 function rpcTimes(logs: string): Map<string, number[]> {
@@ -314,57 +291,11 @@ export async function runLifecycle(argv: string[]): Promise<number> {
         if (n > 0) problems.push(`${rt.name}: ${n} pods were still there at teardown (removed)`);
       });
     }
-    const tscriBase = daemon?.base;
-    const ctrdSocket = containerd?.socket;
-    if (daemon) {
-      const d = daemon;
-      daemon = undefined;
-      await step('stopping tscri', async () => {
-        await d.stop('SIGTERM', { keep: true });
-        const left = mountsUnder(d.base);
-        for (const mp of left) spawnSync('umount', ['-l', mp], { stdio: 'ignore' });
-        fs.rmSync(d.base, { recursive: true, force: true });
-        if (left.length > 0) throw new Error(`tscri left mounts (unmounted now): ${left.join(', ')}`);
-      });
-    }
-    if (containerd) {
-      const c = containerd;
-      containerd = undefined;
-      await step('stopping containerd', () => c.stop());
-    }
-    if (registry) {
-      const r = registry;
-      registry = undefined;
-      await step('stopping docker-registry', () => r.stop());
-    }
-    await step('leftover monitors', async () => {
-      let left: Proc[] = [];
-      for (let i = 0; i < 50; i++) {
-        const procs = listProcs();
-        left = [...(tscriBase ? conmonsUnder(procs, [tscriBase]) : []), ...(ctrdSocket ? shimsOf(procs, ctrdSocket) : [])];
-        if (left.length === 0) return;
-        await sleep(100);
-      }
-      throw new Error(`still running: ${left.map((p) => `${p.pid} ${p.args.join(' ').slice(0, 160)}`).join('; ')}`);
-    });
-    for (const n of Object.values(NETS)) {
-      await step(`deleting bridge ${n.bridge}`, () => {
-        if (!ipLinkExists(n.bridge)) return;
-        const r = spawnSync('ip', ['link', 'del', n.bridge], { encoding: 'utf8' });
-        if (r.status !== 0) throw new Error(r.stderr.trim());
-      });
-    }
-    for (const root of Object.values(cgroupRoots)) {
-      await step(`removing cgroups /${root}`, () => {
-        const failed = removeCgroupTree(root);
-        if (failed.length > 0) throw new Error(failed.join('; '));
-      });
-    }
-    await step('removing work dir', () => {
-      const left = mountsUnder(work);
-      if (left.length > 0) throw new Error(`mounts under ${work}: ${left.join(', ')}`);
-      fs.rmSync(work, { recursive: true, force: true });
-    });
+    const stack = { daemon, containerd, registry, bridges: Object.values(NETS).map((n) => n.bridge), cgroupRoots: Object.values(cgroupRoots), work };
+    daemon = undefined;
+    containerd = undefined;
+    registry = undefined;
+    await teardownBench(stack, problems);
     return problems;
   };
   const onSignal = (sig: NodeJS.Signals) => {
