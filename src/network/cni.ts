@@ -3,7 +3,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { FailedPreconditionError, InvalidArgumentError, messageOf } from '../errors';
 import type { Logger } from '../log';
-import { AttachmentCache, type CachedAttachment, type CachedPortMapping } from './cni_cache';
+import { AttachmentCache, type CachedPortMapping } from './cni_cache';
 import { builtinNetwork, CniConfigError, loadFromDir, type DefaultNetwork, type NetworkList, type PluginConf } from './cni_config';
 import { baseEnv, CNI_ERR_UNKNOWN_CONTAINER, CniPluginError, execPlugin, type CniCommand } from './cni_exec';
 import { podIps, versionAtLeast } from './cni_result';

@@ -3,7 +3,6 @@
 // path, and a process spawn costs more than the mount itself.
 
 import fs from 'node:fs';
-import path from 'node:path';
 import {
   MNT_DETACH,
   mount,

@@ -3,7 +3,6 @@
 // cgroup files, exec, stop with a grace period, events, log reopening, and a daemon crash.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -35,7 +34,7 @@ import {
   type CniFixture,
   type ContainerOptions,
 } from '../helpers/pods';
-import { conmonProcesses, daemonMounts, describeLeaks, snapshotLeaks, waitNoLeaks, type LeakScope, type LeakSnapshot } from '../helpers/leaks';
+import { conmonProcesses, daemonMounts, describeLeaks, removePodsAndLeftovers, snapshotLeaks, waitNoLeaks, type LeakScope, type LeakSnapshot } from '../helpers/leaks';
 import type { PodSandboxConfig } from '../../src/gen/runtime/v1/PodSandboxConfig';
 import type { ContainerStatus__Output } from '../../src/gen/runtime/v1/ContainerStatus';
 import type { ContainerEventResponse__Output } from '../../src/gen/runtime/v1/ContainerEventResponse';
@@ -148,18 +147,7 @@ describe('containers', () => {
 
   after(async () => {
     if (daemon) {
-      for (const id of podIds) {
-        await cri().runtime.StopPodSandbox({ pod_sandbox_id: id }, { timeoutMs: 30_000 }).catch(() => undefined);
-        await cri().runtime.RemovePodSandbox({ pod_sandbox_id: id }, { timeoutMs: 30_000 }).catch(() => undefined);
-      }
-      const left = snapshotLeaks(scope());
-      for (const m of [...left.mounts, ...left.netnsPins].map((x) => x.replace(/ \([^)]*\)$/, '')).reverse()) {
-        try {
-          execFileSync('umount', ['-l', m], { stdio: 'ignore' });
-        } catch {
-          /* already gone */
-        }
-      }
+      await removePodsAndLeftovers(cri().runtime, podIds, scope());
       await daemon.stop();
     }
     await registry?.stop();

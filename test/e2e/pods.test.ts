@@ -33,7 +33,7 @@ import {
   type CniFixture,
   type PodOptions,
 } from '../helpers/pods';
-import { conmonProcesses, daemonMounts, describeLeaks, iptablesLines, snapshotLeaks, waitNoLeaks, type LeakScope, type LeakSnapshot } from '../helpers/leaks';
+import { conmonProcesses, daemonMounts, describeLeaks, iptablesLines, removePodsAndLeftovers, snapshotLeaks, waitNoLeaks, type LeakScope, type LeakSnapshot } from '../helpers/leaks';
 import type { PodSandboxConfig } from '../../src/gen/runtime/v1/PodSandboxConfig';
 import type { PodSandboxStatus__Output } from '../../src/gen/runtime/v1/PodSandboxStatus';
 
@@ -123,18 +123,7 @@ describe('pod sandboxes', () => {
   after(async () => {
     // Best effort: the last test asserts the cleanup; this only makes sure nothing stays.
     if (daemon) {
-      for (const id of podIds) {
-        await cri().runtime.StopPodSandbox({ pod_sandbox_id: id }).catch(() => undefined);
-        await cri().runtime.RemovePodSandbox({ pod_sandbox_id: id }).catch(() => undefined);
-      }
-      const left = snapshotLeaks(scope());
-      for (const m of [...left.mounts, ...left.netnsPins].map((x) => x.replace(/ \([^)]*\)$/, '')).reverse()) {
-        try {
-          execFileSync('umount', ['-l', m], { stdio: 'ignore' });
-        } catch {
-          /* already gone */
-        }
-      }
+      await removePodsAndLeftovers(cri().runtime, podIds, scope());
       await daemon.stop();
     }
     await registry?.stop();

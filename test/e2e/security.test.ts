@@ -4,7 +4,7 @@
 // requests the daemon must refuse, and limits that hold against a fork bomb and a memory hog.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -28,7 +28,7 @@ import {
   type CniFixture,
   type ContainerOptions,
 } from '../helpers/pods';
-import { daemonMounts, describeLeaks, snapshotLeaks, waitNoLeaks, type LeakScope, type LeakSnapshot } from '../helpers/leaks';
+import { daemonMounts, describeLeaks, removePodsAndLeftovers, snapshotLeaks, waitNoLeaks, type LeakScope, type LeakSnapshot } from '../helpers/leaks';
 import {
   APP_USER,
   CONTAINERD_DEFAULT_CAPS,
@@ -49,7 +49,6 @@ import type { LinuxSandboxSecurityContext } from '../../src/gen/runtime/v1/Linux
 import type { ContainerStatus__Output } from '../../src/gen/runtime/v1/ContainerStatus';
 
 const MiB = 1024 * 1024;
-const SLEEPER = ['sh', '-c', 'trap "exit 0" TERM; while :; do sleep 1; done'];
 
 let registry: Registry;
 let daemon: Daemon;
@@ -217,18 +216,7 @@ describe('security contexts', () => {
 
   after(async () => {
     if (daemon) {
-      for (const id of podIds) {
-        await cri().runtime.StopPodSandbox({ pod_sandbox_id: id }, { timeoutMs: 30_000 }).catch(() => undefined);
-        await cri().runtime.RemovePodSandbox({ pod_sandbox_id: id }, { timeoutMs: 30_000 }).catch(() => undefined);
-      }
-      const left = snapshotLeaks(scope());
-      for (const m of [...left.mounts, ...left.netnsPins].map((x) => x.replace(/ \([^)]*\)$/, '')).reverse()) {
-        try {
-          execFileSync('umount', ['-l', m], { stdio: 'ignore' });
-        } catch {
-          /* already gone */
-        }
-      }
+      await removePodsAndLeftovers(cri().runtime, podIds, scope());
       await daemon.stop();
     }
     await registry?.stop();

@@ -155,3 +155,24 @@ export async function waitNoLeaks(scope: LeakScope, baseline: LeakSnapshot = EMP
     await new Promise((r) => setTimeout(r, 200));
   }
 }
+
+/**
+ * Best-effort end of an e2e file: removes the pods it made through the daemon, then lazily
+ * unmounts whatever of the daemon's mounts and netns pins is still there, so a failed test
+ * leaves nothing on the machine. The files' last test is what asserts a clean run.
+ */
+export async function removePodsAndLeftovers(
+  runtime: { StopPodSandbox(req: { pod_sandbox_id: string }, opts?: { timeoutMs?: number }): Promise<unknown>; RemovePodSandbox(req: { pod_sandbox_id: string }, opts?: { timeoutMs?: number }): Promise<unknown> },
+  podIds: Iterable<string>,
+  scope: LeakScope,
+): Promise<void> {
+  for (const id of podIds) {
+    await runtime.StopPodSandbox({ pod_sandbox_id: id }, { timeoutMs: 30_000 }).catch(() => undefined);
+    await runtime.RemovePodSandbox({ pod_sandbox_id: id }, { timeoutMs: 30_000 }).catch(() => undefined);
+  }
+  const left = snapshotLeaks(scope);
+  // Listed as "<mountpoint> (<detail>)"; innermost first.
+  for (const m of [...left.mounts, ...left.netnsPins].map((x) => x.replace(/ \([^)]*\)$/, '')).reverse()) {
+    spawnSync('umount', ['-l', m], { stdio: 'ignore' });
+  }
+}
