@@ -71,8 +71,8 @@ interface Slot {
   idleTimer?: NodeJS.Timeout;
 }
 
-/** An idle worker is kept this long for the next pull, then stopped. */
-const IDLE_MS = 30_000;
+/** An idle worker is kept this long for the next layer, then stopped (a new one costs ~30 ms). */
+const IDLE_MS = 5_000;
 
 type ErrorClass = new (message: string) => Error;
 

@@ -57,7 +57,8 @@ export class NetnsConnectError extends Error {
 const worker = new RequestWorker<ConnectWorkerRequest, ConnectWorkerReply>(
   path.join(__dirname, 'netns_connect_worker.js'),
   'netns-connect',
-  60_000,
+  // Port-forward connections come in bursts; between them the thread's heap is not kept.
+  5_000,
   (reply) => {
     if (reply.ok && reply.fd !== undefined) closeFd(reply.fd);
   },
