@@ -63,9 +63,11 @@ export class SandboxService {
     return rec;
   }
 
+  /** A sandbox still being created is not visible yet: its create owns it until it ends. */
   find(idOrPrefix: string): SandboxRecord | undefined {
     if (!idOrPrefix) return undefined;
-    return matchId(this.sandboxes.entries(), idOrPrefix);
+    const rec = matchId(this.sandboxes.entries(), idOrPrefix);
+    return rec && rec.phase !== 'creating' ? rec : undefined;
   }
 
   list(filter: PodSandboxFilter__Output | null | undefined): SandboxRecord[] {
