@@ -33,7 +33,7 @@ import {
   type CniFixture,
   type PodOptions,
 } from '../helpers/pods';
-import { conmonProcesses, daemonMounts, describeLeaks, iptablesLines, removePodsAndLeftovers, snapshotLeaks, waitNoLeaks, type LeakScope, type LeakSnapshot } from '../helpers/leaks';
+import { conmonProcesses, daemonMounts, describeLeaks, iptablesLines, natTable, removeHostportChainsCreatedSince, removePodsAndLeftovers, snapshotLeaks, waitNoLeaks, type LeakScope, type LeakSnapshot } from '../helpers/leaks';
 import type { PodSandboxConfig } from '../../src/gen/runtime/v1/PodSandboxConfig';
 import type { PodSandboxStatus__Output } from '../../src/gen/runtime/v1/PodSandboxStatus';
 
@@ -109,8 +109,12 @@ function daemonLog(id: string): string {
 }
 
 describe('pod sandboxes', () => {
+  // The host-port test makes portmap create its base chains; this run removes them if it did.
+  let natBefore = '';
+
   before(async () => {
     assert.ok(!bridgeExists(), `fixture: bridge ${BRIDGE} already exists; a previous run left it (ip link del ${BRIDGE})`);
+    natBefore = natTable();
     cni = makeCniFixture();
     logDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tscri-podlogs-'));
     registry = await startRegistry();
@@ -126,6 +130,7 @@ describe('pod sandboxes', () => {
       await removePodsAndLeftovers(cri().runtime, podIds, scope());
       await daemon.stop();
     }
+    removeHostportChainsCreatedSince(natBefore);
     await registry?.stop();
     removeTestCgroups();
     cni?.remove();

@@ -176,3 +176,36 @@ export async function removePodsAndLeftovers(
     spawnSync('umount', ['-l', m], { stdio: 'ignore' });
   }
 }
+
+/** The nat table as iptables-save prints it ('' without iptables). */
+export function natTable(): string {
+  const r = spawnSync('iptables-save', ['-t', 'nat'], { encoding: 'utf8' });
+  return r.status === 0 ? r.stdout : '';
+}
+
+/** Splits an iptables-save rule into arguments, keeping quoted comments whole. */
+export function splitRule(rule: string): string[] {
+  const out: string[] = [];
+  const re = /"((?:[^"\\]|\\.)*)"|(\S+)/g;
+  for (let m = re.exec(rule); m; m = re.exec(rule)) out.push(m[1] !== undefined ? m[1].replace(/\\"/g, '"') : m[2]!);
+  return out;
+}
+
+/**
+ * portmap creates the CNI-HOSTPORT-* base chains (and jumps to them) on first use and never
+ * removes them. Those a test run created are removed again; chains that existed before stay,
+ * as another runtime on this host may be using them.
+ */
+export function removeHostportChainsCreatedSince(natBefore: string): void {
+  const nat = natTable();
+  const base = ['CNI-HOSTPORT-DNAT', 'CNI-HOSTPORT-MASQ', 'CNI-HOSTPORT-SETMARK'];
+  const created = base.filter((c) => !natBefore.includes(`:${c} `) && nat.includes(`:${c} `));
+  if (created.length === 0) return;
+  for (const line of nat.split('\n')) {
+    if (line.startsWith('-A ') && created.some((c) => line.endsWith(`-j ${c}`))) {
+      spawnSync('iptables', ['-t', 'nat', ...splitRule(line.replace(/^-A /, '-D '))], { stdio: 'ignore' });
+    }
+  }
+  for (const c of created) spawnSync('iptables', ['-t', 'nat', '-F', c], { stdio: 'ignore' });
+  for (const c of created) spawnSync('iptables', ['-t', 'nat', '-X', c], { stdio: 'ignore' });
+}

@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pino from 'pino';
+import { removeHostportChainsCreatedSince, splitRule } from '../helpers/leaks';
 import { Cni, CniConfigError, type PodNetworkArgs } from '../../src/network/cni';
 import { parseNetworkConfig } from '../../src/network/cni_config';
 import { podIps, versionAtLeast } from '../../src/network/cni_result';
@@ -408,20 +409,6 @@ function cleanIptables(ids: string[], natBefore: string): void {
     trySh('iptables', ['-t', 'nat', '-F', c]);
     trySh('iptables', ['-t', 'nat', '-X', c]);
   }
-  const base = ['CNI-HOSTPORT-DNAT', 'CNI-HOSTPORT-MASQ', 'CNI-HOSTPORT-SETMARK'];
-  const created = base.filter((c) => !natBefore.includes(`:${c} `) && nat.includes(`:${c} `));
-  if (created.length === 0) return;
-  for (const line of nat.split('\n')) {
-    if (line.startsWith('-A ') && created.some((c) => line.endsWith(`-j ${c}`))) trySh('iptables', ['-t', 'nat', ...splitRule(line.replace(/^-A /, '-D '))]);
-  }
-  for (const c of created) trySh('iptables', ['-t', 'nat', '-F', c]);
-  for (const c of created) trySh('iptables', ['-t', 'nat', '-X', c]);
+  removeHostportChainsCreatedSince(natBefore);
 }
 
-/** Splits an iptables-save rule into arguments, keeping quoted comments whole. */
-function splitRule(rule: string): string[] {
-  const out: string[] = [];
-  const re = /"((?:[^"\\]|\\.)*)"|(\S+)/g;
-  for (let m = re.exec(rule); m; m = re.exec(rule)) out.push(m[1] !== undefined ? m[1].replace(/\\"/g, '"') : m[2]!);
-  return out;
-}
