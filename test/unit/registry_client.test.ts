@@ -1,4 +1,4 @@
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -16,6 +16,17 @@ import {
 import { parseReference } from '../../src/image/reference';
 import { parseChallenges } from '../../src/image/registry/auth';
 import { DigestMismatchError, MediaType, RegistryClient } from '../../src/image/registry/client';
+
+// Temp dirs of this file, removed when it ends.
+const tempDirs: string[] = [];
+after(() => {
+  for (const d of tempDirs) fs.rmSync(d, { recursive: true, force: true });
+});
+function tempDir(prefix: string): string {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  tempDirs.push(d);
+  return d;
+}
 
 const sha256 = (b: Buffer | string): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
@@ -174,7 +185,7 @@ function registry(b: RegistryBehaviour): Handler {
 }
 
 function hostsDir(host: string, toml: string): string {
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tscri-regclient-'));
+  const root = tempDir('tscri-regclient-');
   fs.mkdirSync(path.join(root, host));
   fs.writeFileSync(path.join(root, host, 'hosts.toml'), toml);
   return root;

@@ -1,4 +1,4 @@
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -17,6 +17,17 @@ import {
   validateSeccompProfile,
 } from '../../src/container/seccomp';
 import { DEFAULT_CAPABILITIES } from '../../src/container/spec';
+
+// Temp dirs of this file, removed when it ends.
+const tempDirs: string[] = [];
+after(() => {
+  for (const d of tempDirs) fs.rmSync(d, { recursive: true, force: true });
+});
+function tempDir(prefix: string): string {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  tempDirs.push(d);
+  return d;
+}
 
 const AMD64: SeccompTarget = { capabilities: DEFAULT_CAPABILITIES, arch: 'amd64', kernel: '6.1.0-18-amd64' };
 
@@ -53,7 +64,7 @@ function rulesFor(p: OciSeccomp, name: string) {
 }
 
 function tempProfile(name: string, body: string): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tscri-seccomp-'));
+  const dir = tempDir('tscri-seccomp-');
   const file = path.join(dir, name);
   fs.writeFileSync(file, body);
   return file;

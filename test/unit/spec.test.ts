@@ -1,4 +1,4 @@
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -11,6 +11,17 @@ import type { Mount__Output } from '../../src/gen/runtime/v1/Mount';
 import type { NamespaceOption__Output } from '../../src/gen/runtime/v1/NamespaceOption';
 import type { PodSandboxConfig__Output } from '../../src/gen/runtime/v1/PodSandboxConfig';
 import type { ImageConfigFile } from '../../src/image/manifest';
+
+// Temp dirs of this file, removed when it ends.
+const tempDirs: string[] = [];
+after(() => {
+  for (const d of tempDirs) fs.rmSync(d, { recursive: true, force: true });
+});
+function tempDir(prefix: string): string {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  tempDirs.push(d);
+  return d;
+}
 import {
   DEFAULT_CAPABILITIES,
   DEFAULT_MASKED_PATHS,
@@ -46,7 +57,7 @@ const GROUP = [
 ].join('\n');
 
 function tempRootfs(files: Record<string, string> = { 'etc/passwd': PASSWD, 'etc/group': GROUP }): string {
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tscri-spec-'));
+  const root = tempDir('tscri-spec-');
   for (const [rel, text] of Object.entries(files)) {
     const p = path.join(root, rel);
     fs.mkdirSync(path.dirname(p), { recursive: true });
@@ -501,7 +512,7 @@ test('sysctls, annotations, root, version', async () => {
 });
 
 test('prepareMountSources: creates a missing host path, resolves symlinks', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tscri-mnt-'));
+  const dir = tempDir('tscri-mnt-');
   fs.mkdirSync(path.join(dir, 'real'));
   fs.symlinkSync(path.join(dir, 'real'), path.join(dir, 'link'));
   const out = await prepareMountSources([mount('/a', path.join(dir, 'missing/deep')), mount('/b', path.join(dir, 'link'))]);
@@ -528,7 +539,7 @@ test('seccomp: none when unset; the default profile resolved against the final c
 });
 
 test('seccomp: localhost profiles, privileged containers, and refused requests name the container', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tscri-seccomp-spec-'));
+  const dir = tempDir('tscri-seccomp-spec-');
   const file = path.join(dir, 'block-host-name.json');
   fs.writeFileSync(file, JSON.stringify({ defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['sethostname'], action: 'SCMP_ACT_ERRNO' }] }));
   const withSc = (over: Partial<LinuxContainerSecurityContext__Output>, privilegedPod = false) =>
