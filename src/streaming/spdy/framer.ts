@@ -112,32 +112,69 @@ export class SpdyProtocolError extends Error {
   }
 }
 
-/** Cuts complete frames out of a byte stream; keeps the remainder for the next push. */
+/**
+ * Cuts complete frames out of a byte stream; keeps the remainder for the next push. Chunks are
+ * queued, not concatenated on every push, and a frame that lies within one chunk is a view of
+ * it: port-forward moves megabytes through here, and each copy costs CPU.
+ */
 export class FrameSplitter {
-  private pending: Buffer = Buffer.alloc(0);
+  private readonly chunks: Buffer[] = [];
+  private size = 0;
 
   push(chunk: Buffer): RawFrame[] {
-    this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
+    if (chunk.length > 0) {
+      this.chunks.push(chunk);
+      this.size += chunk.length;
+    }
     const out: RawFrame[] = [];
-    let off = 0;
-    while (this.pending.length - off >= 8) {
-      const w0 = this.pending.readUInt32BE(off);
-      const w1 = this.pending.readUInt32BE(off + 4);
+    while (this.size >= 8) {
+      const head = this.peek(8);
+      const w0 = head.readUInt32BE(0);
+      const w1 = head.readUInt32BE(4);
       const length = w1 & 0xffffff;
       if (length > MAX_FRAME_PAYLOAD) throw new SpdyProtocolError(`frame of ${length} bytes`);
-      if (this.pending.length - off < 8 + length) break;
+      if (this.size < 8 + length) break;
+      const frame = this.take(8 + length);
       const control = (w0 & 0x80000000) !== 0;
       out.push({
         control,
         typeOrStream: control ? w0 & 0xffff : w0 & 0x7fffffff,
         version: control ? (w0 >>> 16) & 0x7fff : 0,
         flags: w1 >>> 24,
-        // A copy: the frame may outlive the buffer it was cut from.
-        payload: Buffer.from(this.pending.subarray(off + 8, off + 8 + length)),
+        // A view: socket chunks are never reused by Node, so the bytes stay as they are.
+        payload: frame.subarray(8),
       });
-      off += 8 + length;
     }
-    this.pending = off === this.pending.length ? Buffer.alloc(0) : this.pending.subarray(off);
+    return out;
+  }
+
+  /** The first `n` queued bytes, without consuming them. */
+  private peek(n: number): Buffer {
+    const first = this.chunks[0]!;
+    return first.length >= n ? first : Buffer.concat(this.chunks, n);
+  }
+
+  /** Consumes the first `n` queued bytes: a view when they lie in one chunk, else a copy. */
+  private take(n: number): Buffer {
+    const first = this.chunks[0]!;
+    let out: Buffer;
+    if (first.length >= n) {
+      out = first.subarray(0, n);
+      if (first.length === n) this.chunks.shift();
+      else this.chunks[0] = first.subarray(n);
+    } else {
+      out = Buffer.allocUnsafe(n);
+      let filled = 0;
+      while (filled < n) {
+        const c = this.chunks[0]!;
+        const part = Math.min(c.length, n - filled);
+        c.copy(out, filled, 0, part);
+        filled += part;
+        if (part === c.length) this.chunks.shift();
+        else this.chunks[0] = c.subarray(part);
+      }
+    }
+    this.size -= n;
     return out;
   }
 }
