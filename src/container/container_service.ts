@@ -86,13 +86,14 @@ export class ContainerService implements PodContainers {
   }
 
   get(idOrPrefix: string): ContainerRecord {
-    const rec = idOrPrefix ? matchId(this.containers.entries(), idOrPrefix) : undefined;
-    if (!rec || rec.phase === 'creating') throw new NotFoundError(`container ${JSON.stringify(idOrPrefix)} not found`);
+    const rec = this.find(idOrPrefix);
+    if (!rec) throw new NotFoundError(`container ${JSON.stringify(idOrPrefix)} not found`);
     return rec;
   }
 
+  /** A container still being created is not visible yet: its create owns it until it ends. */
   find(idOrPrefix: string): ContainerRecord | undefined {
-    const rec = idOrPrefix ? matchId(this.containers.entries(), idOrPrefix) : undefined;
+    const rec = matchId(this.containers, idOrPrefix);
     return rec && rec.phase !== 'creating' ? rec : undefined;
   }
 

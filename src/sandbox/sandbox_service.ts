@@ -65,8 +65,7 @@ export class SandboxService {
 
   /** A sandbox still being created is not visible yet: its create owns it until it ends. */
   find(idOrPrefix: string): SandboxRecord | undefined {
-    if (!idOrPrefix) return undefined;
-    const rec = matchId(this.sandboxes.entries(), idOrPrefix);
+    const rec = matchId(this.sandboxes, idOrPrefix);
     return rec && rec.phase !== 'creating' ? rec : undefined;
   }
 

@@ -14,12 +14,17 @@ export function msToNs(ms: number): string {
   return (BigInt(Math.round(ms)) * 1_000_000n).toString();
 }
 
-/** A full id, or a unique prefix of one (crictl prints 13 characters). */
-export function matchId<T>(ids: Iterable<[string, T]>, idOrPrefix: string): T | undefined {
+/**
+ * A full id, or a unique prefix of one (crictl prints 13 characters). The kubelet always sends
+ * full ids, every second for every container: those are a map lookup, only prefixes scan.
+ */
+export function matchId<T>(byId: ReadonlyMap<string, T>, idOrPrefix: string): T | undefined {
+  if (!idOrPrefix) return undefined;
+  const exact = byId.get(idOrPrefix);
+  if (exact !== undefined) return exact;
   let found: T | undefined;
-  for (const [id, v] of ids) {
-    if (id === idOrPrefix) return v;
-    if (idOrPrefix.length > 0 && id.startsWith(idOrPrefix)) {
+  for (const [id, v] of byId) {
+    if (id.startsWith(idOrPrefix)) {
       if (found !== undefined) return undefined;
       found = v;
     }
