@@ -1,10 +1,10 @@
-import { after, test } from 'node:test';
+import { test } from 'node:test';
+import { tempDir } from '../helpers/unit';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import {
   CancelledError,
@@ -17,16 +17,6 @@ import { parseReference } from '../../src/image/reference';
 import { parseChallenges } from '../../src/image/registry/auth';
 import { DigestMismatchError, MediaType, RegistryClient } from '../../src/image/registry/client';
 
-// Temp dirs of this file, removed when it ends.
-const tempDirs: string[] = [];
-after(() => {
-  for (const d of tempDirs) fs.rmSync(d, { recursive: true, force: true });
-});
-function tempDir(prefix: string): string {
-  const d = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
-  tempDirs.push(d);
-  return d;
-}
 
 const sha256 = (b: Buffer | string): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 

@@ -1,10 +1,9 @@
-import { after, test } from 'node:test';
+import { test } from 'node:test';
+import { tempDir, securityContext } from '../helpers/unit';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { FailedPreconditionError, InvalidArgumentError } from '../../src/errors';
-import type { LinuxContainerSecurityContext__Output } from '../../src/gen/runtime/v1/LinuxContainerSecurityContext';
 import type { OciSeccomp } from '../../src/container/oci_types';
 import {
   type SeccompTarget,
@@ -18,41 +17,10 @@ import {
 } from '../../src/container/seccomp';
 import { DEFAULT_CAPABILITIES } from '../../src/container/spec';
 
-// Temp dirs of this file, removed when it ends.
-const tempDirs: string[] = [];
-after(() => {
-  for (const d of tempDirs) fs.rmSync(d, { recursive: true, force: true });
-});
-function tempDir(prefix: string): string {
-  const d = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
-  tempDirs.push(d);
-  return d;
-}
 
 const AMD64: SeccompTarget = { capabilities: DEFAULT_CAPABILITIES, arch: 'amd64', kernel: '6.1.0-18-amd64' };
 
-function sc(over: Partial<LinuxContainerSecurityContext__Output> = {}): LinuxContainerSecurityContext__Output {
-  return {
-    capabilities: null,
-    privileged: false,
-    namespace_options: null,
-    selinux_options: null,
-    run_as_user: null,
-    run_as_username: '',
-    readonly_rootfs: false,
-    supplemental_groups: [],
-    apparmor_profile: '',
-    seccomp_profile_path: '',
-    no_new_privs: false,
-    run_as_group: null,
-    masked_paths: [],
-    readonly_paths: [],
-    seccomp: null,
-    apparmor: null,
-    supplemental_groups_policy: 'Merge',
-    ...over,
-  };
-}
+const sc = securityContext;
 
 /** Every syscall name the profile allows without argument conditions. */
 function allowed(p: OciSeccomp): Set<string> {

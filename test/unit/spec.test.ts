@@ -1,7 +1,7 @@
-import { after, test } from 'node:test';
+import { test } from 'node:test';
+import { tempDir, securityContext } from '../helpers/unit';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { FailedPreconditionError, InvalidArgumentError } from '../../src/errors';
 import type { ContainerConfig__Output } from '../../src/gen/runtime/v1/ContainerConfig';
@@ -12,16 +12,6 @@ import type { NamespaceOption__Output } from '../../src/gen/runtime/v1/Namespace
 import type { PodSandboxConfig__Output } from '../../src/gen/runtime/v1/PodSandboxConfig';
 import type { ImageConfigFile } from '../../src/image/manifest';
 
-// Temp dirs of this file, removed when it ends.
-const tempDirs: string[] = [];
-after(() => {
-  for (const d of tempDirs) fs.rmSync(d, { recursive: true, force: true });
-});
-function tempDir(prefix: string): string {
-  const d = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
-  tempDirs.push(d);
-  return d;
-}
 import {
   DEFAULT_CAPABILITIES,
   DEFAULT_MASKED_PATHS,
@@ -68,28 +58,7 @@ function tempRootfs(files: Record<string, string> = { 'etc/passwd': PASSWD, 'etc
 
 const HOST: HostFacts = { cgroupV2: true, lastCap: 40, swapAvailable: true, hugetlbAvailable: true, oomScoreAdj: -500 };
 
-function sc(over: Partial<LinuxContainerSecurityContext__Output> = {}): LinuxContainerSecurityContext__Output {
-  return {
-    capabilities: null,
-    privileged: false,
-    namespace_options: null,
-    selinux_options: null,
-    run_as_user: null,
-    run_as_username: '',
-    readonly_rootfs: false,
-    supplemental_groups: [],
-    apparmor_profile: '',
-    seccomp_profile_path: '',
-    no_new_privs: false,
-    run_as_group: null,
-    masked_paths: [],
-    readonly_paths: [],
-    seccomp: null,
-    apparmor: null,
-    supplemental_groups_policy: 'Merge',
-    ...over,
-  };
-}
+const sc = securityContext;
 
 function nsOpts(over: Partial<NamespaceOption__Output> = {}): NamespaceOption__Output {
   return { network: 'POD', pid: 'CONTAINER', ipc: 'POD', target_id: '', userns_options: null, ...over };
