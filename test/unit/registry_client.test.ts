@@ -15,7 +15,8 @@ import {
 } from '../../src/errors';
 import { parseReference } from '../../src/image/reference';
 import { parseChallenges } from '../../src/image/registry/auth';
-import { DigestMismatchError, MediaType, RegistryClient } from '../../src/image/registry/client';
+import { MediaType } from '../../src/image/manifest';
+import { DigestMismatchError, RegistryClient } from '../../src/image/registry/client';
 
 
 const sha256 = (b: Buffer | string): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
@@ -63,7 +64,7 @@ async function serve(handler: Handler): Promise<Served> {
 const manifest = Buffer.from(
   JSON.stringify({
     schemaVersion: 2,
-    mediaType: MediaType.OciManifest,
+    mediaType: MediaType.ociManifest,
     config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256('{}'), size: 2 },
     layers: [],
   }),
@@ -161,7 +162,7 @@ function registry(b: RegistryBehaviour): Handler {
           res.writeHead(404, { 'content-type': 'application/json' }).end(errorJson('MANIFEST_UNKNOWN', 'manifest unknown'));
           return;
         }
-        const headers: Record<string, string> = { 'content-type': b.contentType ?? MediaType.OciManifest };
+        const headers: Record<string, string> = { 'content-type': b.contentType ?? MediaType.ociManifest };
         const dcd = b.contentDigestHeader ? b.contentDigestHeader(doc) : sha256(doc);
         if (dcd !== undefined) headers['docker-content-digest'] = dcd;
         res.writeHead(200, headers).end(doc);
@@ -217,7 +218,7 @@ test('anonymous token flow: 401 challenge, token, manifest; the token is cached'
       const ref = parseReference(`${reg.host}/team/app:v1`);
       const r = await c.resolve(ref);
       assert.equal(r.digest, manifestDigest);
-      assert.equal(r.mediaType, MediaType.OciManifest);
+      assert.equal(r.mediaType, MediaType.ociManifest);
       assert.deepEqual(r.body, manifest);
       assert.equal(r.endpoint.url, `${reg.url}/v2`);
       const tokenReq = reg.requests.find((q) => q.url.startsWith('/token'));
@@ -227,7 +228,9 @@ test('anonymous token flow: 401 challenge, token, manifest; the token is cached'
       assert.deepEqual(tu.searchParams.getAll('scope'), ['repository:team/app:pull']);
       assert.equal(tokenReq.authorization, undefined, 'anonymous token requests carry no credentials');
       const accept = reg.requests.find((q) => q.url.includes('/manifests/'))!.headers.accept ?? '';
-      for (const t of Object.values(MediaType)) assert.ok(accept.includes(t), `Accept lists ${t}: ${accept}`);
+      for (const t of [MediaType.ociIndex, MediaType.ociManifest, MediaType.dockerList, MediaType.dockerManifest]) {
+        assert.ok(accept.includes(t), `Accept lists ${t}: ${accept}`);
+      }
 
       const before = reg.requests.length;
       const again = await c.fetchManifest(ref, manifestDigest, r.endpoint);
@@ -347,7 +350,7 @@ test('digest checks: a wrong Docker-Content-Digest or a body that does not match
   }
   // A server that answers any digest with the same document.
   const liar = await serve((req, res) => {
-    res.writeHead(200, { 'content-type': MediaType.OciManifest }).end(manifest);
+    res.writeHead(200, { 'content-type': MediaType.ociManifest }).end(manifest);
   });
   try {
     await withClient({}, async (c) => {
@@ -366,8 +369,8 @@ test('media type falls back to the document when Content-Type is generic', async
   const reg = await serve(registry({ repos: { a: manifest, b: index }, contentType: 'application/json', contentDigestHeader: () => undefined }));
   try {
     await withClient({}, async (c) => {
-      assert.equal((await c.resolve(parseReference(`${reg.host}/a`))).mediaType, MediaType.OciManifest);
-      assert.equal((await c.resolve(parseReference(`${reg.host}/b`))).mediaType, MediaType.OciIndex);
+      assert.equal((await c.resolve(parseReference(`${reg.host}/a`))).mediaType, MediaType.ociManifest);
+      assert.equal((await c.resolve(parseReference(`${reg.host}/b`))).mediaType, MediaType.ociIndex);
     });
   } finally {
     await reg.close();

@@ -21,6 +21,7 @@ import {
   UnauthenticatedError,
   messageOf,
 } from '../../errors';
+import { MediaType } from '../manifest';
 import { ImageReference, checkDigest, formatReference, manifestReference } from '../reference';
 import { AuthConfig, AuthRequester, Authorizer, credentialsFor, errorDetail, registryAuthError } from './auth';
 import { RegistryEndpoint, loadRegistryEndpoints } from './hosts';
@@ -28,21 +29,9 @@ import { RegistryEndpoint, loadRegistryEndpoints } from './hosts';
 export type { AuthConfig } from './auth';
 export type { RegistryEndpoint } from './hosts';
 
-export const MediaType = {
-  OciIndex: 'application/vnd.oci.image.index.v1+json',
-  OciManifest: 'application/vnd.oci.image.manifest.v1+json',
-  DockerManifestList: 'application/vnd.docker.distribution.manifest.list.v2+json',
-  DockerManifest: 'application/vnd.docker.distribution.manifest.v2+json',
-} as const;
-
-const MANIFEST_ACCEPT = [
-  MediaType.OciIndex,
-  MediaType.OciManifest,
-  MediaType.DockerManifestList,
-  MediaType.DockerManifest,
-].join(', ');
-
-const KNOWN_MANIFEST_TYPES = new Set<string>(Object.values(MediaType));
+const MANIFEST_TYPES = [MediaType.ociIndex, MediaType.ociManifest, MediaType.dockerList, MediaType.dockerManifest];
+const MANIFEST_ACCEPT = MANIFEST_TYPES.join(', ');
+const KNOWN_MANIFEST_TYPES = new Set<string>(MANIFEST_TYPES);
 
 // Manifests and indexes are small JSON documents; a bigger answer is a misbehaving server.
 export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
@@ -194,8 +183,8 @@ function manifestMediaType(contentType: string | undefined, body: Buffer): strin
   try {
     const j = JSON.parse(body.toString('utf8')) as { mediaType?: unknown; manifests?: unknown; layers?: unknown };
     if (typeof j.mediaType === 'string' && j.mediaType !== '') return j.mediaType;
-    if (Array.isArray(j.manifests)) return MediaType.OciIndex;
-    if (Array.isArray(j.layers)) return MediaType.OciManifest;
+    if (Array.isArray(j.manifests)) return MediaType.ociIndex;
+    if (Array.isArray(j.layers)) return MediaType.ociManifest;
   } catch {
     // not JSON: report the server's type and let the caller reject it
   }
