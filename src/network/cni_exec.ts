@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawnProcess } from '../sys/spawn';
 
 export type CniCommand = 'ADD' | 'DEL' | 'CHECK' | 'VERSION';
 
@@ -66,7 +66,7 @@ export function execPlugin(inv: PluginInvocation, env: NodeJS.ProcessEnv): Promi
   if (inv.netns) childEnv.CNI_NETNS = inv.netns;
 
   return new Promise((resolve, reject) => {
-    const child = spawn(inv.binary, [], { env: childEnv, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawnProcess(inv.binary, [], { env: childEnv, stdio: ['pipe', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     let outLen = 0;
@@ -84,21 +84,21 @@ export function execPlugin(inv: PluginInvocation, env: NodeJS.ProcessEnv): Promi
     }, inv.timeoutMs);
     const stderrText = () => Buffer.concat(err).toString('utf8').trim().slice(0, 2000);
 
-    child.stdout.on('data', (c: Buffer) => {
+    child.stdout?.on('data', (c: Buffer) => {
       outLen += c.length;
       if (outLen <= MAX_OUTPUT) out.push(c);
     });
-    child.stderr.on('data', (c: Buffer) => {
+    child.stderr?.on('data', (c: Buffer) => {
       errLen += c.length;
       if (errLen <= 64 << 10) err.push(c);
     });
-    child.on('error', (e) => fail(new CniPluginError(inv.type, inv.command, 0, `cannot run ${inv.binary}: ${e.message}`, '', { cause: e })));
+    child.on('error', (e: Error) => fail(new CniPluginError(inv.type, inv.command, 0, `cannot run ${inv.binary}: ${e.message}`, '', { cause: e })));
     // A plugin that exits before reading stdin makes the write fail with EPIPE; its exit status
     // and error JSON say more than the EPIPE does, so the write error is left to 'close'.
-    child.stdin.on('error', () => {});
-    child.stdin.end(JSON.stringify(inv.config));
+    child.stdin?.on('error', () => {});
+    child.stdin?.end(JSON.stringify(inv.config));
 
-    child.on('close', (code, signal) => {
+    child.on('close', (code: number | null, signal: NodeJS.Signals | null) => {
       if (settled) return;
       const stdout = Buffer.concat(out).toString('utf8').trim();
       if (outLen > MAX_OUTPUT) return fail(new CniPluginError(inv.type, inv.command, 0, `output larger than ${MAX_OUTPUT} bytes`, ''));

@@ -15,7 +15,6 @@
 //   failure {"data": -1, "message": "<runtime stderr>"} and exits, or just exits when the runtime
 //   printed nothing.
 
-import { spawn, type ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
@@ -24,6 +23,7 @@ import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { FailedPreconditionError, messageOf, NotFoundError } from '../errors';
 import type { Logger } from '../log';
+import { type Child, spawnProcess } from '../sys/spawn';
 import { memoryCgroupOf, oomKillCount, type MemoryCgroup } from './oom';
 import { alive, CappedSink, descendants, run, runtimeErrorText, sleep, type RunResult } from './proc';
 import type {
@@ -98,7 +98,7 @@ export class ConmonRuntime implements OciRuntime {
     await this.removeExitFiles(id);
     await Promise.all(['pidfile', 'conmon.pid'].map((f) => fsp.rm(path.join(bundle, f), { force: true })));
 
-    const child = spawn(this.o.conmon, this.conmonArgs(c), {
+    const child = spawnProcess(this.o.conmon, this.conmonArgs(c), {
       cwd: bundle,
       // conmon setsids its daemon child itself; detaching the first process too keeps a signal
       // aimed at the daemon's process group (Ctrl-C in a terminal) away from it.
@@ -242,7 +242,7 @@ export class ConmonRuntime implements OciRuntime {
   }
 
   /** Moves conmon into the pod's cgroup before it forks, so the monitor is accounted to the pod. */
-  private async abortCreate(id: string, bundle: string, child: ChildProcess): Promise<void> {
+  private async abortCreate(id: string, bundle: string, child: Child): Promise<void> {
     if (child.pid !== undefined) {
       try {
         process.kill(-child.pid, 'SIGKILL');
@@ -463,7 +463,7 @@ export class ConmonRuntime implements OciRuntime {
     if (opts.cwd) args.push('--cwd', opts.cwd);
     args.push(id, ...cmd);
 
-    const child = spawn(this.o.binary, args, { stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
+    const child = spawnProcess(this.o.binary, args, { stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
     const stdout = new CappedSink(EXEC_OUTPUT_CAP);
     const stderr = new CappedSink(EXEC_OUTPUT_CAP);
     stdout.attach(child.stdout);
@@ -530,7 +530,7 @@ export class ConmonRuntime implements OciRuntime {
   }
 
   /** SIGKILLs the exec'd process with everything it started, then runc. */
-  private async killExec(id: string, pidFile: string, runc: ChildProcess): Promise<void> {
+  private async killExec(id: string, pidFile: string, runc: Child): Promise<void> {
     const pid = await readPid(pidFile);
     const victims = pid ? [pid, ...descendants(pid)] : [];
     for (const p of victims) {

@@ -1,8 +1,8 @@
 // Small process helpers for the OCI driver: bounded output capture and the runtime's error text.
 
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import type { Readable } from 'node:stream';
+import { spawnProcess } from '../sys/spawn';
 
 /** Collects a stream up to `cap` bytes and keeps draining past it, so the writer never blocks. */
 export class CappedSink {
@@ -76,7 +76,7 @@ export function run(
   opts: { input?: string | Buffer; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
 ): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(binary, args, {
+    const child = spawnProcess(binary, args, {
       stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
       env: opts.env ?? process.env,
     });
@@ -92,7 +92,7 @@ export function run(
       if (timer) clearTimeout(timer);
       reject(e);
     });
-    child.on('close', (code, signal) => {
+    child.on('close', (code: number | null, signal: NodeJS.Signals | null) => {
       if (timer) clearTimeout(timer);
       resolve({ code, signal, stdout: out.text(), stderr: err.text() });
     });

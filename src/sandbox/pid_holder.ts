@@ -1,5 +1,5 @@
-import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
+import { spawnProcess } from '../sys/spawn';
 import { which } from '../util/which';
 
 /**
@@ -23,8 +23,10 @@ export async function startPidHolder(): Promise<PidHolder> {
   const unshare = which('unshare');
   const sleep = which('sleep');
   if (!unshare || !sleep) throw new Error('shared PID namespace: util-linux unshare or coreutils sleep not found');
-  const child = spawn(unshare, ['--pid', '--fork', sleep, 'infinity'], { detached: true, stdio: 'ignore' });
+  const child = spawnProcess(unshare, ['--pid', '--fork', sleep, 'infinity'], { detached: true });
   child.unref();
+  // A failed start is already told by the missing pid below.
+  child.on('error', () => undefined);
   const pid = child.pid;
   if (pid === undefined) throw new Error('shared PID namespace: unshare could not be started');
   // The init is unshare's only child; it appears within a few milliseconds.

@@ -14,7 +14,6 @@
 // that reads its size at once (`stty size`) sees the client's terminal; later resizes are
 // TIOCSWINSZ on the master.
 
-import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
@@ -22,6 +21,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Logger } from '../log';
 import { accept, AF_UNIX, closeFd, listenUnix, pollFd, recvFd, setWinsize, SOCK_CLOEXEC, SOCK_NONBLOCK, SOCK_STREAM, socket } from '../sys/libc';
+import { spawnProcess } from '../sys/spawn';
 import { FdChannel } from './fd_channel';
 import type { RemoteIO, TerminalSize } from './remotecommand';
 
@@ -69,7 +69,7 @@ function exitCodeOf(code: number | null, signal: NodeJS.Signals | null): number 
 
 async function execPipes(target: ExecTarget, cmd: string[], io: RemoteIO, log: Logger): Promise<number> {
   const pidFile = pidFileFor();
-  const child = spawn(target.runtime.binary, ['--root', target.runtime.root, 'exec', '--pid-file', pidFile, target.id, ...cmd], {
+  const child = spawnProcess(target.runtime.binary, ['--root', target.runtime.root, 'exec', '--pid-file', pidFile, target.id, ...cmd], {
     stdio: [io.stdin ? 'pipe' : 'ignore', io.stdout ? 'pipe' : 'ignore', 'pipe'],
   });
   const runtimeErr: Buffer[] = [];
@@ -94,8 +94,8 @@ async function execPipes(target: ExecTarget, cmd: string[], io: RemoteIO, log: L
     });
 
     const exited = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
-      child.once('error', (e) => reject(new ExecStartError(`exec in container ${target.id}: cannot run ${target.runtime.binary}: ${e.message}`)));
-      child.once('exit', (code, signal) => resolve({ code, signal }));
+      child.once('error', (e: Error) => reject(new ExecStartError(`exec in container ${target.id}: cannot run ${target.runtime.binary}: ${e.message}`)));
+      child.once('exit', (code: number | null, signal: NodeJS.Signals | null) => resolve({ code, signal }));
     });
     await drained([child.stdout, child.stderr]);
     const exitCode = exitCodeOf(exited.code, exited.signal);
@@ -211,7 +211,7 @@ async function execTty(target: ExecTarget, cmd: string[], io: RemoteIO, log: Log
   let master: FdChannel | undefined;
   try {
     // See tty_exec_helper.ts: it runs `runc exec --detach --tty` and waits for the process.
-    const child = spawn(
+    const child = spawnProcess(
       process.execPath,
       [path.join(__dirname, 'tty_exec_helper.js'), target.runtime.binary, target.runtime.root, target.id, consoleSock.path, processFile, pidFile],
       { stdio: ['ignore', 'pipe', 'pipe'] },
@@ -224,11 +224,11 @@ async function execTty(target: ExecTarget, cmd: string[], io: RemoteIO, log: Log
       report += d;
     });
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-      child.once('error', (e) => {
+      child.once('error', (e: Error) => {
         diag.push(Buffer.from(e.message));
         resolve({ code: 127, signal: null });
       });
-      child.once('close', (code, signal) => resolve({ code, signal }));
+      child.once('close', (code: number | null, signal: NodeJS.Signals | null) => resolve({ code, signal }));
     });
     const outcome = exited.then(() => {
       for (const line of report.split('\n').reverse()) {
