@@ -42,6 +42,8 @@ export interface PodNetworkArgs {
   portMappings: PortMapping[];
   /** Default eth0. */
   ifName?: string;
+  /** `lo` in the namespace is already up (the daemon made the namespace), so no loopback plugin runs. */
+  loUp?: boolean;
 }
 
 export interface PodNetworkResult {
@@ -218,7 +220,8 @@ export class Cni {
 
     // Settles to the error rather than rejecting, so a fast loopback failure is not an
     // unhandled rejection while the chain is still running.
-    const loopback = net.loopback ? this.addLoopback(list.cniVersion, call).then(() => undefined, (e: unknown) => e ?? new Error('loopback failed')) : undefined;
+    const withLoopback = net.loopback && !args.loUp;
+    const loopback = withLoopback ? this.addLoopback(list.cniVersion, call).then(() => undefined, (e: unknown) => e ?? new Error('loopback failed')) : undefined;
     const skipped: string[] = [];
     let prev: unknown;
     let failed: unknown;
@@ -256,7 +259,7 @@ export class Cni {
       network: list,
       cniArgs: call.cniArgs,
       portMappings: call.portMappings,
-      loopback: net.loopback,
+      loopback: withLoopback,
       skipped,
       result: prev,
     });

@@ -182,6 +182,8 @@ export class SandboxService {
       podNamespace: m.namespace,
       podUid: m.uid,
       portMappings,
+      // pinPodNamespaces brought it up.
+      loUp: true,
     };
   }
 

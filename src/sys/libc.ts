@@ -411,6 +411,30 @@ export function recvFd(fd: number): number | null {
   throw new SysError('recvmsg', os.constants.errno.EPROTO, `fd ${fd}`, 'message carried no descriptor');
 }
 
+const SOCK_DGRAM = 2;
+const SIOCGIFFLAGS = 0x8913;
+const SIOCSIFFLAGS = 0x8914;
+const IFF_UP = 0x1;
+// struct ifreq: the name in 16 bytes, then a union whose first member is the short ifr_flags.
+const IFREQ_SIZE = 40;
+
+/**
+ * Brings a network interface up (SIOCSIFFLAGS) in the calling thread's network namespace: for
+ * `lo`, the kernel then gives it 127.0.0.1/8 and ::1, which is all CNI's loopback plugin does.
+ */
+export function linkUp(name: string): void {
+  const fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC);
+  try {
+    const ifr = Buffer.alloc(IFREQ_SIZE);
+    ifr.write(name, 0, 15, 'utf8');
+    if (c.ioctl(fd, SIOCGIFFLAGS, 'void *', ifr) !== 0) fail('ioctl', name, 'SIOCGIFFLAGS');
+    ifr.writeInt16LE(ifr.readInt16LE(16) | IFF_UP, 16);
+    if (c.ioctl(fd, SIOCSIFFLAGS, 'void *', ifr) !== 0) fail('ioctl', name, 'SIOCSIFFLAGS');
+  } finally {
+    c.close(fd);
+  }
+}
+
 /** TIOCSWINSZ: sets a terminal's size (rows, columns); the foreground group gets SIGWINCH. */
 export function setWinsize(fd: number, rows: number, cols: number): void {
   const ws = Buffer.alloc(8);

@@ -81,7 +81,7 @@ export function releaseNamespaceRoot(root: string): void {
 
 /**
  * Creates the namespaces a pod asks for and pins them as `dir/net`, `dir/ipc`, `dir/uts`. Nothing
- * inside is configured except the hostname: CNI's loopback plugin brings `lo` up.
+ * inside is configured but the hostname and an up `lo` in a new network namespace.
  * The parent of `dir` is made a shared mount first (see prepareNamespaceRoot).
  */
 export async function pinPodNamespaces(dir: string, opts: PinOptions): Promise<PodNamespaces> {

@@ -11,6 +11,7 @@ import {
   CLONE_NEWIPC,
   CLONE_NEWNET,
   CLONE_NEWUTS,
+  linkUp,
   MNT_DETACH,
   mount,
   MS_BIND,
@@ -95,6 +96,8 @@ function pin(req: PinRequest): Partial<Record<NsKind, string>> {
   let failure: unknown;
   try {
     if (req.hostname !== undefined && req.kinds.includes('uts')) sethostname(req.hostname);
+    // An ioctl here instead of a loopback plugin process per pod (cni.ts skips it then).
+    if (req.kinds.includes('net')) linkUp('lo');
     for (const kind of req.kinds) {
       mount(`/proc/thread-self/ns/${kind}`, paths[kind]!, null, MS_BIND, null);
       pinned.push(paths[kind]!);

@@ -56,7 +56,8 @@ test('pinned namespaces are fresh, carry the hostname, and leave the daemon wher
 
   const links = sh('nsenter', [`--net=${ns.net}`, 'ip', '-o', 'link', 'show']).split('\n');
   assert.equal(links.length, 1, `expected only lo in the pod netns, saw:\n${links.join('\n')}`);
-  assert.match(links[0], /^1: lo:/);
+  assert.match(links[0], /^1: lo: <LOOPBACK,UP,LOWER_UP>/, 'lo comes up with the namespace (no loopback plugin runs)');
+  assert.match(sh('nsenter', [`--net=${ns.net}`, 'ip', '-o', '-4', 'addr', 'show', 'lo']), /inet 127\.0\.0\.1\/8/);
   assert.equal(sh('nsenter', [`--uts=${ns.uts}`, 'hostname']), 'pod-a-host');
   assert.notEqual(sh('hostname', []), 'pod-a-host', 'the host name must not change');
 
