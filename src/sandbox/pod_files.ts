@@ -13,10 +13,14 @@ export interface PodFiles {
 
 const SHM_SIZE = '65536k';
 
-/** The files every container of a pod shares: hostname, hosts, resolv.conf and /dev/shm. */
+/**
+ * The files every container of a pod shares: hostname, resolv.conf and /dev/shm. The hosts file
+ * names the pod's IP, so writePodHosts writes it once the network is up; this part runs beside
+ * the CNI plugins.
+ */
 export async function writePodFiles(
   dir: string,
-  opts: { hostname: string; ip?: string; dns: DNSConfig__Output | null; hostNetwork: boolean; hostIpc: boolean },
+  opts: { hostname: string; dns: DNSConfig__Output | null; hostIpc: boolean },
 ): Promise<PodFiles> {
   const files: PodFiles = {
     hostnamePath: path.join(dir, 'hostname'),
@@ -25,13 +29,18 @@ export async function writePodFiles(
     shmPath: opts.hostIpc ? '/dev/shm' : path.join(dir, 'shm'),
   };
   await fs.writeFile(files.hostnamePath, `${opts.hostname}\n`, { mode: 0o644 });
-  await fs.writeFile(files.hostsPath, opts.hostNetwork ? await readOr('/etc/hosts', '') : podHosts(opts.hostname, opts.ip), { mode: 0o644 });
   await fs.writeFile(files.resolvPath, resolvConf(opts.dns) ?? (await readOr('/etc/resolv.conf', '')), { mode: 0o644 });
   if (!opts.hostIpc) {
     await fs.mkdir(files.shmPath, { recursive: true, mode: 0o1777 });
     mount('shm', files.shmPath, 'tmpfs', MS_NOSUID | MS_NODEV | MS_NOEXEC, `mode=1777,size=${SHM_SIZE}`);
   }
   return files;
+}
+
+/** The pod's /etc/hosts: the host's own for a host-network pod, else localhost and the pod IP. */
+export async function writePodHosts(files: PodFiles, opts: { hostname: string; ip?: string; hostNetwork: boolean }): Promise<void> {
+  const text = opts.hostNetwork ? await readOr('/etc/hosts', '') : podHosts(opts.hostname, opts.ip);
+  await fs.writeFile(files.hostsPath, text, { mode: 0o644 });
 }
 
 /** Unmounts the pod's /dev/shm; idempotent. */

@@ -11,7 +11,7 @@ import { labelsMatch, matchId, newId, nowNs } from '../util/ids';
 import { NameRegistry } from '../util/name_registry';
 import { UndoStack } from '../util/undo';
 import { startPidHolder, stopPidHolder } from './pid_holder';
-import { podHostname, releasePodShm, writePodFiles } from './pod_files';
+import { podHostname, releasePodShm, writePodFiles, writePodHosts } from './pod_files';
 import { type SandboxRecord, sandboxName } from './sandbox';
 import { validateSandboxConfig } from './validate';
 
@@ -140,20 +140,23 @@ export class SandboxService {
         rec.pidHolder = await startPidHolder();
         undo.push('pid namespace', () => stopPidHolder(rec.pidHolder));
       }
+      // The pod's files do not wait for the CNI plugins; both are awaited before any undo runs.
+      const files = writePodFiles(rec.dir, { hostname: rec.hostname, dns: config.dns_config, hostIpc: rec.hostIpc }).then((f) => {
+        rec.files = f;
+        undo.push('shm', () => releasePodShm(f));
+      });
+      let network: Promise<void> = Promise.resolve();
       if (!hostNetwork) {
         const args = this.networkArgs(rec);
         undo.push('network', () => this.opts.cni.teardown(args));
-        const result = await this.opts.cni.setup(args);
-        rec.ips = result.ips;
+        network = this.opts.cni.setup(args).then((result) => {
+          rec.ips = result.ips;
+        });
       }
-      rec.files = await writePodFiles(rec.dir, {
-        hostname: rec.hostname,
-        ip: rec.ips[0],
-        dns: config.dns_config,
-        hostNetwork,
-        hostIpc: rec.hostIpc,
-      });
-      undo.push('shm', () => releasePodShm(rec.files));
+      const [filesDone, networkDone] = await Promise.allSettled([files, network]);
+      if (networkDone.status === 'rejected') throw networkDone.reason;
+      if (filesDone.status === 'rejected') throw filesDone.reason;
+      await writePodHosts(rec.files!, { hostname: rec.hostname, ip: rec.ips[0], hostNetwork });
       rec.phase = 'ready';
       await this.store.put(id, rec);
       undo.clear();
