@@ -73,6 +73,7 @@ export class ConmonRuntime implements OciRuntime {
   private readonly exitListeners: Array<(id: string) => void> = [];
   private readonly reported = new Map<string, number>();
   private watcher: fs.FSWatcher | undefined;
+  private readonly noteWrites = new Map<string, Promise<void>>();
 
   constructor(opts: OciRuntimeOptions) {
     this.o = opts;
@@ -139,7 +140,7 @@ export class ConmonRuntime implements OciRuntime {
       }
       const conmonPid = Number((await fsp.readFile(path.join(bundle, 'conmon.pid'), 'utf8')).trim());
       this.known.set(id, { bundle, logPath: c.logPath });
-      await this.noteMemoryCgroup(id, pid);
+      this.noteMemoryCgroup(id, pid);
       this.log.debug({ id, pid, conmonPid, ms: Date.now() - began }, 'container created');
       return { pid, conmonPid };
     } catch (err) {
@@ -416,16 +417,27 @@ export class ConmonRuntime implements OciRuntime {
     }
   }
 
-  private async noteMemoryCgroup(id: string, pid: number): Promise<void> {
+  /**
+   * Read from /proc at once (the init process is there now), written to disk in the background:
+   * create does not wait for the write, and readers of the note wait for it instead.
+   */
+  private noteMemoryCgroup(id: string, pid: number): void {
     const cg = memoryCgroupOf(pid);
     if (!cg) {
       this.log.debug({ id, pid }, 'no memory cgroup found for the container');
       return;
     }
-    await fsp.writeFile(path.join(this.o.persistDir(id), MEMORY_CGROUP_NOTE), JSON.stringify(cg));
+    const write = fsp
+      .writeFile(path.join(this.o.persistDir(id), MEMORY_CGROUP_NOTE), JSON.stringify(cg))
+      .catch((e: unknown) => this.log.warn({ id, err: messageOf(e) }, 'cannot note the memory cgroup'))
+      .finally(() => {
+        if (this.noteWrites.get(id) === write) this.noteWrites.delete(id);
+      });
+    this.noteWrites.set(id, write);
   }
 
   private async memoryCgroup(id: string): Promise<MemoryCgroup | undefined> {
+    await this.noteWrites.get(id);
     try {
       return JSON.parse(await fsp.readFile(path.join(this.o.persistDir(id), MEMORY_CGROUP_NOTE), 'utf8')) as MemoryCgroup;
     } catch {
@@ -440,6 +452,8 @@ export class ConmonRuntime implements OciRuntime {
   }
 
   private async removeExitFiles(id: string): Promise<void> {
+    // A note still being written would come back after the removal.
+    await this.noteWrites.get(id);
     const persist = this.o.persistDir(id);
     await Promise.all(
       [path.join(this.o.exitDir, id), ...['exit', 'oom', MEMORY_CGROUP_NOTE].map((f) => path.join(persist, f))].map(
