@@ -60,7 +60,9 @@ export class ContainerService implements PodContainers {
   readonly events = new EventEmitter();
 
   constructor(private readonly opts: ContainerServiceOptions) {
-    this.store = new JsonStore<ContainerRecord>(path.join(opts.root, 'meta', 'containers'));
+    // No directory fsync, as for sandboxes (sandbox_service.ts): after a power loss every
+    // container is dead and an older version of its record serves its cleanup.
+    this.store = new JsonStore<ContainerRecord>(path.join(opts.root, 'meta', 'containers'), { syncDir: false });
     this.events.setMaxListeners(0);
   }
 
