@@ -14,6 +14,7 @@ import type { ContainerFilter__Output } from '../gen/runtime/v1/ContainerFilter'
 import type { LinuxContainerResources__Output } from '../gen/runtime/v1/LinuxContainerResources';
 import type { ImageService } from '../image/image_service';
 import type { Logger } from '../log';
+import { processStartTimeMs } from '../oci/proc';
 import type { ExecResult, OciRuntime } from '../oci/runtime';
 import type { SandboxRecord } from '../sandbox/sandbox';
 import type { PodContainers, SandboxService } from '../sandbox/sandbox_service';
@@ -80,6 +81,9 @@ export class ContainerService implements PodContainers {
       }
       this.containers.set(rec.id, rec);
       this.names.claim(rec.name, rec.id);
+    }
+    for (const rec of this.containers.values()) {
+      if (rec.phase === 'created') await this.reconcileStarted(rec);
     }
     // Exits that happened while the daemon was down: conmon wrote them to the exit dir.
     for (const rec of this.containers.values()) {
@@ -262,13 +266,40 @@ export class ContainerService implements PodContainers {
     if (rec.phase === 'created') {
       rec.phase = 'running';
       rec.startedAt = startedAt;
-      await this.store.put(rec.id, rec);
+      this.persistLater(rec);
     } else if (rec.startedAt === '0') {
       rec.startedAt = rec.finishedAt;
-      await this.store.put(rec.id, rec);
+      this.persistLater(rec);
     }
     this.emit(rec, 'CONTAINER_STARTED_EVENT');
     log.info({ container: rec.id }, 'container started');
+  }
+
+  /**
+   * Writes a record without making the caller wait, for a change that a daemon restart can learn
+   * again from the runtime should the write not land (init's reconcile): started is one.
+   */
+  private persistLater(rec: ContainerRecord): void {
+    this.store.put(rec.id, rec).catch((err: unknown) => this.opts.log.error({ err, container: rec.id }, 'cannot write the container record'));
+  }
+
+  /**
+   * A record still saying created whose container runs was started just before a crash, its
+   * record not yet written: running since its process started. Exits are onExit's business.
+   */
+  private async reconcileStarted(rec: ContainerRecord): Promise<void> {
+    let st: Awaited<ReturnType<OciRuntime['state']>>;
+    try {
+      st = await this.runtimeOf(rec).state(rec.id);
+    } catch (err) {
+      this.opts.log.warn({ err, container: rec.id }, 'cannot ask the runtime for the state of a created container');
+      return;
+    }
+    if (st?.status !== 'running') return;
+    rec.phase = 'running';
+    rec.startedAt = msToNs(processStartTimeMs(st.pid) ?? Date.now());
+    await this.store.put(rec.id, rec);
+    this.opts.log.info({ container: rec.id }, 'container found running though recorded as created');
   }
 
   /** Records an exit conmon reported; a no-op for containers that did not exit. */

@@ -154,6 +154,23 @@ export function descendants(pid: number): number[] {
   return out;
 }
 
+// USER_HZ, the unit of /proc/<pid>/stat's times: 100 on every Linux architecture.
+const CLOCK_TICKS_PER_SECOND = 100;
+
+/** When a process started, in ms since the epoch (10 ms resolution); undefined once it is gone. */
+export function processStartTimeMs(pid: number): number | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after "(comm) ": state is field 3, starttime field 22 (clock ticks after boot).
+    const ticks = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
+    const btime = Number(/^btime (\d+)$/m.exec(fs.readFileSync('/proc/stat', 'utf8'))?.[1]);
+    if (!Number.isFinite(ticks) || !Number.isFinite(btime)) return undefined;
+    return btime * 1000 + (ticks * 1000) / CLOCK_TICKS_PER_SECOND;
+  } catch {
+    return undefined;
+  }
+}
+
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }

@@ -443,13 +443,21 @@ describe('containers', () => {
     const exiter = await start('exits-while-down', ['sh', '-c', 'sleep 3; exit 7']);
     await waitForState(cri(), runner, 'CONTAINER_RUNNING');
     await waitForState(cri(), exiter, 'CONTAINER_RUNNING');
+    const startedBefore = Number((await status(runner)).started_at);
     const how = await daemon.stop('SIGKILL', { keep: true });
     assert.equal(how, 'signal SIGKILL', 'the daemon died of SIGKILL');
     assert.ok(conmonProcesses([daemon.state]).length >= 2, `conmon monitors outlive the daemon: saw ${conmonProcesses([daemon.state]).join('; ')}`);
+    // StartContainer answers before its record is written: make the runner's record look as if
+    // the daemon died in between, so the restart has to learn from runc that it runs.
+    const recordFile = path.join(daemon.root, 'meta', 'containers', `${runner}.json`);
+    const record = JSON.parse(fs.readFileSync(recordFile, 'utf8')) as { phase: string; startedAt: string };
+    fs.writeFileSync(recordFile, JSON.stringify({ ...record, phase: 'created', startedAt: '0' }));
     await daemon.restart();
     await sleep(5_000);
     const r = await status(runner);
     assert.equal(r.state, 'CONTAINER_RUNNING', `sleep 1000 after the restart: expected RUNNING, saw ${show(r)}\n${daemonLog(runner)}`);
+    const drift = Math.abs(Number(r.started_at) - startedBefore) / 1e6;
+    assert.ok(drift < 1000, `started_at learnt from the process: ${r.started_at} against ${startedBefore} before the crash (${drift} ms apart)`);
     const e = await status(exiter);
     assert.equal(e.state, 'CONTAINER_EXITED', `sh -c 'sleep 3; exit 7' after the restart: expected EXITED, saw ${show(e)}\n${daemonLog(exiter)}`);
     assert.equal(e.exit_code, 7, `exit code recorded while the daemon was down: expected 7, saw ${show(e)}`);
