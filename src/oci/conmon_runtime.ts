@@ -92,12 +92,13 @@ export class ConmonRuntime implements OciRuntime {
     } catch (e) {
       throw new OciRuntimeError(`create container ${id}: bundle ${bundle} has no config.json (${messageOf(e)})`, '', { cause: e });
     }
-    await Promise.all(
-      [this.o.exitDir, this.o.socketDir, persist, this.o.root].map((d) => fsp.mkdir(d, { recursive: true })),
-    );
-    // A retried create of the same id must not inherit the previous attempt's exit or oom.
-    await this.removeExitFiles(id);
-    await Promise.all(['pidfile', 'conmon.pid'].map((f) => fsp.rm(path.join(bundle, f), { force: true })));
+    // A retried create of the same id must not inherit the previous attempt's exit or oom. All
+    // of this is independent, so it runs at once rather than one file at a time.
+    await Promise.all([
+      ...[this.o.exitDir, this.o.socketDir, persist, this.o.root].map((d) => fsp.mkdir(d, { recursive: true })),
+      this.removeExitFiles(id),
+      ...['pidfile', 'conmon.pid'].map((f) => fsp.rm(path.join(bundle, f), { force: true })),
+    ]);
 
     const child = spawnProcess(this.o.conmon, this.conmonArgs(c), {
       cwd: bundle,
