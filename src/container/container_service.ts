@@ -196,46 +196,27 @@ export class ContainerService implements PodContainers {
       await fs.mkdir(bundle, { recursive: true, mode: 0o711 });
       undo.push('bundle', () => fs.rm(bundle, { recursive: true, force: true }));
       undo.push('writable layer', () => fs.rm(persistent, { recursive: true, force: true }));
-      const lowerDirs = image.layers.map((l) => this.opts.images.layers.path(l.chainId)).reverse();
-      await mountRootfs({ lowerDirs, upperDir: rec.upperDir, workDir: rec.workDir, target: rec.rootfs });
-      undo.push('rootfs', () => unmountRootfs(rec.rootfs));
-      // Like containerd, a missing host path is created as a directory, and symlinks in host
-      // paths are resolved on the host.
-      const mounts = await prepareMountSources(config.mounts);
       if (rec.logPath) await fs.mkdir(path.dirname(rec.logPath), { recursive: true });
-      const spec = await buildSpec({
-        id,
-        rootfs: rec.rootfs,
-        image: image.config,
-        imageName: rec.imageName,
-        config: { ...config, mounts },
-        sandbox: {
-          id: sandbox.id,
-          hostname: sandbox.hostname,
-          config: sandbox.config,
-          netns: sandbox.namespaces.net,
-          ipcns: sandbox.namespaces.ipc,
-          utsns: sandbox.namespaces.uts,
-          pidns: sandbox.pidHolder?.nsPath,
-          hostsPath: sandbox.files!.hostsPath,
-          resolvPath: sandbox.files!.resolvPath,
-          hostnamePath: sandbox.files!.hostnamePath,
-          shmPath: sandbox.files!.shmPath,
-        },
-        cgroupsPath: rec.cgroupsPath,
-        restrictOomScoreAdj: this.opts.restrictOomScoreAdj,
-      });
-      await fs.writeFile(path.join(bundle, 'config.json'), JSON.stringify(spec));
+      // The monitor starts while the bundle is made: its start-up overlaps the rootfs mount and
+      // the spec, which only the runtime needs. The bundle's work is over before any undo runs.
       const rt = this.runtimeOf(rec);
+      const bundleReady = this.makeBundle(rec, sandbox, config, image, undo);
+      let pid: number;
+      try {
+        ({ pid } = await rt.create({
+          id,
+          bundle,
+          logPath: rec.logPath || path.join(bundle, 'container.log'),
+          stdin: config.stdin,
+          stdinOnce: config.stdin_once,
+          tty: config.tty,
+          bundleReady,
+        }));
+      } finally {
+        await bundleReady.catch(() => undefined);
+      }
+      // A failed create deletes what the runtime made itself; past this point it is ours to undo.
       undo.push('oci container', () => rt.delete(id, true));
-      const { pid } = await rt.create({
-        id,
-        bundle,
-        logPath: rec.logPath || path.join(bundle, 'container.log'),
-        stdin: config.stdin,
-        stdinOnce: config.stdin_once,
-        tty: config.tty,
-      });
       rec.pid = pid;
       rec.phase = 'created';
       await this.store.put(id, rec);
@@ -247,6 +228,46 @@ export class ContainerService implements PodContainers {
       await undo.run((what, e) => log.error({ err: e, container: id, step: what }, 'container cleanup failed'));
       throw withContext(err, `failed to create container ${config.metadata!.name} in pod ${sandbox.name}`);
     }
+  }
+
+  /** The OCI bundle: rootfs overlay mounted, config.json written. Pushes its own undo. */
+  private async makeBundle(
+    rec: ContainerRecord,
+    sandbox: SandboxRecord,
+    config: ContainerConfig__Output,
+    image: NonNullable<ReturnType<ImageService['find']>>,
+    undo: UndoStack,
+  ): Promise<void> {
+    const id = rec.id;
+    const lowerDirs = image.layers.map((l) => this.opts.images.layers.path(l.chainId)).reverse();
+    await mountRootfs({ lowerDirs, upperDir: rec.upperDir, workDir: rec.workDir, target: rec.rootfs });
+    undo.push('rootfs', () => unmountRootfs(rec.rootfs));
+    // Like containerd, a missing host path is created as a directory, and symlinks in host
+    // paths are resolved on the host.
+    const mounts = await prepareMountSources(config.mounts);
+    const spec = await buildSpec({
+      id,
+      rootfs: rec.rootfs,
+      image: image.config,
+      imageName: rec.imageName,
+      config: { ...config, mounts },
+      sandbox: {
+        id: sandbox.id,
+        hostname: sandbox.hostname,
+        config: sandbox.config,
+        netns: sandbox.namespaces.net,
+        ipcns: sandbox.namespaces.ipc,
+        utsns: sandbox.namespaces.uts,
+        pidns: sandbox.pidHolder?.nsPath,
+        hostsPath: sandbox.files!.hostsPath,
+        resolvPath: sandbox.files!.resolvPath,
+        hostnamePath: sandbox.files!.hostnamePath,
+        shmPath: sandbox.files!.shmPath,
+      },
+      cgroupsPath: rec.cgroupsPath,
+      restrictOomScoreAdj: this.opts.restrictOomScoreAdj,
+    });
+    await fs.writeFile(path.join(rec.bundle, 'config.json'), JSON.stringify(spec));
   }
 
   async start(idOrPrefix: string, log: Logger): Promise<void> {

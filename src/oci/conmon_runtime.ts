@@ -83,15 +83,13 @@ export class ConmonRuntime implements OciRuntime {
 
   // ---- create ---------------------------------------------------------------------------------
 
-  async create(c: CreateOptions): Promise<{ pid: number; conmonPid: number }> {
+  async create(c: CreateOptions): Promise<{ pid: number }> {
     const { id, bundle } = c;
     const persist = this.o.persistDir(id);
     const began = Date.now();
-    try {
-      await fsp.access(path.join(bundle, 'config.json'));
-    } catch (e) {
-      throw new OciRuntimeError(`create container ${id}: bundle ${bundle} has no config.json (${messageOf(e)})`, '', { cause: e });
-    }
+    // Awaited only after conmon is up; a rejection before then must not count as unhandled.
+    const bundleReady = c.bundleReady ?? Promise.resolve();
+    bundleReady.catch(() => undefined);
     // A retried create of the same id must not inherit the previous attempt's exit or oom. All
     // of this is independent, so it runs at once rather than one file at a time.
     await Promise.all([
@@ -127,6 +125,14 @@ export class ConmonRuntime implements OciRuntime {
     });
 
     try {
+      // conmon waits on its start pipe before it forks anything, so it can start while the
+      // bundle is still being made: runc, not conmon, needs the bundle.
+      await bundleReady;
+      try {
+        await fsp.access(path.join(bundle, 'config.json'));
+      } catch (e) {
+        throw new OciRuntimeError(`create container ${id}: bundle ${bundle} has no config.json (${messageOf(e)})`, '', { cause: e });
+      }
       // conmon stays in the daemon's cgroup, as containerd's shims do: moving it into the pod's
       // cgroup would make that an internal node with processes, which cgroup v2 forbids once
       // the container cgroups below it enable controllers.
@@ -139,11 +145,10 @@ export class ConmonRuntime implements OciRuntime {
           diag.text(),
         );
       }
-      const conmonPid = Number((await fsp.readFile(path.join(bundle, 'conmon.pid'), 'utf8')).trim());
       this.known.set(id, { bundle, logPath: c.logPath });
       this.noteMemoryCgroup(id, pid);
-      this.log.debug({ id, pid, conmonPid, ms: Date.now() - began }, 'container created');
-      return { pid, conmonPid };
+      this.log.debug({ id, pid, ms: Date.now() - began }, 'container created');
+      return { pid };
     } catch (err) {
       await this.abortCreate(id, bundle, child);
       throw err;

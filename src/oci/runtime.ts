@@ -32,6 +32,12 @@ export interface CreateOptions {
   stdin: boolean;
   stdinOnce: boolean;
   tty: boolean;
+  /**
+   * Settles when the bundle (config.json, mounted rootfs) is complete; until then the driver may
+   * start its monitor but not the runtime. A rejection aborts the create with that error.
+   * Omitted: the bundle is complete already.
+   */
+  bundleReady?: Promise<void>;
 }
 
 export interface ExecResult {
@@ -53,7 +59,7 @@ export type OciStatus = 'creating' | 'created' | 'running' | 'stopped' | 'paused
 export interface OciRuntime {
   readonly name: string;
   /** conmon started and `runc create` done: the container is 'created' and its init pid known. */
-  create(opts: CreateOptions): Promise<{ pid: number; conmonPid: number }>;
+  create(opts: CreateOptions): Promise<{ pid: number }>;
   start(id: string): Promise<void>;
   /** No error when the container already stopped or is unknown to the runtime. */
   kill(id: string, signal: string | number, all?: boolean): Promise<void>;

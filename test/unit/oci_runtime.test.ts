@@ -94,7 +94,7 @@ async function createStarted(
   id: string,
   args: string[],
   resources: object = {},
-): Promise<{ pid: number; conmonPid: number }> {
+): Promise<{ pid: number }> {
   const r = await rt.create({
     id,
     bundle: bundle(id, args, resources),
@@ -182,15 +182,17 @@ test('a container writes CRI-format logs, and its exit code is reported through 
   const seen: string[] = [];
   rt.onExit((x) => seen.push(x));
   const t0 = Date.now();
-  const { pid, conmonPid } = await rt.create({
+  const dir = bundle(id, ['sh', '-c', 'echo out; echo err >&2; sleep 1; exit 3']);
+  const { pid } = await rt.create({
     id,
-    bundle: bundle(id, ['sh', '-c', 'echo out; echo err >&2; sleep 1; exit 3']),
+    bundle: dir,
     logPath: logPathOf(id),
     stdin: false,
     stdinOnce: false,
     tty: false,
   });
   const t1 = Date.now();
+  const conmonPid = Number(fs.readFileSync(path.join(dir, 'conmon.pid'), 'utf8'));
   assert.ok(pid > 0 && conmonPid > 0, `pids: ${pid} ${conmonPid}`);
   assert.equal((await rt.state(id))?.status, 'created');
   assert.equal(await rt.exitOf(id), undefined);
@@ -307,6 +309,38 @@ test('a create that fails reports the runtime\'s message and leaves nothing behi
     /runc create failed: .*args/i,
   );
   assert.equal(conmonsOf(id2), '');
+});
+
+test('conmon may start before the bundle is complete; a bundle that fails aborts the create', opts, async () => {
+  // The bundle dir exists (conmon's cwd), config.json comes later, as the container service does.
+  const id = newId('later');
+  const dir = path.join(base, 'b', id);
+  fs.mkdirSync(dir, { recursive: true });
+  let monitorWaited = '';
+  const ready = (async () => {
+    await new Promise((r) => setTimeout(r, 300));
+    monitorWaited = conmonsOf(id);
+    bundle(id, ['sleep', '30']);
+  })();
+  await rt.create({ id, bundle: dir, logPath: logPathOf(id), stdin: false, stdinOnce: false, tty: false, bundleReady: ready });
+  assert.notEqual(monitorWaited, '', 'conmon was already running while the bundle was being made');
+  assert.equal((await rt.state(id))?.status, 'created');
+  await rt.delete(id, true);
+  await rt.forget(id);
+
+  const id2 = newId('nobundle');
+  const dir2 = path.join(base, 'b', id2);
+  fs.mkdirSync(dir2, { recursive: true });
+  const failing = (async () => {
+    await new Promise((r) => setTimeout(r, 100));
+    throw new Error('rootfs mount failed (test)');
+  })();
+  await assert.rejects(
+    rt.create({ id: id2, bundle: dir2, logPath: logPathOf(id2), stdin: false, stdinOnce: false, tty: false, bundleReady: failing }),
+    /rootfs mount failed \(test\)/,
+  );
+  assert.equal(conmonsOf(id2), '', 'conmon still running after the bundle failed');
+  assert.equal(await rt.state(id2), undefined);
 });
 
 test('a container killed by its memory limit is reported as oomKilled', opts, async (t) => {
