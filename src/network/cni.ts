@@ -5,7 +5,7 @@ import { FailedPreconditionError, InvalidArgumentError, messageOf } from '../err
 import type { Logger } from '../log';
 import { AttachmentCache, type CachedPortMapping } from './cni_cache';
 import { builtinNetwork, CniConfigError, loadFromDir, type DefaultNetwork, type NetworkList, type PluginConf } from './cni_config';
-import { baseEnv, CNI_ERR_UNKNOWN_CONTAINER, CniPluginError, execPlugin, type CniCommand } from './cni_exec';
+import { baseEnv, CNI_ERR_UNKNOWN_CONTAINER, CniNotStartedError, CniPluginError, execPlugin, type CniCommand } from './cni_exec';
 import { podIps, versionAtLeast } from './cni_result';
 
 export { CniPluginError } from './cni_exec';
@@ -192,12 +192,16 @@ export class Cni {
    * ADD of every plugin in order, each given the previous one's result. On failure what was
    * added is deleted again (the spec asks the runtime to DEL after a failed ADD) and the error
    * names the pod, the network and the plugin.
+   *
+   * With `netnsReady`, the first plugin starts at once and is given its config when that
+   * settles, so its start-up overlaps the making of the namespace; if it rejects, nothing was
+   * added and setup rejects with that reason.
    */
-  setup(args: PodNetworkArgs): Promise<PodNetworkResult> {
-    return this.withLock(args.podId, () => this.doSetup(args));
+  setup(args: PodNetworkArgs, netnsReady?: Promise<void>): Promise<PodNetworkResult> {
+    return this.withLock(args.podId, () => this.doSetup(args, netnsReady ?? Promise.resolve()));
   }
 
-  private async doSetup(args: PodNetworkArgs): Promise<PodNetworkResult> {
+  private async doSetup(args: PodNetworkArgs, netnsReady: Promise<void>): Promise<PodNetworkResult> {
     // A config dropped in after start (a network add-on installing its conflist) is picked up
     // by the first pod rather than waiting for the next status poll.
     if (!this.status().ready) await this.load().catch(() => undefined);
@@ -207,7 +211,10 @@ export class Cni {
     const list = net.list;
     const ifName = args.ifName ?? 'eth0';
     const what = `CNI ADD of pod ${podRef(args)} to network ${list.name}`;
-    if (!(await isNetns(args.netns))) throw new InvalidArgumentError(`${what}: ${args.netns} is not a network namespace`);
+    const ready = netnsReady.then(async () => {
+      if (!(await isNetns(args.netns))) throw new InvalidArgumentError(`${what}: ${args.netns} is not a network namespace`);
+    });
+    ready.catch(() => undefined);
     const started = performance.now();
     const call: Call = {
       containerId: args.podId,
@@ -221,7 +228,10 @@ export class Cni {
     // Settles to the error rather than rejecting, so a fast loopback failure is not an
     // unhandled rejection while the chain is still running.
     const withLoopback = net.loopback && !args.loUp;
-    const loopback = withLoopback ? this.addLoopback(list.cniVersion, call).then(() => undefined, (e: unknown) => e ?? new Error('loopback failed')) : undefined;
+    const loopback = withLoopback
+      ? ready.then(() => this.addLoopback(list.cniVersion, call)).then(() => undefined, (e: unknown) => e ?? new Error('loopback failed'))
+      : undefined;
+    let first = true;
     const skipped: string[] = [];
     let prev: unknown;
     let failed: unknown;
@@ -233,13 +243,27 @@ export class Cni {
         continue;
       }
       try {
-        prev = await this.invoke('ADD', list, plugin, call, prev);
+        prev = await this.invoke('ADD', list, plugin, call, prev, first ? ready : undefined);
+        first = false;
         added++;
       } catch (e) {
+        if (e instanceof CniNotStartedError) {
+          // Nothing was added: the namespace never came, and the first plugin never ran.
+          await loopback;
+          throw e.cause;
+        }
         // The failed plugin may have left part of its work behind, so it is deleted too.
         added++;
         failed = e;
         break;
+      }
+    }
+    if (first && failed === undefined) {
+      // Every plugin was skipped, so none waited for the namespace.
+      failed = await ready.then(() => undefined, (e: unknown) => e);
+      if (failed !== undefined) {
+        await loopback;
+        throw failed;
       }
     }
     if (loopback) failed ??= await loopback;
@@ -378,7 +402,14 @@ export class Cni {
     return this.delPlugins(lo, lo.plugins, { ...call, ifName: 'lo' }, undefined);
   }
 
-  private async invoke(command: CniCommand, list: NetworkList, plugin: PluginConf, call: Call, prev: unknown): Promise<unknown> {
+  private async invoke(
+    command: CniCommand,
+    list: NetworkList,
+    plugin: PluginConf,
+    call: Call,
+    prev: unknown,
+    configAfter?: Promise<void>,
+  ): Promise<unknown> {
     const binary = call.binaries.get(plugin.type);
     if (!binary) throw new CniPluginError(plugin.type, command, 0, `plugin binary not found in ${this.cniPath}`, '');
     const t0 = performance.now();
@@ -394,6 +425,7 @@ export class Cni {
         cniPath: this.cniPath,
         config: pluginConfig(list, plugin, prev, call),
         timeoutMs: this.timeoutMs,
+        configAfter,
       },
       this.env,
     );

@@ -16,6 +16,20 @@ export interface PluginInvocation {
   cniPath: string;
   config: Record<string, unknown>;
   timeoutMs: number;
+  /**
+   * The plugin is started at once but gets its config only when this settles: plugins read
+   * stdin before they touch the namespace, so their start-up can overlap the runtime's own work.
+   * A rejection kills the plugin, which has done nothing yet, and rejects with CniNotStartedError.
+   */
+  configAfter?: Promise<void>;
+}
+
+/** A plugin stopped before it had its config, because what it waited for failed (the cause). */
+export class CniNotStartedError extends Error {
+  constructor(plugin: string, cause: unknown) {
+    super(`plugin ${plugin} stopped before it was given its config`, { cause });
+    this.name = 'CniNotStartedError';
+  }
 }
 
 /** The error JSON a plugin prints on failure (CNI spec, "Error" section), with where it came from. */
@@ -96,7 +110,19 @@ export function execPlugin(inv: PluginInvocation, env: NodeJS.ProcessEnv): Promi
     // A plugin that exits before reading stdin makes the write fail with EPIPE; its exit status
     // and error JSON say more than the EPIPE does, so the write error is left to 'close'.
     child.stdin?.on('error', () => {});
-    child.stdin?.end(JSON.stringify(inv.config));
+    if (!inv.configAfter) child.stdin?.end(JSON.stringify(inv.config));
+    else {
+      inv.configAfter.then(
+        () => child.stdin?.end(JSON.stringify(inv.config)),
+        (cause: unknown) => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          child.kill('SIGKILL');
+          reject(new CniNotStartedError(inv.type, cause));
+        },
+      );
+    }
 
     child.on('close', (code: number | null, signal: NodeJS.Signals | null) => {
       if (settled) return;

@@ -119,44 +119,32 @@ export class SandboxService {
       ips: [],
       cgroupParent: config.linux?.cgroup_parent ?? '',
     };
-    // Written before anything exists, so a crash from here on is rolled back at start.
-    await this.store.put(id, rec);
-    this.sandboxes.set(id, rec);
     const undo = new UndoStack();
-    undo.push('sandbox record', async () => {
-      this.sandboxes.delete(id);
-      await this.store.delete(id);
-    });
-    try {
-      await fs.mkdir(rec.dir, { recursive: true, mode: 0o711 });
-      undo.push('sandbox dir', () => fs.rm(rec.dir, { recursive: true, force: true }));
-      // All pins under one directory: it is made a shared mount once (sys/namespaces.ts).
-      rec.namespaces = await pinPodNamespaces(path.join(this.nsRoot(), id), {
-        net: !hostNetwork,
-        ipc: !rec.hostIpc,
-        uts: !hostNetwork,
-        hostname: rec.hostname,
+    const prepared = this.prepare(rec, ns?.pid === 'POD', undo);
+    // The first CNI plugin starts now and is given its config once the namespace exists
+    // (cni.ts): its start-up, a Go binary's 4 ms here, overlaps the record and the pinning.
+    let network: Promise<void> = Promise.resolve();
+    const netArgs = hostNetwork ? undefined : this.networkArgs({ ...rec, namespaces: { net: path.resolve(this.nsRoot(), id, 'net') } });
+    if (netArgs) {
+      network = this.opts.cni.setup(netArgs, prepared).then((result) => {
+        rec.ips = result.ips;
       });
-      undo.push('namespaces', () => unpinNamespaces(rec.namespaces));
-      // The CRI's enum default is POD, so only a pod that sends namespace options asks for a
-      // shared PID namespace (the kubelet sends CONTAINER unless shareProcessNamespace is set).
-      if (ns && ns.pid === 'POD') {
-        rec.pidHolder = await startPidHolder();
-        undo.push('pid namespace', () => stopPidHolder(rec.pidHolder));
+      network.catch(() => undefined);
+    }
+    try {
+      try {
+        await prepared;
+      } catch (err) {
+        // The plugin is stopped before it did anything; wait for that before undoing.
+        await network.catch(() => undefined);
+        throw err;
       }
+      if (netArgs) undo.push('network', () => this.opts.cni.teardown(netArgs));
       // The pod's files do not wait for the CNI plugins; both are awaited before any undo runs.
       const files = writePodFiles(rec.dir, { hostname: rec.hostname, dns: config.dns_config, hostIpc: rec.hostIpc }).then((f) => {
         rec.files = f;
         undo.push('shm', () => releasePodShm(f));
       });
-      let network: Promise<void> = Promise.resolve();
-      if (!hostNetwork) {
-        const args = this.networkArgs(rec);
-        undo.push('network', () => this.opts.cni.teardown(args));
-        network = this.opts.cni.setup(args).then((result) => {
-          rec.ips = result.ips;
-        });
-      }
       const [filesDone, networkDone] = await Promise.allSettled([files, network]);
       if (networkDone.status === 'rejected') throw networkDone.reason;
       if (filesDone.status === 'rejected') throw filesDone.reason;
@@ -169,6 +157,33 @@ export class SandboxService {
     } catch (err) {
       await undo.run((what, e) => log.error({ err: e, sandbox: id, step: what }, 'sandbox cleanup failed'));
       throw withContext(err, `failed to create pod sandbox ${rec.name}`);
+    }
+  }
+
+  /** The record, the pod's dir, its namespaces and PID holder; each step pushes its undo. */
+  private async prepare(rec: SandboxRecord, sharedPid: boolean, undo: UndoStack): Promise<void> {
+    // Written before anything exists, so a crash from here on is rolled back at start.
+    await this.store.put(rec.id, rec);
+    this.sandboxes.set(rec.id, rec);
+    undo.push('sandbox record', async () => {
+      this.sandboxes.delete(rec.id);
+      await this.store.delete(rec.id);
+    });
+    await fs.mkdir(rec.dir, { recursive: true, mode: 0o711 });
+    undo.push('sandbox dir', () => fs.rm(rec.dir, { recursive: true, force: true }));
+    // All pins under one directory: it is made a shared mount once (sys/namespaces.ts).
+    rec.namespaces = await pinPodNamespaces(path.join(this.nsRoot(), rec.id), {
+      net: !rec.hostNetwork,
+      ipc: !rec.hostIpc,
+      uts: !rec.hostNetwork,
+      hostname: rec.hostname,
+    });
+    undo.push('namespaces', () => unpinNamespaces(rec.namespaces));
+    // The CRI's enum default is POD, so only a pod that sends namespace options asks for a
+    // shared PID namespace (the kubelet sends CONTAINER unless shareProcessNamespace is set).
+    if (sharedPid) {
+      rec.pidHolder = await startPidHolder();
+      undo.push('pid namespace', () => stopPidHolder(rec.pidHolder));
     }
   }
 

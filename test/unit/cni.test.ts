@@ -250,6 +250,27 @@ describe('CNI plugins on this host (root)', { skip: !isRoot || !haveBridge ? 'ne
     await cni.teardown(args(`tscri-cni-test-${suffix}-never`));
   });
 
+  test('with netnsReady the plugin waits for the namespace; a failed namespace adds nothing', async () => {
+    const name = `tscri-cni-test-${suffix}-late`;
+    const late = args(name);
+    // The namespace does not exist yet when setup is called, as in RunPodSandbox.
+    const ready = new Promise<void>((resolve) => setTimeout(() => {
+      newNetns('late');
+      resolve();
+    }, 200));
+    const res = await cni.setup(late, ready);
+    assert.match(res.ips[0] ?? '', /^10\.97\.0\.\d+$/);
+    assert.ok(sh('ip', ['-n', name, '-4', 'addr', 'show', 'eth0']).includes(`inet ${res.ips[0]}/24`));
+    await cni.teardown(late);
+
+    const leasesBefore = leasedIps(ipamFor());
+    const never = args(`tscri-cni-test-${suffix}-never-made`);
+    const failed = new Promise<void>((_, reject) => setTimeout(() => reject(new Error('pinning failed (test)')), 100));
+    await assert.rejects(cni.setup(never, failed), /^Error: pinning failed \(test\)$/);
+    assert.deepEqual(leasedIps(ipamFor()), leasesBefore, 'no address reserved for a pod whose namespace never came');
+    assert.equal(trySh('pgrep', ['-f', '/usr/lib/cni/bridge']) ?? '', '', 'no plugin left waiting for its config');
+  });
+
   test('timing without hostPorts (portmap is skipped)', async () => {
     const [setup, teardown] = await medianTimes(cni, () => args(newNetns(`t${podIdsUsed.length}`)), 5);
     console.log(`# conflist bridge+portmap+loopback in chain, no hostPorts, median of 5: setup ${setup.toFixed(1)} ms, teardown ${teardown.toFixed(1)} ms`);
