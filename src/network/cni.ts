@@ -73,6 +73,7 @@ const DEFAULT_TIMEOUT_MS = 30_000;
 const RELOAD_EVERY_MS = 5_000;
 // The loopback attachment stands beside the pod's network, as containerd's "cni-loopback"
 // network does, so every config gets an up `lo` whether or not it lists the loopback plugin.
+// It runs only for a namespace whose `lo` is not up yet: pods' namespaces come with it up.
 const LOOPBACK_NETWORK = 'tscri-loopback';
 // Reported as the CRI NetworkReady condition's reason, the string the kubelet shows.
 const NOT_READY = 'NetworkPluginNotReady';

@@ -135,8 +135,8 @@ export async function loadFromDir(confDir: string): Promise<{ file: string; mtim
 
 /**
  * The network used when confDir holds no config: a bridge with host-local IPAM and portmap
- * for hostPorts. The loopback interface is brought up by the runtime's own loopback
- * attachment (see Cni), as for any network list that lacks one.
+ * for hostPorts. The loopback interface comes up with the pod's namespace (sys/namespaces.ts),
+ * as for any network list that lacks one.
  */
 export function builtinNetwork(dn: DefaultNetwork): NetworkList {
   const v6 = dn.subnet.includes(':');
