@@ -20,7 +20,7 @@ import type { SandboxRecord } from '../sandbox/sandbox';
 import type { PodContainers, SandboxService } from '../sandbox/sandbox_service';
 import { mountRootfs, unmountRootfs } from '../snapshot/rootfs';
 import { JsonStore } from '../store/json_store';
-import { labelsMatch, matchId, msToNs, newId, nowNs } from '../util/ids';
+import { isId, labelsMatch, matchId, msToNs, newId, nowNs } from '../util/ids';
 import { NameRegistry } from '../util/name_registry';
 import { UndoStack } from '../util/undo';
 import { type ContainerRecord, containerName } from './container';
@@ -82,6 +82,7 @@ export class ContainerService implements PodContainers {
       this.containers.set(rec.id, rec);
       this.names.claim(rec.name, rec.id);
     }
+    await this.sweepOrphans();
     for (const rec of this.containers.values()) {
       if (rec.phase === 'created') await this.reconcileStarted(rec);
     }
@@ -404,6 +405,36 @@ export class ContainerService implements PodContainers {
   }
 
   /** Everything a container holds; each step tolerates what is already gone. */
+  /**
+   * Bundles and writable layers that no record names: a create whose first record never reached
+   * the disk (records skip the directory fsync, so a power loss can do that). Each goes with
+   * whatever a runtime still holds under its id.
+   */
+  private async sweepOrphans(): Promise<void> {
+    const bundles = path.join(this.opts.state, 'containers');
+    const layers = path.join(this.opts.root, 'containers');
+    const orphans = new Set<string>();
+    for (const dir of [bundles, layers]) {
+      for (const name of await fs.readdir(dir).catch(() => [] as string[])) {
+        if (isId(name) && !this.containers.has(name)) orphans.add(name);
+      }
+    }
+    for (const id of orphans) {
+      this.opts.log.warn({ container: id }, 'removing a container that no record names');
+      try {
+        for (const rt of this.opts.runtimes.values()) {
+          await rt.delete(id, true);
+          await rt.forget(id);
+        }
+        await unmountRootfs(path.join(bundles, id, 'rootfs'));
+        await fs.rm(path.join(bundles, id), { recursive: true, force: true });
+        await fs.rm(path.join(layers, id), { recursive: true, force: true });
+      } catch (err) {
+        this.opts.log.error({ err, container: id }, 'cannot remove a container that no record names');
+      }
+    }
+  }
+
   private async release(rec: ContainerRecord): Promise<void> {
     const rt = this.opts.runtimes.get(rec.runtimeHandler);
     const deleted = await this.runtimeDeletes.get(rec.id);

@@ -6,8 +6,8 @@ import type { PodSandboxFilter__Output } from '../gen/runtime/v1/PodSandboxFilte
 import type { Logger } from '../log';
 import type { Cni, PodNetworkArgs, PortMapping } from '../network/cni';
 import { JsonStore } from '../store/json_store';
-import { pinPodNamespaces, releaseNamespaceRoot, unpinNamespaces } from '../sys/namespaces';
-import { labelsMatch, matchId, newId, nowNs } from '../util/ids';
+import { pinPodNamespaces, type PodNamespaces, releaseNamespaceRoot, unpinNamespaces } from '../sys/namespaces';
+import { isId, labelsMatch, matchId, newId, nowNs } from '../util/ids';
 import { NameRegistry } from '../util/name_registry';
 import { UndoStack } from '../util/undo';
 import { startPidHolder, stopPidHolder } from './pid_holder';
@@ -58,6 +58,39 @@ export class SandboxService {
       }
       this.sandboxes.set(rec.id, rec);
       this.names.claim(rec.name, rec.id);
+    }
+    await this.sweepOrphans();
+  }
+
+  /**
+   * Pod dirs and namespace pins that no record names: a create whose first record never reached
+   * the disk (records skip the directory fsync). Each gives back its network (the CNI cache
+   * knows the attachment), /dev/shm and pins. A shared-PID holder is not found this way: its pid
+   * was only in the record.
+   */
+  private async sweepOrphans(): Promise<void> {
+    const dirs = path.join(this.opts.state, 'sandboxes');
+    const orphans = new Set<string>();
+    for (const dir of [dirs, this.nsRoot()]) {
+      for (const name of await fs.readdir(dir).catch(() => [] as string[])) {
+        if (isId(name) && !this.sandboxes.has(name)) orphans.add(name);
+      }
+    }
+    for (const id of orphans) {
+      this.opts.log.warn({ sandbox: id }, 'removing a pod sandbox that no record names');
+      const pins = path.join(this.nsRoot(), id);
+      const namespaces: PodNamespaces = { net: path.join(pins, 'net'), ipc: path.join(pins, 'ipc'), uts: path.join(pins, 'uts') };
+      const dir = path.join(dirs, id);
+      try {
+        const args: PodNetworkArgs = { podId: id, netns: namespaces.net!, podName: '', podNamespace: '', podUid: '', portMappings: [] };
+        await this.opts.cni.teardown(args);
+        await releasePodShm({ hostnamePath: '', hostsPath: '', resolvPath: '', shmPath: path.join(dir, 'shm') });
+        await unpinNamespaces(namespaces);
+        await fs.rm(dir, { recursive: true, force: true });
+        await fs.rm(pins, { recursive: true, force: true });
+      } catch (err) {
+        this.opts.log.error({ err, sandbox: id }, 'cannot remove a pod sandbox that no record names');
+      }
     }
   }
 

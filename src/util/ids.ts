@@ -5,6 +5,11 @@ export function newId(): string {
   return randomBytes(32).toString('hex');
 }
 
+/** Whether a name is one newId could have made (a directory named after an object). */
+export function isId(name: string): boolean {
+  return /^[0-9a-f]{64}$/.test(name);
+}
+
 /** Now, in nanoseconds since the epoch, as the CRI's int64 timestamps (a string: it exceeds 2^53). */
 export function nowNs(): string {
   return (BigInt(Date.now()) * 1_000_000n).toString();

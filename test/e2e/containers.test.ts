@@ -441,8 +441,12 @@ describe('containers', () => {
   test('a daemon killed with SIGKILL finds its containers again: the running one still runs, the one that exited meanwhile has its code', async () => {
     const runner = await start('survivor', ['sleep', '1000']);
     const exiter = await start('exits-while-down', ['sh', '-c', 'sleep 3; exit 7']);
+    const orphanPod = await runPod('ctr-orphan');
+    const orphanIp = (await cri().runtime.PodSandboxStatus({ pod_sandbox_id: orphanPod.id })).status?.network?.ip ?? '';
+    const orphan = await start('orphan', ['sleep', '1000'], {}, orphanPod);
     await waitForState(cri(), runner, 'CONTAINER_RUNNING');
     await waitForState(cri(), exiter, 'CONTAINER_RUNNING');
+    await waitForState(cri(), orphan, 'CONTAINER_RUNNING');
     const startedBefore = Number((await status(runner)).started_at);
     const how = await daemon.stop('SIGKILL', { keep: true });
     assert.equal(how, 'signal SIGKILL', 'the daemon died of SIGKILL');
@@ -452,8 +456,23 @@ describe('containers', () => {
     const recordFile = path.join(daemon.root, 'meta', 'containers', `${runner}.json`);
     const record = JSON.parse(fs.readFileSync(recordFile, 'utf8')) as { phase: string; startedAt: string };
     fs.writeFileSync(recordFile, JSON.stringify({ ...record, phase: 'created', startedAt: '0' }));
+    // A pod and its container whose records never reached the disk (records skip the directory
+    // fsync, so a power loss can do that): the restart finds only their dirs, pins and processes.
+    fs.rmSync(path.join(daemon.root, 'meta', 'sandboxes', `${orphanPod.id}.json`));
+    fs.rmSync(path.join(daemon.root, 'meta', 'containers', `${orphan}.json`));
     await daemon.restart();
     await sleep(5_000);
+    assert.deepEqual((await cri().runtime.ListPodSandbox({ filter: { id: orphanPod.id } })).items, [], 'a pod with no record is not listed');
+    for (const p of [
+      path.join(daemon.state, 'sandboxes', orphanPod.id),
+      path.join(daemon.state, 'ns', orphanPod.id),
+      path.join(daemon.state, 'containers', orphan),
+      path.join(daemon.root, 'containers', orphan),
+    ]) {
+      assert.equal(fs.existsSync(p), false, `${p} is left after the restart\n${daemonLog(orphan)}`);
+    }
+    assert.deepEqual(conmonProcesses([daemon.state]).filter((l) => l.includes(orphan)), [], 'the orphan container\'s conmon is gone');
+    assert.ok(orphanIp && !cni.reservedIps().includes(orphanIp), `the orphan pod's address ${orphanIp} is free again: ${cni.reservedIps().join(' ')}`);
     const r = await status(runner);
     assert.equal(r.state, 'CONTAINER_RUNNING', `sleep 1000 after the restart: expected RUNNING, saw ${show(r)}\n${daemonLog(runner)}`);
     const drift = Math.abs(Number(r.started_at) - startedBefore) / 1e6;
