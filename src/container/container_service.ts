@@ -186,11 +186,16 @@ export class ContainerService implements PodContainers {
       cgroupsPath: containerCgroupsPath(sandbox.cgroupParent, id, this.opts.cgroupDriver),
       stopSignal,
     };
-    await this.store.put(id, rec);
+    // The record must be written before the runtime makes the container (a crash is then rolled
+    // back at start); the rootfs and bundle may come before it, as the start-up sweep removes
+    // those that no record names.
+    const recorded = this.store.put(id, rec);
+    recorded.catch(() => undefined);
     this.containers.set(id, rec);
     const undo = new UndoStack();
     undo.push('record', async () => {
       this.containers.delete(id);
+      await recorded.catch(() => undefined);
       await this.store.delete(id);
     });
     try {
@@ -201,7 +206,11 @@ export class ContainerService implements PodContainers {
       // The monitor starts while the bundle is made: its start-up overlaps the rootfs mount and
       // the spec, which only the runtime needs. The bundle's work is over before any undo runs.
       const rt = this.runtimeOf(rec);
-      const bundleReady = this.makeBundle(rec, sandbox, config, image, undo);
+      // Settled only when both are over, so no undo runs while the rootfs is being mounted.
+      const bundleReady = Promise.allSettled([recorded, this.makeBundle(rec, sandbox, config, image, undo)]).then(([r, b]) => {
+        if (r.status === 'rejected') throw r.reason;
+        if (b.status === 'rejected') throw b.reason;
+      });
       let pid: number;
       try {
         ({ pid } = await rt.create({
