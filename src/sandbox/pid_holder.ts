@@ -5,11 +5,12 @@ import { which } from '../util/which';
 /**
  * A pod that shares one PID namespace among its containers needs a process to hold it: a PID
  * namespace dies with its init and cannot be joined afterwards, so a bind mount is not enough.
- * util-linux `unshare --pid --fork` makes `sleep` the namespace's init; it runs in its own
+ * util-linux `unshare --pid --fork` makes a shell loop the namespace's init; it runs in its own
  * session so it outlives a daemon restart. Containers join /proc/<init>/ns/pid.
  *
- * Known limit: `sleep` does not reap processes orphaned inside the pod; they stay zombies until
- * the pod stops (a pause binary would reap them).
+ * The init must reap: processes orphaned inside the pod are reparented to it. The shell's
+ * `wait` (dash and bash alike) collects any child that exits, its own `sleep` or an orphan, so
+ * no zombie stays, as a pause binary would do.
  */
 export interface PidHolder {
   /** The unshare process (its process group holds the namespace's init). */
@@ -21,9 +22,11 @@ export interface PidHolder {
 
 export async function startPidHolder(): Promise<PidHolder> {
   const unshare = which('unshare');
+  const sh = which('sh');
   const sleep = which('sleep');
-  if (!unshare || !sleep) throw new Error('shared PID namespace: util-linux unshare or coreutils sleep not found');
-  const child = spawnProcess(unshare, ['--pid', '--fork', sleep, 'infinity'], { detached: true });
+  if (!unshare || !sh || !sleep) throw new Error('shared PID namespace: util-linux unshare, sh or coreutils sleep not found');
+  // sleep's path comes in as $0, so it needs no quoting inside the script.
+  const child = spawnProcess(unshare, ['--pid', '--fork', sh, '-c', 'while :; do "$0" 3600 & wait; done', sleep], { detached: true });
   child.unref();
   // A failed start is already told by the missing pid below.
   child.on('error', () => undefined);

@@ -543,6 +543,18 @@ describe('security contexts', () => {
     assert.ok(b.stdout.some((l) => /sleep 4242/.test(l)), `container B in a POD pid namespace lists A's sleep 4242: saw ${JSON.stringify(b.stdout)}`);
     assert.notEqual(kv(b.stdout).self, '1', `B is not pid 1 in a shared namespace: saw ${JSON.stringify(b.stdout)}`);
 
+    // A process orphaned in the pod goes to the namespace's init, which must reap it when it exits.
+    const orphaner = await start({ pod: shared, name: 'pid-orphaner', command: ['sh', '-c', '(sleep 1 &); exec sleep 4244'] });
+    await waitForState(cri(), orphaner, 'CONTAINER_RUNNING');
+    const z = await runToExit({
+      pod: shared,
+      name: 'pid-zombies',
+      command: script('sleep 2; for s in /proc/[0-9]*/status; do grep -q "^State:.*Z" $s && echo zombie=$s; done; echo checked=yes'),
+      sc: { namespace_options: { pid: 'POD' } },
+    });
+    assert.equal(kv(z.stdout).checked, 'yes', `the zombie check ran: ${JSON.stringify(z.stdout)}`);
+    assert.deepEqual(z.stdout.filter((l) => l.startsWith('zombie=')), [], 'no zombie in the shared PID namespace after an orphan exited');
+
     // The main pod's containers each get their own (namespace_options.pid CONTAINER).
     const c = await start({ name: 'pid-c', command: ['sh', '-c', 'exec sleep 4243'] });
     await waitForState(cri(), c, 'CONTAINER_RUNNING');
@@ -550,7 +562,7 @@ describe('security contexts', () => {
     assert.ok(!d.stdout.some((l) => /sleep 424[23]/.test(l)), `container D with its own pid namespace must not see sleep 4242/4243: saw ${JSON.stringify(d.stdout)}`);
     assert.equal(kv(d.stdout).self, '1', `D is pid 1 of its own namespace: saw ${JSON.stringify(d.stdout)}`);
 
-    for (const id of [a, c]) {
+    for (const id of [a, c, orphaner]) {
       await cri().runtime.StopContainer({ container_id: id, timeout: 1 });
       await cri().runtime.RemoveContainer({ container_id: id });
     }
