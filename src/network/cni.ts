@@ -232,7 +232,15 @@ export class Cni {
     const loopback = withLoopback
       ? ready.then(() => this.addLoopback(list.cniVersion, call)).then(() => undefined, (e: unknown) => e ?? new Error('loopback failed'))
       : undefined;
-    let first = true;
+    // The first plugin that runs waits for the namespace; with every plugin skipped, setup does.
+    const firstToRun = list.plugins.find((p) => !skippable(p, call));
+    if (!firstToRun) {
+      const notReady = await ready.then(() => undefined, (e: unknown) => e);
+      if (notReady !== undefined) {
+        await loopback;
+        throw notReady;
+      }
+    }
     const skipped: string[] = [];
     let prev: unknown;
     let failed: unknown;
@@ -244,8 +252,7 @@ export class Cni {
         continue;
       }
       try {
-        prev = await this.invoke('ADD', list, plugin, call, prev, first ? ready : undefined);
-        first = false;
+        prev = await this.invoke('ADD', list, plugin, call, prev, plugin === firstToRun ? ready : undefined);
         added++;
       } catch (e) {
         if (e instanceof CniNotStartedError) {
@@ -257,14 +264,6 @@ export class Cni {
         added++;
         failed = e;
         break;
-      }
-    }
-    if (first && failed === undefined) {
-      // Every plugin was skipped, so none waited for the namespace.
-      failed = await ready.then(() => undefined, (e: unknown) => e);
-      if (failed !== undefined) {
-        await loopback;
-        throw failed;
       }
     }
     if (loopback) failed ??= await loopback;
