@@ -157,8 +157,7 @@ export class ContainerService implements PodContainers {
     image: NonNullable<ReturnType<ImageService['find']>>,
     log: Logger,
   ): Promise<ContainerRecord> {
-    const bundle = path.join(this.opts.state, 'containers', id);
-    const persistent = path.join(this.opts.root, 'containers', id);
+    const { bundle, persistent } = this.dirsOf(id);
     const logDir = sandbox.config.log_directory;
     const stopSignal = config.stop_signal && config.stop_signal !== 'RUNTIME_DEFAULT' ? config.stop_signal : image.config.config?.StopSignal || 'SIGTERM';
     const rec: ContainerRecord = {
@@ -413,17 +412,14 @@ export class ContainerService implements PodContainers {
     log.info({ container: rec.id }, 'container removed');
   }
 
-  /** Everything a container holds; each step tolerates what is already gone. */
   /**
    * Bundles and writable layers that no record names: a create whose first record never reached
    * the disk (records skip the directory fsync, so a power loss can do that). Each goes with
    * whatever a runtime still holds under its id.
    */
   private async sweepOrphans(): Promise<void> {
-    const bundles = path.join(this.opts.state, 'containers');
-    const layers = path.join(this.opts.root, 'containers');
     const orphans = new Set<string>();
-    for (const dir of [bundles, layers]) {
+    for (const dir of [path.join(this.opts.state, 'containers'), path.join(this.opts.root, 'containers')]) {
       for (const name of await fs.readdir(dir).catch(() => [] as string[])) {
         if (isId(name) && !this.containers.has(name)) orphans.add(name);
       }
@@ -435,15 +431,27 @@ export class ContainerService implements PodContainers {
           await rt.delete(id, true);
           await rt.forget(id);
         }
-        await unmountRootfs(path.join(bundles, id, 'rootfs'));
-        await fs.rm(path.join(bundles, id), { recursive: true, force: true });
-        await fs.rm(path.join(layers, id), { recursive: true, force: true });
+        const { bundle, persistent } = this.dirsOf(id);
+        await this.removeFiles(bundle, persistent);
       } catch (err) {
         this.opts.log.error({ err, container: id }, 'cannot remove a container that no record names');
       }
     }
   }
 
+  /** Where a container's bundle (runtime state) and writable layer (persistent) live. */
+  private dirsOf(id: string): { bundle: string; persistent: string } {
+    return { bundle: path.join(this.opts.state, 'containers', id), persistent: path.join(this.opts.root, 'containers', id) };
+  }
+
+  /** The rootfs mount, the bundle and the writable layer; each may already be gone. */
+  private async removeFiles(bundle: string, persistent: string): Promise<void> {
+    await unmountRootfs(path.join(bundle, 'rootfs'));
+    await fs.rm(bundle, { recursive: true, force: true });
+    await fs.rm(persistent, { recursive: true, force: true });
+  }
+
+  /** Everything a container holds; each step tolerates what is already gone. */
   private async release(rec: ContainerRecord): Promise<void> {
     const rt = this.opts.runtimes.get(rec.runtimeHandler);
     const deleted = await this.runtimeDeletes.get(rec.id);
@@ -451,10 +459,8 @@ export class ContainerService implements PodContainers {
     if (rt && !deleted) await rt.delete(rec.id, true);
     // The exit file outlives `runc delete` so the exit stays readable; it goes with the container.
     await rt?.forget(rec.id);
-    await unmountRootfs(rec.rootfs);
+    await this.removeFiles(rec.bundle, path.dirname(rec.upperDir));
     await removeCgroup(rec.cgroupsPath, this.opts.cgroupDriver).catch(() => undefined);
-    await fs.rm(rec.bundle, { recursive: true, force: true });
-    await fs.rm(path.dirname(rec.upperDir), { recursive: true, force: true });
   }
 
   async stopAll(sandboxId: string): Promise<void> {

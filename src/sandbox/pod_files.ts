@@ -26,7 +26,7 @@ export async function writePodFiles(
     hostnamePath: path.join(dir, 'hostname'),
     hostsPath: path.join(dir, 'hosts'),
     resolvPath: path.join(dir, 'resolv.conf'),
-    shmPath: opts.hostIpc ? '/dev/shm' : path.join(dir, 'shm'),
+    shmPath: opts.hostIpc ? '/dev/shm' : podShmPath(dir),
   };
   await fs.writeFile(files.hostnamePath, `${opts.hostname}\n`, { mode: 0o644 });
   await fs.writeFile(files.resolvPath, resolvConf(opts.dns) ?? (await readOr('/etc/resolv.conf', '')), { mode: 0o644 });
@@ -46,8 +46,18 @@ export async function writePodHosts(files: PodFiles, opts: { hostname: string; i
 /** Unmounts the pod's /dev/shm; idempotent. */
 export async function releasePodShm(files: PodFiles | undefined): Promise<void> {
   if (!files || files.shmPath === '/dev/shm') return;
+  unmountPodShm(files.shmPath);
+}
+
+/** Where a pod with its own IPC namespace has its /dev/shm, under the pod's dir. */
+export function podShmPath(dir: string): string {
+  return path.join(dir, 'shm');
+}
+
+/** Unmounts a pod's own /dev/shm at `shmPath`; nothing mounted there is fine. */
+export function unmountPodShm(shmPath: string): void {
   try {
-    umount2(files.shmPath, MNT_DETACH);
+    umount2(shmPath, MNT_DETACH);
   } catch (err) {
     const code = (err as { code?: string }).code;
     if (code !== 'EINVAL' && code !== 'ENOENT') throw err;

@@ -6,12 +6,12 @@ import type { PodSandboxFilter__Output } from '../gen/runtime/v1/PodSandboxFilte
 import type { Logger } from '../log';
 import type { Cni, PodNetworkArgs, PortMapping } from '../network/cni';
 import { JsonStore } from '../store/json_store';
-import { pinPodNamespaces, type PodNamespaces, releaseNamespaceRoot, unpinNamespaces } from '../sys/namespaces';
+import { pinPath, pinPodNamespaces, type PodNamespaces, releaseNamespaceRoot, unpinNamespaces } from '../sys/namespaces';
 import { isId, labelsMatch, matchId, newId, nowNs } from '../util/ids';
 import { NameRegistry } from '../util/name_registry';
 import { UndoStack } from '../util/undo';
 import { startPidHolder, stopPidHolder } from './pid_holder';
-import { podHostname, releasePodShm, writePodFiles, writePodHosts } from './pod_files';
+import { podHostname, podShmPath, releasePodShm, unmountPodShm, writePodFiles, writePodHosts } from './pod_files';
 import { type SandboxRecord, sandboxName } from './sandbox';
 import { validateSandboxConfig } from './validate';
 
@@ -79,12 +79,12 @@ export class SandboxService {
     for (const id of orphans) {
       this.opts.log.warn({ sandbox: id }, 'removing a pod sandbox that no record names');
       const pins = path.join(this.nsRoot(), id);
-      const namespaces: PodNamespaces = { net: path.join(pins, 'net'), ipc: path.join(pins, 'ipc'), uts: path.join(pins, 'uts') };
+      const namespaces: PodNamespaces = { net: pinPath(pins, 'net'), ipc: pinPath(pins, 'ipc'), uts: pinPath(pins, 'uts') };
       const dir = path.join(dirs, id);
       try {
         const args: PodNetworkArgs = { podId: id, netns: namespaces.net!, podName: '', podNamespace: '', podUid: '', portMappings: [] };
         await this.opts.cni.teardown(args);
-        await releasePodShm({ hostnamePath: '', hostsPath: '', resolvPath: '', shmPath: path.join(dir, 'shm') });
+        unmountPodShm(podShmPath(dir));
         await unpinNamespaces(namespaces);
         await fs.rm(dir, { recursive: true, force: true });
         await fs.rm(pins, { recursive: true, force: true });
@@ -157,7 +157,7 @@ export class SandboxService {
     // The first CNI plugin starts now and is given its config once the namespace exists
     // (cni.ts): its start-up, a Go binary's 4 ms here, overlaps the record and the pinning.
     let network: Promise<void> = Promise.resolve();
-    const netArgs = hostNetwork ? undefined : this.networkArgs({ ...rec, namespaces: { net: path.resolve(this.nsRoot(), id, 'net') } });
+    const netArgs = hostNetwork ? undefined : this.networkArgs({ ...rec, namespaces: { net: pinPath(path.join(this.nsRoot(), id), 'net') } });
     if (netArgs) {
       network = this.opts.cni.setup(netArgs, prepared).then((result) => {
         rec.ips = result.ips;

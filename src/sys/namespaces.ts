@@ -13,6 +13,8 @@ import { MNT_DETACH, mount, MS_BIND, MS_PRIVATE, MS_SHARED, NSFS_MAGIC, statfs, 
 import { mountsAt } from './mountinfo';
 import type { NsKind, WorkerReply, WorkerRequest } from './namespaces_worker';
 
+export type { NsKind } from './namespaces_worker';
+
 export interface PodNamespaces {
   net?: string;
   ipc?: string;
@@ -77,6 +79,11 @@ export function releaseNamespaceRoot(root: string): void {
   } catch (err) {
     if (!(err instanceof SysError && (err.code === 'EINVAL' || err.code === 'ENOENT'))) throw err;
   }
+}
+
+/** Where pinPodNamespaces(dir, …) pins a namespace of `kind` (the worker's own layout). */
+export function pinPath(dir: string, kind: NsKind): string {
+  return path.join(path.resolve(dir), kind);
 }
 
 /**
