@@ -2,9 +2,9 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Daemon } from '../helpers/daemon';
+import { removeCgroupTree } from '../helpers/pods';
 import type { Registry } from '../helpers/registry';
 import { mountsUnder, type Containerd } from './containerd';
-import * as path from 'node:path';
 import { conmonsUnder, listProcs, shimsOf, type Proc } from './procs';
 
 /** What a benchmark started, for teardownBench to stop and remove. */
@@ -77,26 +77,4 @@ export async function teardownBench(s: BenchStack, problems: string[]): Promise<
 
 export function ipLinkExists(name: string): boolean {
   return spawnSync('ip', ['link', 'show', name], { stdio: 'ignore' }).status === 0;
-}
-
-/** Removes `/<root>` from every cgroup v1 hierarchy (and the v2 tree), deepest first. */
-export function removeCgroupTree(root: string): string[] {
-  const failed: string[] = [];
-  const rmTree = (dir: string) => {
-    for (const e of fs.readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) rmTree(path.join(dir, e.name));
-    try {
-      fs.rmdirSync(dir);
-    } catch (err) {
-      failed.push(`${dir}: ${(err as Error).message}`);
-    }
-  };
-  const hierarchies = fs
-    .readdirSync('/sys/fs/cgroup')
-    .map((h) => path.join('/sys/fs/cgroup', h))
-    .filter((h) => !fs.lstatSync(h).isSymbolicLink());
-  for (const h of ['/sys/fs/cgroup', ...hierarchies]) {
-    const dir = path.join(h, root);
-    if (fs.existsSync(dir) && fs.statSync(dir).isDirectory()) rmTree(dir);
-  }
-  return failed;
 }

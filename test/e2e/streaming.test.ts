@@ -5,7 +5,6 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import * as fs from 'node:fs';
-import net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import WebSocket from 'ws';
@@ -15,6 +14,7 @@ import { startRegistry, type Registry } from '../helpers/registry';
 import { busyboxLayer, pushImage, type PushedImage } from '../helpers/images';
 import { containerConfig, daemonConfig, makeCniFixture, podConfig, removeTestCgroups, type CniFixture, type TestNetwork } from '../helpers/pods';
 import { SpdySession, type SpdyStream } from '../../src/streaming/spdy/session';
+import { upgradeSpdy } from '../helpers/spdy_upgrade';
 import type { PodSandboxConfig } from '../../src/gen/runtime/v1/PodSandboxConfig';
 
 const NET: TestNetwork = { bridge: 'tscri-st0', subnet: '10.99.0.0/24', gateway: '10.99.0.1', name: 'tscri-st' };
@@ -49,29 +49,6 @@ interface SpdyResult {
   body?: string;
 }
 
-function upgradeSpdy(url: string, protocols: string[]): Promise<{ status: number; headers: string; socket: net.Socket; head: Buffer }> {
-  const u = new URL(url);
-  return new Promise((resolve, reject) => {
-    const socket = net.connect(Number(u.port), u.hostname);
-    socket.once('error', reject);
-    socket.once('connect', () => {
-      const lines = [`POST ${u.pathname} HTTP/1.1`, `Host: ${u.host}`, 'Connection: Upgrade', 'Upgrade: SPDY/3.1'];
-      for (const p of protocols) lines.push(`X-Stream-Protocol-Version: ${p}`);
-      socket.write(`${lines.join('\r\n')}\r\n\r\n`);
-    });
-    let buf = Buffer.alloc(0);
-    const onData = (d: Buffer): void => {
-      buf = Buffer.concat([buf, d]);
-      const end = buf.indexOf('\r\n\r\n');
-      if (end < 0) return;
-      socket.off('data', onData);
-      const headers = buf.subarray(0, end).toString('latin1');
-      resolve({ status: Number(/^HTTP\/1\.1 (\d+)/.exec(headers)?.[1] ?? 0), headers, socket, head: buf.subarray(end + 4) });
-    };
-    socket.on('data', onData);
-  });
-}
-
 function collect(s: SpdyStream | undefined): Promise<Buffer> {
   if (!s) return Promise.resolve(Buffer.alloc(0));
   return new Promise((resolve) => {
@@ -94,11 +71,13 @@ async function spdyRun(
       let text = up.head.toString();
       up.socket.on('data', (d: Buffer) => (text += d.toString()));
       up.socket.once('close', () => resolve(text));
+      up.socket.resume();
     });
     return { status: up.status, stdout: Buffer.alloc(0), stderr: Buffer.alloc(0), error: '', body };
   }
   const negotiated = /x-stream-protocol-version: (\S+)/i.exec(up.headers)?.[1];
   const session = new SpdySession(up.socket, { server: false, head: up.head });
+  up.socket.resume();
   const error = await session.openStream({ streamtype: 'error' });
   const errorText = collect(error);
   const stdin = want.stdin !== undefined ? await session.openStream({ streamtype: 'stdin' }) : undefined;

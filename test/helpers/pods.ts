@@ -308,8 +308,8 @@ export function readCgroupFile(dir: string, file: string): string {
   return fs.readFileSync(path.join(dir, file), 'utf8').trim();
 }
 
-/** Removes the test's cgroup root (`CGROUP_ROOT_NAME`) from every v1 hierarchy, deepest first. */
-export function removeTestCgroups(): string[] {
+/** Removes `/<root>` from every cgroup v1 hierarchy (and the v2 tree), deepest first. */
+export function removeCgroupTree(root: string): string[] {
   const failed: string[] = [];
   const rmTree = (dir: string) => {
     for (const e of fs.readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) rmTree(path.join(dir, e.name));
@@ -319,11 +319,20 @@ export function removeTestCgroups(): string[] {
       failed.push(`${dir}: ${(err as Error).message}`);
     }
   };
-  for (const ctrl of fs.readdirSync('/sys/fs/cgroup')) {
-    const dir = path.join('/sys/fs/cgroup', ctrl, CGROUP_ROOT_NAME);
-    if (fs.existsSync(dir)) rmTree(dir);
+  const hierarchies = fs
+    .readdirSync('/sys/fs/cgroup')
+    .map((h) => path.join('/sys/fs/cgroup', h))
+    .filter((h) => !fs.lstatSync(h).isSymbolicLink());
+  for (const h of ['/sys/fs/cgroup', ...hierarchies]) {
+    const dir = path.join(h, root);
+    if (fs.existsSync(dir) && fs.statSync(dir).isDirectory()) rmTree(dir);
   }
   return failed;
+}
+
+/** Removes the test's cgroup root (`CGROUP_ROOT_NAME`), deepest first; returns what would not go. */
+export function removeTestCgroups(): string[] {
+  return removeCgroupTree(CGROUP_ROOT_NAME);
 }
 
 // ---- host helpers --------------------------------------------------------------------------
