@@ -3,16 +3,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { CriClient } from '../helpers/cri';
-import { startDaemon, type Daemon } from '../helpers/daemon';
-import { busyboxLayer, pushImage } from '../helpers/images';
-import { startRegistry, type Registry } from '../helpers/registry';
 import type { PodSandboxConfig } from '../../src/gen/runtime/v1/PodSandboxConfig';
 import type { ContainerConfig } from '../../src/gen/runtime/v1/ContainerConfig';
-import { startContainerd, type Containerd } from './containerd';
-import { fmtMs, iptablesSave, percentile } from './lifecycle';
-import { ipLinkExists, teardownBench } from './teardown';
+import { BenchStack, type BenchNet, type Name } from './stack';
 import { PortForwardClient, httpGet, spdyExec, upload } from './stream_client';
-import { UsageError, cpuSeconds, fmtMB, fmtRatio, median, parseFlags, table } from './util';
+import { UsageError, cpuSeconds, fmtMB, fmtMs, fmtRatio, iptablesSave, median, parseFlags, percentile, table } from './util';
 
 export const EXEC_USAGE = `exec [--n N] [--mib M] [--rounds R] [--warmup W]
     Exec and port-forward, tscri against containerd 1.6: one pod with one busybox container
@@ -27,15 +22,11 @@ const CALL_TIMEOUT_MS = 60_000;
 const HTTP_PORT = 8080;
 const SINK_PORT = 8081;
 
-// Each runtime its own bridge and subnet, a route to that subnet only, no masquerading.
-const NETS = {
+// Each runtime its own bridge and subnet (stack.ts).
+const NETS: Record<Name, BenchNet> = {
   tscri: { network: 'tscri-bench-ex', bridge: 'tscri-bx0', subnet: '10.92.0.0/24', gateway: '10.92.0.1', prefix: '10.92.0.' },
   containerd: { network: 'ctrd-bench-ex', bridge: 'ctrd-bx0', subnet: '10.90.0.0/24', gateway: '10.90.0.1', prefix: '10.90.0.' },
-} as const;
-
-const PAUSE_CMD = ['/bin/sh', '-c', "trap 'kill $!; exit 0' TERM; while :; do sleep 3600 & wait; done"];
-
-type Name = 'tscri' | 'containerd';
+};
 
 interface Runtime {
   name: Name;
@@ -45,24 +36,6 @@ interface Runtime {
   logDir: string;
   podId?: string;
   containerId?: string;
-}
-
-function cniConfList(name: Name, dataDir: string): object {
-  const n = NETS[name];
-  return {
-    cniVersion: '1.0.0',
-    name: n.network,
-    plugins: [
-      {
-        type: 'bridge',
-        bridge: n.bridge,
-        isGateway: true,
-        ipMasq: false,
-        hairpinMode: true,
-        ipam: { type: 'host-local', dataDir, ranges: [[{ subnet: n.subnet, gateway: n.gateway }]], routes: [{ dst: n.subnet }] },
-      },
-    ],
-  };
 }
 
 function podConfig(rt: Runtime): PodSandboxConfig {
@@ -245,46 +218,8 @@ export async function runExec(argv: string[]): Promise<number> {
   const rounds = int('rounds', 1);
   const warmup = int('warmup', 0);
 
-  for (const net of Object.values(NETS)) {
-    if (ipLinkExists(net.bridge)) throw new Error(`bridge ${net.bridge} already exists: another exec benchmark running, or a leftover (ip link del ${net.bridge})`);
-  }
-  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-ex-'));
-  const cgroupRoots: Record<Name, string> = { tscri: `tscri-bench-ex-${process.pid}`, containerd: `ctrd-bench-ex-${process.pid}` };
-
-  let registry: Registry | undefined;
-  let daemon: Daemon | undefined;
-  let containerd: Containerd | undefined;
+  const stack = new BenchStack({ tag: 'ex', nets: NETS, tscriConfig: ['streaming_address = "127.0.0.1:0"'] });
   const runtimes: Runtime[] = [];
-  let interrupted = false;
-
-  const teardown = async (): Promise<string[]> => {
-    const problems: string[] = [];
-    const step = async (what: string, fn: () => Promise<unknown> | unknown) => {
-      try {
-        await fn();
-      } catch (err) {
-        problems.push(`${what}: ${String(err)}`);
-      }
-    };
-    for (const rt of runtimes) await step(`removing ${rt.name} pods`, () => removeAllPods(rt));
-    const stack = { daemon, containerd, registry, bridges: Object.values(NETS).map((n) => n.bridge), cgroupRoots: Object.values(cgroupRoots), work };
-    daemon = undefined;
-    containerd = undefined;
-    registry = undefined;
-    await teardownBench(stack, problems);
-    return problems;
-  };
-  const onSignal = (sig: NodeJS.Signals) => {
-    if (interrupted) return;
-    interrupted = true;
-    process.stderr.write(`\n${sig}: stopping everything\n`);
-    void teardown().then((problems) => {
-      for (const p of problems) process.stderr.write(`cleanup: ${p}\n`);
-      process.exit(130);
-    });
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
 
   const load0 = os.loadavg();
   const lat = {
@@ -302,37 +237,13 @@ export async function runExec(argv: string[]): Promise<number> {
   let failed: string | undefined;
   try {
     console.log(`machine: ${os.cpus().length} CPUs, ${fmtMB(os.totalmem())} RAM, load average ${load0.map((l) => l.toFixed(2)).join(' ')}`);
-    registry = await startRegistry();
-    const base = await busyboxLayer();
-    const env = ['PATH=/bin'];
-    const image = (await pushImage(registry.host, 'bench/busybox', 'ex', { layers: [base], config: { Env: env, Cmd: ['/bin/sh'] } })).tagRef!;
-    const pause = (await pushImage(registry.host, 'pause', 'bench', { layers: [base], config: { Env: env, Entrypoint: PAUSE_CMD } })).tagRef!;
-
-    for (const name of ['tscri', 'containerd'] as const) {
-      for (const d of ['net.d', 'ipam', 'logs']) fs.mkdirSync(path.join(work, name, d), { recursive: true });
-    }
-    const tscriConf = path.join(work, 'tscri', 'net.d');
-    fs.writeFileSync(path.join(tscriConf, '10-bench.conflist'), JSON.stringify(cniConfList('tscri', path.join(work, 'tscri', 'ipam')), null, 2));
-    daemon = await startDaemon({
-      config: [
-        `cni_conf_dir = ${JSON.stringify(tscriConf)}`,
-        'cni_bin_dirs = ["/usr/lib/cni"]',
-        'restrict_oom_score_adj = true',
-        'cgroup_driver = "cgroupfs"',
-        'streaming_address = "127.0.0.1:0"',
-        '',
-      ].join('\n'),
-    });
-    containerd = await startContainerd({
-      plainHttpRegistries: [registry.host],
-      cniConfList: cniConfList('containerd', path.join(work, 'containerd', 'ipam')),
-      cniBinDir: '/usr/lib/cni',
-      sandboxImage: pause,
-    });
+    await stack.start();
+    const { daemon, containerd, image, pause } = stack;
     runtimes.push(
-      { name: 'tscri', cri: daemon.cri, pid: daemon.pid!, cgroupRoot: cgroupRoots.tscri, logDir: path.join(work, 'tscri', 'logs') },
-      { name: 'containerd', cri: containerd.cri, pid: containerd.pid!, cgroupRoot: cgroupRoots.containerd, logDir: path.join(work, 'containerd', 'logs') },
+      { name: 'tscri', cri: daemon!.cri, pid: daemon!.pid!, cgroupRoot: stack.cgroupRoots.tscri, logDir: stack.logDir('tscri') },
+      { name: 'containerd', cri: containerd!.cri, pid: containerd!.pid!, cgroupRoot: stack.cgroupRoots.containerd, logDir: stack.logDir('containerd') },
     );
+    for (const rt of runtimes) stack.addPodCleanup({ what: `removing ${rt.name} pods`, run: () => removeAllPods(rt) });
     for (const rt of runtimes) {
       const v = await rt.cri.runtime.Version({ version: 'v1' });
       for (const ref of [image, pause]) await rt.cri.image.PullImage({ image: { image: ref } }, { timeoutMs: 120_000 });
@@ -350,7 +261,7 @@ export async function runExec(argv: string[]): Promise<number> {
       lat.stream[rt.name].push(c);
     };
     for (let i = 0; i < warmup; i++) for (const rt of runtimes) await latencyRound(rt, false);
-    for (let i = 0; i < n && !interrupted; i++) {
+    for (let i = 0; i < n && !stack.wasInterrupted; i++) {
       const order = i % 2 === 0 ? runtimes : [...runtimes].reverse();
       for (const rt of order) {
         const c0 = cpuSeconds(rt.pid);
@@ -365,7 +276,7 @@ export async function runExec(argv: string[]): Promise<number> {
       await download(rt, mib);
       await uploadTo(rt, mib, chunk);
     }
-    for (let i = 0; i < rounds && !interrupted; i++) {
+    for (let i = 0; i < rounds && !stack.wasInterrupted; i++) {
       const order = i % 2 === 0 ? runtimes : [...runtimes].reverse();
       for (const rt of order) {
         const c0 = cpuSeconds(rt.pid);
@@ -377,16 +288,13 @@ export async function runExec(argv: string[]): Promise<number> {
       }
     }
   } catch (err) {
-    failed = `benchmark failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`;
-    if (daemon) failed += `\ntscri log tail:\n${daemon.logs().split('\n').slice(-30).join('\n')}`;
-    if (containerd) failed += `\ncontainerd log tail:\n${containerd.logs().split('\n').slice(-30).join('\n')}`;
+    failed = stack.failure(err);
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    stack.stopWatchingSignals();
   }
   const load1 = os.loadavg();
-  if (interrupted) return 130;
-  const problems = await teardown();
+  if (stack.wasInterrupted) return 130;
+  const problems = await stack.teardown();
 
   const latRow = (label: string, xs: Record<Name, number[]>) => {
     const t = xs.tscri;

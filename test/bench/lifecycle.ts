@@ -1,18 +1,13 @@
-import { spawnSync } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { CriClient } from '../helpers/cri';
-import { startDaemon, type Daemon } from '../helpers/daemon';
-import { busyboxLayer, pushImage } from '../helpers/images';
-import { startRegistry, type Registry } from '../helpers/registry';
 import type { PodSandboxConfig } from '../../src/gen/runtime/v1/PodSandboxConfig';
 import type { ContainerConfig } from '../../src/gen/runtime/v1/ContainerConfig';
-import { startContainerd, type Containerd } from './containerd';
-import { ipLinkExists, teardownBench } from './teardown';
 import { conmonsUnder, descendants, listProcs, shimsOf, sumMem, type Mem, type Proc } from './procs';
-import { UsageError, cpuSeconds, fmtMB, fmtRatio, median, parseFlags, table } from './util';
+import { BenchStack, type BenchNet, type Name } from './stack';
+import { UsageError, cpuSeconds, fmtMB, fmtMs, fmtRatio, iptablesSave, median, parseFlags, percentile, table } from './util';
 
 export const LIFECYCLE_USAGE = `lifecycle [--pods N] [--rss-pods M] [--warmup W] [--log-level LEVEL] [--settle SECONDS]
     Pod lifecycle latency and memory, tscri against containerd 1.6 (runc, CNI bridge,
@@ -29,22 +24,18 @@ const TARGET_MEMORY_RATIO = 1 / 3;
 const STOP_TIMEOUT_S = 10;
 const CALL_TIMEOUT_MS = 60_000;
 
-// Each runtime its own bridge and subnet, with a route to that subnet only and no masquerading:
-// pods can reach the host and each other, nothing else.
-const NETS = {
+// Each runtime its own bridge and subnet (stack.ts).
+const NETS: Record<Name, BenchNet> = {
   tscri: { network: 'tscri-bench-lc', bridge: 'tscri-bn0', subnet: '10.93.0.0/24', gateway: '10.93.0.1', prefix: '10.93.0.' },
   containerd: { network: 'ctrd-bench-lc', bridge: 'ctrd-bn0', subnet: '10.94.0.0/24', gateway: '10.94.0.1', prefix: '10.94.0.' },
-} as const;
+};
 
 // SIGTERM ends both at once: a shell as PID 1 of its namespace ignores signals it has no trap for.
 const CONTAINER_CMD = ['/bin/sh', '-c', "trap 'kill $!; exit 0' TERM; sleep 3600 & wait"];
-const PAUSE_CMD = ['/bin/sh', '-c', "trap 'kill $!; exit 0' TERM; while :; do sleep 3600 & wait; done"];
 
 const STEPS = ['RunPodSandbox', 'CreateContainer', 'StartContainer', 'StopContainer', 'RemoveContainer', 'StopPodSandbox', 'RemovePodSandbox'] as const;
 type Step = (typeof STEPS)[number];
 const TO_RUNNING: Step[] = ['RunPodSandbox', 'CreateContainer', 'StartContainer'];
-
-type Name = 'tscri' | 'containerd';
 
 interface Runtime {
   name: Name;
@@ -67,31 +58,6 @@ interface Snapshot {
   /** The pods' own processes (workload, and containerd's pause): not charged to the runtime. */
   pods: Mem;
   podProcCount: number;
-}
-
-function cniConfList(name: Name, dataDir: string): object {
-  const n = NETS[name];
-  return {
-    cniVersion: '1.0.0',
-    name: n.network,
-    // No loopback entry: both runtimes bring up `lo` themselves when the list has none, so
-    // they do the same CNI work.
-    plugins: [
-      {
-        type: 'bridge',
-        bridge: n.bridge,
-        isGateway: true,
-        ipMasq: false,
-        hairpinMode: true,
-        ipam: {
-          type: 'host-local',
-          dataDir,
-          ranges: [[{ subnet: n.subnet, gateway: n.gateway }]],
-          routes: [{ dst: n.subnet }],
-        },
-      },
-    ],
-  };
 }
 
 let podSeq = 0;
@@ -206,22 +172,8 @@ function perPod(m: { idle: Snapshot; loaded: Snapshot }, pods: number): Mem {
   return { rss: (tot.rss - m.idle.daemon.rss) / pods, pss: (tot.pss - m.idle.daemon.pss) / pods };
 }
 
-export function percentile(xs: number[], p: number): number {
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
-}
-
-export const fmtMs = (ms: number) => (Number.isFinite(ms) ? `${ms.toFixed(1)} ms` : '-');
 const fmtMiB = (bytes: number) => `${(bytes / 1048576).toFixed(1)} MiB`;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-
-export function iptablesSave(): string[] {
-  const r = spawnSync('iptables-save', [], { encoding: 'utf8' });
-  if (r.status !== 0) return [`iptables-save failed: ${r.stderr.trim()}`];
-  return r.stdout.split('\n').filter((l) => l && !l.startsWith('#'));
-}
 
 /** iptables lines that mention CNI, and those that mention our bridges or subnets. */
 function iptablesCounts(): { cni: number; ours: string[] } {
@@ -262,53 +214,9 @@ export async function runLifecycle(argv: string[]): Promise<number> {
   if (!Number.isFinite(settleS) || settleS < 0) throw new UsageError(`--settle must be a number of seconds, got ${flags.settle}`);
   const logLevel = flags['log-level']!;
 
-  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-lc-'));
-  const cgroupRoots: Record<Name, string> = { tscri: `tscri-bench-lc-${process.pid}`, containerd: `ctrd-bench-lc-${process.pid}` };
   const ipt0 = iptablesCounts();
-  for (const n of Object.values(NETS)) {
-    if (ipLinkExists(n.bridge)) throw new Error(`bridge ${n.bridge} already exists: another lifecycle benchmark running, or a leftover (ip link del ${n.bridge})`);
-  }
-
-  let registry: Registry | undefined;
-  let daemon: Daemon | undefined;
-  let containerd: Containerd | undefined;
+  const stack = new BenchStack({ tag: 'lc', nets: NETS, logLevel });
   const runtimes: Runtime[] = [];
-  let interrupted = false;
-
-  const teardown = async (): Promise<string[]> => {
-    const problems: string[] = [];
-    const step = async (what: string, fn: () => Promise<unknown> | unknown) => {
-      try {
-        await fn();
-      } catch (err) {
-        problems.push(`${what}: ${String(err)}`);
-      }
-    };
-    // Monitors outlive their daemon, so pods go first, while the daemons can still stop them.
-    for (const rt of runtimes) {
-      await step(`removing ${rt.name} pods`, async () => {
-        const n = await removeAllPods(rt);
-        if (n > 0) problems.push(`${rt.name}: ${n} pods were still there at teardown (removed)`);
-      });
-    }
-    const stack = { daemon, containerd, registry, bridges: Object.values(NETS).map((n) => n.bridge), cgroupRoots: Object.values(cgroupRoots), work };
-    daemon = undefined;
-    containerd = undefined;
-    registry = undefined;
-    await teardownBench(stack, problems);
-    return problems;
-  };
-  const onSignal = (sig: NodeJS.Signals) => {
-    if (interrupted) return;
-    interrupted = true;
-    process.stderr.write(`\n${sig}: stopping everything\n`);
-    void teardown().then((problems) => {
-      for (const p of problems) process.stderr.write(`cleanup: ${p}\n`);
-      process.exit(130);
-    });
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
 
   const load0 = os.loadavg();
   const times: Record<Name, number[][]> = { tscri: [], containerd: [] };
@@ -318,56 +226,38 @@ export async function runLifecycle(argv: string[]): Promise<number> {
   let failed: string | undefined;
   try {
     console.log(`machine: ${os.cpus().length} CPUs, ${fmtMB(os.totalmem())} RAM, load average ${load0.map((l) => l.toFixed(2)).join(' ')}`);
-    registry = await startRegistry();
-    const base = await busyboxLayer();
-    const env = ['PATH=/bin'];
-    const image = (await pushImage(registry.host, 'bench/busybox', 'lc', { layers: [base], config: { Env: env, Cmd: ['/bin/sh'] } })).tagRef!;
-    const pause = (await pushImage(registry.host, 'pause', 'bench', { layers: [base], config: { Env: env, Entrypoint: PAUSE_CMD } })).tagRef!;
+    await stack.start();
+    const { image, pause } = stack;
     console.log(`images: ${image} (container), ${pause} (containerd's sandbox_image)`);
-
-    for (const name of ['tscri', 'containerd'] as const) {
-      fs.mkdirSync(path.join(work, name, 'net.d'), { recursive: true });
-      fs.mkdirSync(path.join(work, name, 'ipam'), { recursive: true });
-      fs.mkdirSync(path.join(work, name, 'logs'), { recursive: true });
-    }
-    const tscriConf = path.join(work, 'tscri', 'net.d');
-    fs.writeFileSync(path.join(tscriConf, '10-bench.conflist'), JSON.stringify(cniConfList('tscri', path.join(work, 'tscri', 'ipam')), null, 2));
-    daemon = await startDaemon({
-      logLevel,
-      config: [
-        `cni_conf_dir = ${JSON.stringify(tscriConf)}`,
-        'cni_bin_dirs = ["/usr/lib/cni"]',
-        'restrict_oom_score_adj = true',
-        'cgroup_driver = "cgroupfs"',
-        '',
-      ].join('\n'),
-    });
-    containerd = await startContainerd({
-      plainHttpRegistries: [registry.host],
-      cniConfList: cniConfList('containerd', path.join(work, 'containerd', 'ipam')),
-      cniBinDir: '/usr/lib/cni',
-      sandboxImage: pause,
-    });
-    const d = daemon;
-    const c = containerd;
+    const d = stack.daemon!;
+    const c = stack.containerd!;
     runtimes.push(
       {
         name: 'tscri',
         cri: d.cri,
         pid: d.pid!,
-        cgroupRoot: cgroupRoots.tscri,
-        logDir: path.join(work, 'tscri', 'logs'),
+        cgroupRoot: stack.cgroupRoots.tscri,
+        logDir: stack.logDir('tscri'),
         monitors: (procs) => conmonsUnder(procs, [d.base]),
       },
       {
         name: 'containerd',
         cri: c.cri,
         pid: c.pid!,
-        cgroupRoot: cgroupRoots.containerd,
-        logDir: path.join(work, 'containerd', 'logs'),
+        cgroupRoot: stack.cgroupRoots.containerd,
+        logDir: stack.logDir('containerd'),
         monitors: (procs) => shimsOf(procs, c.socket),
       },
     );
+    for (const rt of runtimes) {
+      stack.addPodCleanup({
+        what: `removing ${rt.name} pods`,
+        run: async (problems) => {
+          const n = await removeAllPods(rt);
+          if (n > 0) problems.push(`${rt.name}: ${n} pods were still there at teardown (removed)`);
+        },
+      });
+    }
     for (const rt of runtimes) {
       const v = await rt.cri.runtime.Version({ version: 'v1' });
       // Not timed: this benchmark is about pods, and both runtimes pull the same two images.
@@ -379,7 +269,7 @@ export async function runLifecycle(argv: string[]): Promise<number> {
       for (let i = 0; i < warmup; i++) await cycle(rt, image, 'warm');
     }
     const logMark = d.logs().length;
-    for (let i = 0; i < nPods && !interrupted; i++) {
+    for (let i = 0; i < nPods && !stack.wasInterrupted; i++) {
       const order = i % 2 === 0 ? runtimes : [...runtimes].reverse();
       for (const rt of order) {
         const cpu0 = cpuSeconds(rt.pid);
@@ -401,7 +291,7 @@ export async function runLifecycle(argv: string[]): Promise<number> {
 
     if (rssPods > 0) {
       for (const rt of runtimes) {
-        if (interrupted) break;
+        if (stack.wasInterrupted) break;
         const idle = snapshot(rt);
         for (let i = 0; i < rssPods; i++) {
           try {
@@ -421,16 +311,13 @@ export async function runLifecycle(argv: string[]): Promise<number> {
       }
     }
   } catch (err) {
-    failed = `benchmark failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`;
-    if (daemon) failed += `\ntscri log tail:\n${daemon.logs().split('\n').slice(-30).join('\n')}`;
-    if (containerd) failed += `\ncontainerd log tail:\n${containerd.logs().split('\n').slice(-30).join('\n')}`;
+    failed = stack.failure(err);
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    stack.stopWatchingSignals();
   }
   const load1 = os.loadavg();
-  if (interrupted) return 130;
-  const problems = await teardown();
+  if (stack.wasInterrupted) return 130;
+  const problems = await stack.teardown();
   const ipt1 = iptablesCounts();
 
   const n = Math.min(times.tscri.length, times.containerd.length);

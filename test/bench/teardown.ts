@@ -8,7 +8,7 @@ import { mountsUnder, type Containerd } from './containerd';
 import { conmonsUnder, listProcs, shimsOf, type Proc } from './procs';
 
 /** What a benchmark started, for teardownBench to stop and remove. */
-export interface BenchStack {
+export interface StartedParts {
   daemon?: Daemon;
   containerd?: Containerd;
   registry?: Registry;
@@ -22,7 +22,7 @@ export interface BenchStack {
  * cgroups and the work dir. Pods must be removed before (while the daemons can still stop
  * them). Every step runs even when one fails; the failures are returned.
  */
-export async function teardownBench(s: BenchStack, problems: string[]): Promise<string[]> {
+export async function teardownBench(s: StartedParts, problems: string[]): Promise<string[]> {
   const step = async (what: string, fn: () => Promise<unknown> | unknown): Promise<void> => {
     try {
       await fn();

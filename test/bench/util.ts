@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 
 /** Bad command line: main prints the usage and exits 2. */
@@ -64,4 +64,19 @@ export function table(header: string[], rows: string[][]): string {
   const line = (r: string[]) =>
     r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  ').trimEnd();
   return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+}
+
+export function percentile(xs: number[], p: number): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
+}
+
+export const fmtMs = (ms: number) => (Number.isFinite(ms) ? `${ms.toFixed(1)} ms` : '-');
+
+/** The rules iptables-save prints, without comments. */
+export function iptablesSave(): string[] {
+  const r = spawnSync('iptables-save', [], { encoding: 'utf8' });
+  if (r.status !== 0) return [`iptables-save failed: ${r.stderr.trim()}`];
+  return r.stdout.split('\n').filter((l) => l && !l.startsWith('#'));
 }
