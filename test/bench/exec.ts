@@ -293,7 +293,7 @@ export async function runExec(argv: string[]): Promise<number> {
     stack.stopWatchingSignals();
   }
   const load1 = os.loadavg();
-  if (stack.wasInterrupted) return 130;
+  if (stack.wasInterrupted) return stack.interruptedExit();
   const problems = await stack.teardown();
 
   const latRow = (label: string, xs: Record<Name, number[]>) => {

@@ -316,7 +316,7 @@ export async function runLifecycle(argv: string[]): Promise<number> {
     stack.stopWatchingSignals();
   }
   const load1 = os.loadavg();
-  if (stack.wasInterrupted) return 130;
+  if (stack.wasInterrupted) return stack.interruptedExit();
   const problems = await stack.teardown();
   const ipt1 = iptablesCounts();
 

@@ -12,6 +12,8 @@ import { ipLinkExists, teardownBench } from './teardown';
 
 export type Name = 'tscri' | 'containerd';
 
+const SIGNAL_GRACE_MS = 15_000;
+
 export interface BenchNet {
   network: string;
   bridge: string;
@@ -70,15 +72,20 @@ export class BenchStack {
   /** containerd's sandbox_image, built from the same layer. */
   pause = '';
   private interrupted = false;
+  private grace?: NodeJS.Timeout;
+  private signalTeardown?: Promise<void>;
   private readonly cleanups: PodCleanup[] = [];
+  // The benchmark gets a moment to finish the pod it is making (its loops stop at the next
+  // one), so that the teardown's pod cleanup does not race its last create; a second Ctrl-C,
+  // or a benchmark still busy after the grace, tears down at once.
   private readonly onSignal = (sig: NodeJS.Signals): void => {
-    if (this.interrupted) return;
+    if (this.interrupted) {
+      void this.finishInterrupted();
+      return;
+    }
     this.interrupted = true;
-    process.stderr.write(`\n${sig}: stopping everything\n`);
-    void this.teardown().then((problems) => {
-      for (const p of problems) process.stderr.write(`cleanup: ${p}\n`);
-      process.exit(130);
-    });
+    process.stderr.write(`\n${sig}: stopping after the current step (again to stop now)\n`);
+    this.grace = setTimeout(() => void this.finishInterrupted(), SIGNAL_GRACE_MS);
   };
 
   constructor(private readonly opts: BenchStackOptions) {
@@ -91,9 +98,27 @@ export class BenchStack {
     process.on('SIGTERM', this.onSignal);
   }
 
-  /** A Ctrl-C arrived: the teardown is under way and the process exits when it is done. */
+  /** A Ctrl-C arrived: the benchmark stops at its next step and tears down. */
   get wasInterrupted(): boolean {
     return this.interrupted;
+  }
+
+  /**
+   * For a benchmark that stopped after a Ctrl-C: tears down, then the process exits with 130.
+   * Returning at once would let main exit before the bridges and cgroups are gone.
+   */
+  async interruptedExit(): Promise<number> {
+    await this.finishInterrupted();
+    return 130;
+  }
+
+  private finishInterrupted(): Promise<void> {
+    clearTimeout(this.grace);
+    this.signalTeardown ??= this.teardown().then((problems) => {
+      for (const p of problems) process.stderr.write(`cleanup: ${p}\n`);
+      process.exit(130);
+    });
+    return this.signalTeardown;
   }
 
   logDir(name: Name): string {
