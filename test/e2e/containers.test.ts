@@ -34,7 +34,17 @@ import {
   type CniFixture,
   type ContainerOptions,
 } from '../helpers/pods';
-import { conmonProcesses, daemonMounts, describeLeaks, removePodsAndLeftovers, snapshotLeaks, waitNoLeaks, type LeakScope, type LeakSnapshot } from '../helpers/leaks';
+import {
+  conmonProcesses,
+  Created,
+  daemonMounts,
+  describeLeaks,
+  type LeakScope,
+  type LeakSnapshot,
+  removePodsAndLeftovers,
+  snapshotLeaks,
+  waitNoLeaks,
+} from '../helpers/leaks';
 import type { PodSandboxConfig } from '../../src/gen/runtime/v1/PodSandboxConfig';
 import type { ContainerStatus__Output } from '../../src/gen/runtime/v1/ContainerStatus';
 import type { ContainerEventResponse__Output } from '../../src/gen/runtime/v1/ContainerEventResponse';
@@ -52,31 +62,22 @@ let hostDir: string;
 let baseline: LeakSnapshot;
 const cri = (): CriClient => daemon.cri;
 
-const podIds: string[] = [];
-const containerIds: string[] = [];
-const podIps = new Set<string>();
+// Everything the tests created, for the leak check and the final cleanup.
+const tracked = new Created(POD_IP_PREFIX);
 
 // One pod holds most containers; tests that need a pod of their own make one.
 let podId: string;
 let pod: PodSandboxConfig;
 
 function scope(): LeakScope {
-  return {
-    dirs: [daemon.root, daemon.state, daemon.base],
-    ids: [...podIds, ...containerIds],
-    podIps: [...podIps],
-    subnetPrefix: POD_IP_PREFIX,
-    daemonOwnMounts: [path.join(daemon.state, 'ns')],
-  };
+  return tracked.scope(daemon);
 }
 
 async function runPod(name: string): Promise<{ id: string; config: PodSandboxConfig }> {
   const config = podConfig(name, { logDirectory: path.join(logDir, name) });
   fs.mkdirSync(config.log_directory!, { recursive: true });
   const { pod_sandbox_id } = await cri().runtime.RunPodSandbox({ config, runtime_handler: '' });
-  podIds.push(pod_sandbox_id);
-  const { status } = await cri().runtime.PodSandboxStatus({ pod_sandbox_id });
-  if (status?.network?.ip) podIps.add(status.network.ip);
+  await tracked.pod(cri().runtime, pod_sandbox_id);
   return { id: pod_sandbox_id, config };
 }
 
@@ -86,7 +87,7 @@ async function create(name: string, command: string[], opts: ContainerOptions = 
     config: containerConfig(name, image.tagRef!, command, opts),
     sandbox_config: inPod.config,
   });
-  containerIds.push(container_id);
+  tracked.containerIds.push(container_id);
   return container_id;
 }
 
@@ -147,7 +148,7 @@ describe('containers', () => {
 
   after(async () => {
     if (daemon) {
-      await removePodsAndLeftovers(cri().runtime, podIds, scope());
+      await removePodsAndLeftovers(cri().runtime, tracked.podIds, scope());
       await daemon.stop();
     }
     await registry?.stop();
@@ -489,7 +490,7 @@ describe('containers', () => {
   });
 
   test('after removing every pod: no mounts, netns pins, conmon, cgroups or iptables rules remain', async (t) => {
-    for (const id of podIds) {
+    for (const id of tracked.podIds) {
       await cri().runtime.StopPodSandbox({ pod_sandbox_id: id });
       await cri().runtime.RemovePodSandbox({ pod_sandbox_id: id });
     }

@@ -33,7 +33,20 @@ import {
   type CniFixture,
   type PodOptions,
 } from '../helpers/pods';
-import { conmonProcesses, daemonMounts, describeLeaks, iptablesLines, natTable, removeHostportChainsCreatedSince, removePodsAndLeftovers, snapshotLeaks, waitNoLeaks, type LeakScope, type LeakSnapshot } from '../helpers/leaks';
+import {
+  conmonProcesses,
+  Created,
+  daemonMounts,
+  describeLeaks,
+  iptablesLines,
+  type LeakScope,
+  type LeakSnapshot,
+  natTable,
+  removeHostportChainsCreatedSince,
+  removePodsAndLeftovers,
+  snapshotLeaks,
+  waitNoLeaks,
+} from '../helpers/leaks';
 import type { PodSandboxConfig } from '../../src/gen/runtime/v1/PodSandboxConfig';
 import type { PodSandboxStatus__Output } from '../../src/gen/runtime/v1/PodSandboxStatus';
 
@@ -50,18 +63,10 @@ let baseline: LeakSnapshot;
 const cri = (): CriClient => daemon.cri;
 
 // Everything the tests created, for the leak check and the final cleanup.
-const podIds: string[] = [];
-const containerIds: string[] = [];
-const podIps = new Set<string>();
+const tracked = new Created(POD_IP_PREFIX);
 
 function scope(): LeakScope {
-  return {
-    dirs: [daemon.root, daemon.state, daemon.base],
-    ids: [...podIds, ...containerIds],
-    podIps: [...podIps],
-    subnetPrefix: POD_IP_PREFIX,
-    daemonOwnMounts: [path.join(daemon.state, 'ns')],
-  };
+  return tracked.scope(daemon);
 }
 
 function pod(name: string, opts: Partial<PodOptions> = {}): PodSandboxConfig {
@@ -71,9 +76,7 @@ function pod(name: string, opts: Partial<PodOptions> = {}): PodSandboxConfig {
 async function runPod(config: PodSandboxConfig, handler = ''): Promise<string> {
   fs.mkdirSync(config.log_directory!, { recursive: true });
   const { pod_sandbox_id } = await cri().runtime.RunPodSandbox({ config, runtime_handler: handler });
-  podIds.push(pod_sandbox_id);
-  const st = await podStatus(pod_sandbox_id);
-  if (st.network?.ip) podIps.add(st.network.ip);
+  await tracked.pod(cri().runtime, pod_sandbox_id);
   return pod_sandbox_id;
 }
 
@@ -85,7 +88,7 @@ async function podStatus(id: string): Promise<PodSandboxStatus__Output> {
 
 async function startSleeper(podId: string, config: PodSandboxConfig, name = 'sleeper'): Promise<string> {
   const id = await runContainer(cri(), podId, config, containerConfig(name, image.tagRef!, SLEEPER));
-  containerIds.push(id);
+  tracked.containerIds.push(id);
   await waitForState(cri(), id, 'CONTAINER_RUNNING');
   return id;
 }
@@ -127,7 +130,7 @@ describe('pod sandboxes', () => {
   after(async () => {
     // Best effort: the last test asserts the cleanup; this only makes sure nothing stays.
     if (daemon) {
-      await removePodsAndLeftovers(cri().runtime, podIds, scope());
+      await removePodsAndLeftovers(cri().runtime, tracked.podIds, scope());
       await daemon.stop();
     }
     removeHostportChainsCreatedSince(natBefore);
@@ -305,7 +308,7 @@ describe('pod sandboxes', () => {
     const id = await runPod(cfg);
     const ip = (await podStatus(id)).network?.ip ?? '';
     const c = await runContainer(cri(), id, cfg, containerConfig('httpd', image.tagRef!, ['httpd', '-f', '-p', '80', '-h', '/www']));
-    containerIds.push(c);
+    tracked.containerIds.push(c);
     await waitForState(cri(), c, 'CONTAINER_RUNNING');
     // Straight to the pod first, so a failure below is the port mapping and not httpd.
     const direct = await waitFor(`httpd at http://${ip}:80/`, () => httpGet(`http://${ip}:80/index.html`), 10_000);
@@ -392,7 +395,7 @@ describe('pod sandboxes', () => {
   });
 
   test('after removing every pod: no mounts, netns pins, conmon, cgroups, iptables rules or IP reservations remain', async (t) => {
-    for (const id of podIds) {
+    for (const id of tracked.podIds) {
       await cri().runtime.StopPodSandbox({ pod_sandbox_id: id });
       await cri().runtime.RemovePodSandbox({ pod_sandbox_id: id });
     }

@@ -28,7 +28,16 @@ import {
   type CniFixture,
   type ContainerOptions,
 } from '../helpers/pods';
-import { daemonMounts, describeLeaks, removePodsAndLeftovers, snapshotLeaks, waitNoLeaks, type LeakScope, type LeakSnapshot } from '../helpers/leaks';
+import {
+  Created,
+  daemonMounts,
+  describeLeaks,
+  type LeakScope,
+  type LeakSnapshot,
+  removePodsAndLeftovers,
+  snapshotLeaks,
+  waitNoLeaks,
+} from '../helpers/leaks';
 import {
   APP_USER,
   CONTAINERD_DEFAULT_CAPS,
@@ -60,9 +69,8 @@ let scratchDir: string;
 let baseline: LeakSnapshot;
 const cri = (): CriClient => daemon.cri;
 
-const podIds: string[] = [];
-const containerIds: string[] = [];
-const podIps = new Set<string>();
+// Everything the tests created, for the leak check and the final cleanup.
+const tracked = new Created(SC_IP_PREFIX);
 
 interface Pod {
   id: string;
@@ -71,13 +79,7 @@ interface Pod {
 let main: Pod;
 
 function scope(): LeakScope {
-  return {
-    dirs: [daemon.root, daemon.state, daemon.base],
-    ids: [...podIds, ...containerIds],
-    podIps: [...podIps],
-    subnetPrefix: SC_IP_PREFIX,
-    daemonOwnMounts: [path.join(daemon.state, 'ns')],
-  };
+  return tracked.scope(daemon);
 }
 
 interface PodSpec {
@@ -104,9 +106,7 @@ async function runPod(name: string, spec: PodSpec = {}): Promise<Pod> {
   const config = podFor(name, spec);
   spec.prepare?.(config);
   const { pod_sandbox_id } = await cri().runtime.RunPodSandbox({ config, runtime_handler: '' });
-  podIds.push(pod_sandbox_id);
-  const { status } = await cri().runtime.PodSandboxStatus({ pod_sandbox_id });
-  if (status?.network?.ip) podIps.add(status.network.ip);
+  await tracked.pod(cri().runtime, pod_sandbox_id);
   return { id: pod_sandbox_id, config };
 }
 
@@ -129,7 +129,7 @@ async function create(c: Ctr): Promise<string> {
   const config = containerConfig(c.name, (c.img ?? image).tagRef!, c.command, { logPath: `${c.name}.log`, ...c.opts });
   config.linux = { ...config.linux, security_context: c.sc ?? {} };
   const { container_id } = await cri().runtime.CreateContainer({ pod_sandbox_id: pod.id, config, sandbox_config: pod.config });
-  containerIds.push(container_id);
+  tracked.containerIds.push(container_id);
   return container_id;
 }
 
@@ -216,7 +216,7 @@ describe('security contexts', () => {
 
   after(async () => {
     if (daemon) {
-      await removePodsAndLeftovers(cri().runtime, podIds, scope());
+      await removePodsAndLeftovers(cri().runtime, tracked.podIds, scope());
       await daemon.stop();
     }
     await registry?.stop();
@@ -626,7 +626,7 @@ describe('security contexts', () => {
     const err = await expectCriError('RunPodSandbox(userns POD)', async () => {
       const res = await cri().runtime.RunPodSandbox({ config, runtime_handler: '' });
       podId = res.pod_sandbox_id;
-      podIds.push(podId);
+      tracked.podIds.push(podId);
       return res;
     }).catch(async (e: unknown) => {
       // Accepted: say what a container in it gets before failing.
@@ -703,7 +703,7 @@ describe('security contexts', () => {
   // ---- cleanup -------------------------------------------------------------------------------
 
   test('after removing every pod: no mounts, netns pins, conmon, cgroups or iptables rules remain', async (t) => {
-    for (const id of podIds) {
+    for (const id of tracked.podIds) {
       await cri().runtime.StopPodSandbox({ pod_sandbox_id: id }).catch((e: unknown) => t.diagnostic(`StopPodSandbox ${id}: ${String(e)}`));
       await cri().runtime.RemovePodSandbox({ pod_sandbox_id: id });
     }

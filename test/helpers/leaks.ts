@@ -4,6 +4,8 @@
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import type { CriClient } from './cri';
+import type { Daemon } from './daemon';
 
 export interface LeakScope {
   /** Directories owned by the daemon under test (its root, state and temp base). */
@@ -35,6 +37,35 @@ function unescapeMount(p: string): string {
 
 function under(p: string, dirs: string[]): boolean {
   return dirs.some((d) => p === d || p.startsWith(d.endsWith('/') ? d : `${d}/`));
+}
+
+/**
+ * What an e2e suite created: pod and container ids and pod IPs, for its leak checks and for
+ * the cleanup in its after hook.
+ */
+export class Created {
+  readonly podIds: string[] = [];
+  readonly containerIds: string[] = [];
+  readonly podIps = new Set<string>();
+
+  constructor(private readonly subnetPrefix: string) {}
+
+  /** Records a pod and the IP its status reports. */
+  async pod(runtime: CriClient['runtime'], podId: string): Promise<void> {
+    this.podIds.push(podId);
+    const { status } = await runtime.PodSandboxStatus({ pod_sandbox_id: podId });
+    if (status?.network?.ip) this.podIps.add(status.network.ip);
+  }
+
+  scope(daemon: Daemon): LeakScope {
+    return {
+      dirs: [daemon.root, daemon.state, daemon.base],
+      ids: [...this.podIds, ...this.containerIds],
+      podIps: [...this.podIps],
+      subnetPrefix: this.subnetPrefix,
+      daemonOwnMounts: [path.join(daemon.state, 'ns')],
+    };
+  }
 }
 
 /** Mount points under the daemon's dirs, from /proc/self/mountinfo (the host mount namespace). */
