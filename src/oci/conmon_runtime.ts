@@ -24,6 +24,7 @@ import type { Readable, Writable } from 'node:stream';
 import { FailedPreconditionError, messageOf, NotFoundError } from '../errors';
 import type { Logger } from '../log';
 import { type Child, spawnProcess } from '../sys/spawn';
+import { startThroughExecFifo } from './exec_fifo';
 import { memoryCgroupOf, oomKillCount, type MemoryCgroup } from './oom';
 import { alive, CappedSink, descendants, run, runtimeErrorText, sleep, type RunResult } from './proc';
 import type {
@@ -69,16 +70,19 @@ export class ConmonRuntime implements OciRuntime {
   readonly name: string;
   private readonly o: OciRuntimeOptions;
   private readonly log: Logger;
-  private readonly known = new Map<string, { bundle: string; logPath: string }>();
+  private readonly known = new Map<string, { bundle: string; logPath: string; pid: number }>();
   private readonly exitListeners: Array<(id: string) => void> = [];
   private readonly reported = new Map<string, number>();
   private watcher: fs.FSWatcher | undefined;
   private readonly noteWrites = new Map<string, Promise<void>>();
+  /** runc's start handshake is done in-process (exec_fifo.ts); other runtimes run `start`. */
+  private readonly fifoStart: boolean;
 
   constructor(opts: OciRuntimeOptions) {
     this.o = opts;
     this.name = opts.name;
     this.log = opts.log.child({ component: 'oci', runtime: opts.name });
+    this.fifoStart = path.basename(opts.binary) === 'runc';
   }
 
   // ---- create ---------------------------------------------------------------------------------
@@ -145,7 +149,7 @@ export class ConmonRuntime implements OciRuntime {
           diag.text(),
         );
       }
-      this.known.set(id, { bundle, logPath: c.logPath });
+      this.known.set(id, { bundle, logPath: c.logPath, pid });
       this.noteMemoryCgroup(id, pid);
       this.log.debug({ id, pid, ms: Date.now() - began }, 'container created');
       return { pid };
@@ -279,6 +283,12 @@ export class ConmonRuntime implements OciRuntime {
   // ---- lifecycle ------------------------------------------------------------------------------
 
   async start(id: string): Promise<void> {
+    // The init pid is known for containers created by this daemon run; after a restart the
+    // runtime's own start is the simple, rare path.
+    const pid = this.known.get(id)?.pid;
+    if (this.fifoStart && pid && (await startThroughExecFifo(path.join(this.o.root, id, 'exec.fifo'), pid)) === 'started') {
+      return;
+    }
     const r = await this.runtime(['start', id]);
     if (r.code !== 0) throw this.failure('start', id, r);
   }

@@ -139,7 +139,11 @@ before(() => {
   rootfs = path.join(base, 'rootfs');
   buildRootfs(rootfs);
   fs.mkdirSync(path.join(base, 'logs'));
-  rt = new ConmonRuntime({
+  rt = new ConmonRuntime(rtOptions());
+});
+
+function rtOptions(): ConstructorParameters<typeof ConmonRuntime>[0] {
+  return {
     name: 'runc',
     binary: RUNC,
     root: path.join(base, 'runc'),
@@ -148,8 +152,8 @@ before(() => {
     persistDir: (id) => path.join(base, 'p', id),
     socketDir: path.join(base, 's'),
     log: pino({ level: process.env.TSCRI_LOG_LEVEL ?? 'silent' }),
-  });
-});
+  };
+}
 
 after(async () => {
   if (skip) return;
@@ -309,6 +313,41 @@ test('a create that fails reports the runtime\'s message and leaves nothing behi
     /runc create failed: .*args/i,
   );
   assert.equal(conmonsOf(id2), '');
+});
+
+test("start releases runc's init through exec.fifo; what it cannot do goes to runc start", opts, async (t) => {
+  const create = (id: string): Promise<{ pid: number }> =>
+    rt.create({ id, bundle: bundle(id, ['sleep', '30']), logPath: logPathOf(id), stdin: false, stdinOnce: false, tty: false });
+  const fifoOf = (id: string): string => path.join(base, 'runc', id, 'exec.fifo');
+
+  const id = newId('fifo');
+  await create(id);
+  assert.equal(fs.statSync(fifoOf(id)).isFIFO(), true, 'runc create left its exec.fifo');
+  const t0 = performance.now();
+  await rt.start(id);
+  t.diagnostic(`start through the fifo: ${(performance.now() - t0).toFixed(1)} ms`);
+  assert.equal(fs.existsSync(fifoOf(id)), false, 'the fifo is removed, as runc start does');
+  assert.equal((await rt.state(id))?.status, 'running');
+  await assert.rejects(rt.start(id), /runc: .*(already running|not in created state|cannot start)/i);
+
+  // A daemon that did not create the container (a restart) does not know the init: runc start.
+  const id2 = newId('fifo-restart');
+  await create(id2);
+  const fresh = new ConmonRuntime({ ...rtOptions(), log: pino({ level: 'silent' }) });
+  await fresh.start(id2);
+  fresh.close();
+  assert.equal((await rt.state(id2))?.status, 'running');
+
+  // An init killed before start: the wait ends and runc names the state, no hang.
+  const id3 = newId('fifo-dead');
+  const { pid } = await create(id3);
+  process.kill(pid, 'SIGKILL');
+  await assert.rejects(rt.start(id3), /runc: .*(stopped|dead|not running)/i);
+
+  for (const x of [id, id2, id3]) {
+    await rt.delete(x, true);
+    await rt.forget(x);
+  }
 });
 
 test('conmon may start before the bundle is complete; a bundle that fails aborts the create', opts, async () => {
