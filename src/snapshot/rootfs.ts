@@ -60,8 +60,20 @@ export async function mountRootfs(opts: RootfsOptions): Promise<void> {
   if (!readOnly && (opts.upperDir === undefined || opts.workDir === undefined)) {
     throw new Error(`cannot mount writable rootfs at ${target}: upperDir and workDir are required`);
   }
-  await fs.promises.mkdir(target, { recursive: true, mode: 0o755 });
-  if (isMounted(target)) return;
+  let upper: string | undefined;
+  let work: string | undefined;
+  if (!readOnly) {
+    upper = opts.upperDir!;
+    work = opts.workDir!;
+  }
+  // All at once: this is on the CreateContainer path, and each is a thread-pool round trip.
+  const [created] = await Promise.all([
+    fs.promises.mkdir(target, { recursive: true, mode: 0o755 }),
+    upper === undefined ? undefined : fs.promises.mkdir(upper, { recursive: true, mode: 0o755 }),
+    work === undefined ? undefined : fs.promises.mkdir(work, { recursive: true, mode: 0o700 }),
+  ]);
+  // A target made just now has nothing mounted on it; mountinfo grows with every pod on the node.
+  if (created === undefined && isMounted(target)) return;
 
   // A single layer without an upper: overlayfs wants two lowerdirs for a read-only mount.
   if (readOnly && lowerDirs.length === 1) {
@@ -76,14 +88,6 @@ export async function mountRootfs(opts: RootfsOptions): Promise<void> {
     return;
   }
 
-  let upper: string | undefined;
-  let work: string | undefined;
-  if (!readOnly) {
-    upper = opts.upperDir!;
-    work = opts.workDir!;
-    await fs.promises.mkdir(upper, { recursive: true, mode: 0o755 });
-    await fs.promises.mkdir(work, { recursive: true, mode: 0o700 });
-  }
   const flags = readOnly ? MS_RDONLY : 0;
 
   const all = upper !== undefined ? [...lowerDirs, upper, work!] : lowerDirs;
