@@ -24,7 +24,8 @@ import { isId, labelsMatch, matchId, msToNs, newId, nowNs } from '../util/ids';
 import { NameRegistry } from '../util/name_registry';
 import { UndoStack } from '../util/undo';
 import { type ContainerRecord, containerName } from './container';
-import { buildSpec, prepareMountSources, toOciResources } from './spec';
+import { ImageFileCache } from './image_files';
+import { buildSpec, type OciSpec, prepareMountSources, toOciResources } from './spec';
 import { dirUsage } from './usage';
 
 export type ContainerEventType = 'CONTAINER_CREATED_EVENT' | 'CONTAINER_STARTED_EVENT' | 'CONTAINER_STOPPED_EVENT' | 'CONTAINER_DELETED_EVENT';
@@ -55,6 +56,7 @@ export class ContainerService implements PodContainers {
   private readonly containers = new Map<string, ContainerRecord>();
   private readonly store: JsonStore<ContainerRecord>;
   private readonly names = new NameRegistry<ContainerRecord>('container');
+  private readonly imageFiles = new ImageFileCache();
   private readonly exitWaiters = new Map<string, Set<() => void>>();
   /** `runc delete` started when a container exits, so RemoveContainer has less left to do. */
   private readonly runtimeDeletes = new Map<string, Promise<boolean>>();
@@ -198,10 +200,12 @@ export class ContainerService implements PodContainers {
       await this.store.delete(id);
     });
     try {
-      await fs.mkdir(bundle, { recursive: true, mode: 0o711 });
       undo.push('bundle', () => fs.rm(bundle, { recursive: true, force: true }));
       undo.push('writable layer', () => fs.rm(persistent, { recursive: true, force: true }));
-      if (rec.logPath) await fs.mkdir(path.dirname(rec.logPath), { recursive: true });
+      await Promise.all([
+        fs.mkdir(bundle, { recursive: true, mode: 0o711 }),
+        rec.logPath ? fs.mkdir(path.dirname(rec.logPath), { recursive: true }) : undefined,
+      ]);
       // The monitor starts while the bundle is made: its start-up overlaps the rootfs mount and
       // the spec, which only the runtime needs. The bundle's work is over before any undo runs.
       const rt = this.runtimeOf(rec);
@@ -247,16 +251,32 @@ export class ContainerService implements PodContainers {
     image: NonNullable<ReturnType<ImageService['find']>>,
     undo: UndoStack,
   ): Promise<void> {
-    const id = rec.id;
     const lowerDirs = image.layers.map((l) => this.opts.images.layers.path(l.chainId)).reverse();
-    await mountRootfs({ lowerDirs, upperDir: rec.upperDir, workDir: rec.workDir, target: rec.rootfs });
+    const mounted = mountRootfs({ lowerDirs, upperDir: rec.upperDir, workDir: rec.workDir, target: rec.rootfs });
+    // The spec needs the rootfs only for the image's account files, which the cache knows once
+    // one container of the image was made: then it is built while the overlay is mounted.
+    const built = this.spec(rec, sandbox, config, image, mounted);
+    const [m, b] = await Promise.allSettled([mounted, built]);
+    if (m.status === 'rejected') throw m.reason;
     undo.push('rootfs', () => unmountRootfs(rec.rootfs));
+    if (b.status === 'rejected') throw b.reason;
+    await fs.writeFile(path.join(rec.bundle, 'config.json'), JSON.stringify(b.value));
+  }
+
+  private async spec(
+    rec: ContainerRecord,
+    sandbox: SandboxRecord,
+    config: ContainerConfig__Output,
+    image: NonNullable<ReturnType<ImageService['find']>>,
+    mounted: Promise<void>,
+  ): Promise<OciSpec> {
     // Like containerd, a missing host path is created as a directory, and symlinks in host
     // paths are resolved on the host.
     const mounts = await prepareMountSources(config.mounts);
-    const spec = await buildSpec({
-      id,
+    return buildSpec({
+      id: rec.id,
       rootfs: rec.rootfs,
+      imageFiles: this.imageFiles.reader(image.id, rec.rootfs, mounted),
       image: image.config,
       imageName: rec.imageName,
       config: { ...config, mounts },
@@ -276,7 +296,6 @@ export class ContainerService implements PodContainers {
       cgroupsPath: rec.cgroupsPath,
       restrictOomScoreAdj: this.opts.restrictOomScoreAdj,
     });
-    await fs.writeFile(path.join(rec.bundle, 'config.json'), JSON.stringify(spec));
   }
 
   async start(idOrPrefix: string, log: Logger): Promise<void> {

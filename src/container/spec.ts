@@ -32,9 +32,9 @@ import {
 } from './oci_types';
 import { hostDevices, requestedDevices } from './devices';
 import { containerSeccomp, nativeArch, securityProfile } from './seccomp';
-import { resolveUser } from './user';
+import { type ImageFileReader, resolveUser, rootfsFiles } from './user';
 
-export { resolveUser } from './user';
+export { resolveUser, rootfsFiles } from './user';
 export type { ResolvedUser } from './user';
 export type { OciSpec } from './oci_types';
 
@@ -85,6 +85,11 @@ export interface HostFacts {
 export interface SpecInput {
   id: string;
   rootfs: string;
+  /**
+   * The image's /etc/passwd and /etc/group; default: read from `rootfs`, which must then be
+   * mounted before the spec is built.
+   */
+  imageFiles?: ImageFileReader;
   image: ImageConfigFile;
   config: ContainerConfig__Output;
   sandbox: SandboxInfo;
@@ -591,7 +596,7 @@ export async function buildSpec(input: SpecInput): Promise<OciSpec> {
   const r = input.config.linux?.resources ?? null;
 
   const args = processArgs(input.config, input.image, what);
-  const user = await resolveUser(input.rootfs, input.image.config?.User, sc).catch((err: unknown) => {
+  const user = await resolveUser(input.imageFiles ?? rootfsFiles(input.rootfs), input.image.config?.User, sc).catch((err: unknown) => {
     if (err instanceof InvalidArgumentError) throw new InvalidArgumentError(`${what}: ${err.message}`, { cause: err });
     throw err;
   });

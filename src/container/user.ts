@@ -73,6 +73,14 @@ export async function resolveInRoot(rootfs: string, target: string): Promise<str
   return path.join(root, ...done);
 }
 
+/** One of the image's account files as the container sees it; null when the image has none. */
+export type ImageFileReader = (file: '/etc/passwd' | '/etc/group') => Promise<string | null>;
+
+/** Reads the account files from a mounted rootfs. */
+export function rootfsFiles(rootfs: string): ImageFileReader {
+  return (file) => readImageFile(rootfs, file);
+}
+
 async function readImageFile(rootfs: string, file: string): Promise<string | null> {
   try {
     return await fsp.readFile(await resolveInRoot(rootfs, file), 'utf8');
@@ -142,13 +150,13 @@ function userString(imageUser: string | undefined, sc: LinuxContainerSecurityCon
  * is Strict, KEP-3619) plus the CRI supplemental_groups.
  */
 export async function resolveUser(
-  rootfs: string,
+  files: ImageFileReader,
   imageUser: string | undefined,
   sc: LinuxContainerSecurityContext__Output | null,
 ): Promise<ResolvedUser> {
   const { user, group } = userString(imageUser, sc);
   const needPasswd = !NUMERIC.test(user) || group === undefined || sc?.supplemental_groups_policy !== 'Strict';
-  const passwdText = needPasswd ? await readImageFile(rootfs, '/etc/passwd') : null;
+  const passwdText = needPasswd ? await files('/etc/passwd') : null;
   const passwd = passwdText === null ? [] : parsePasswd(passwdText);
 
   let uid: number;
@@ -165,7 +173,7 @@ export async function resolveUser(
   let groups: GroupEntry[] | undefined;
   const loadGroups = async (): Promise<GroupEntry[]> => {
     if (!groups) {
-      const text = await readImageFile(rootfs, '/etc/group');
+      const text = await files('/etc/group');
       groups = text === null ? [] : parseGroup(text);
     }
     return groups;

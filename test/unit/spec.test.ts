@@ -24,6 +24,7 @@ import {
   prepareMountSources,
   processArgs,
   resolveUser,
+  rootfsFiles,
   toOciResources,
 } from '../../src/container/spec';
 
@@ -221,49 +222,49 @@ test('cwd: CRI working_dir, then the image WorkingDir, then /', async () => {
 
 test('resolveUser: image USER forms', async () => {
   const root = tempRootfs();
-  assert.deepEqual(await resolveUser(root, '', null), { uid: 0, gid: 0, additionalGids: [0], username: 'root' });
-  assert.deepEqual(await resolveUser(root, 'alice', null), { uid: 1000, gid: 1000, additionalGids: [29, 50, 1000], username: 'alice' });
-  assert.deepEqual(await resolveUser(root, '1001', null), { uid: 1001, gid: 1001, additionalGids: [44, 50, 1001], username: 'bob' });
-  assert.deepEqual(await resolveUser(root, '4242', null), { uid: 4242, gid: 0, additionalGids: [0] }, 'a uid unknown to the image gets gid 0');
-  assert.deepEqual(await resolveUser(root, '4242:77', null), { uid: 4242, gid: 77, additionalGids: [77] });
-  assert.deepEqual((await resolveUser(root, 'alice:video', null)).gid, 44);
-  assert.deepEqual(await resolveUser(root, 'bob:5', null), { uid: 1001, gid: 5, additionalGids: [5, 44, 50], username: 'bob' });
-  await assert.rejects(resolveUser(root, 'mallory', null), (e: unknown) => e instanceof InvalidArgumentError && /mallory/.test(e.message));
-  await assert.rejects(resolveUser(root, 'alice:nogroup', null), (e: unknown) => e instanceof InvalidArgumentError && /nogroup/.test(e.message));
-  await assert.rejects(resolveUser(root, 'a:b:c', null), InvalidArgumentError);
+  assert.deepEqual(await resolveUser(rootfsFiles(root), '', null), { uid: 0, gid: 0, additionalGids: [0], username: 'root' });
+  assert.deepEqual(await resolveUser(rootfsFiles(root), 'alice', null), { uid: 1000, gid: 1000, additionalGids: [29, 50, 1000], username: 'alice' });
+  assert.deepEqual(await resolveUser(rootfsFiles(root), '1001', null), { uid: 1001, gid: 1001, additionalGids: [44, 50, 1001], username: 'bob' });
+  assert.deepEqual(await resolveUser(rootfsFiles(root), '4242', null), { uid: 4242, gid: 0, additionalGids: [0] }, 'a uid unknown to the image gets gid 0');
+  assert.deepEqual(await resolveUser(rootfsFiles(root), '4242:77', null), { uid: 4242, gid: 77, additionalGids: [77] });
+  assert.deepEqual((await resolveUser(rootfsFiles(root), 'alice:video', null)).gid, 44);
+  assert.deepEqual(await resolveUser(rootfsFiles(root), 'bob:5', null), { uid: 1001, gid: 5, additionalGids: [5, 44, 50], username: 'bob' });
+  await assert.rejects(resolveUser(rootfsFiles(root), 'mallory', null), (e: unknown) => e instanceof InvalidArgumentError && /mallory/.test(e.message));
+  await assert.rejects(resolveUser(rootfsFiles(root), 'alice:nogroup', null), (e: unknown) => e instanceof InvalidArgumentError && /nogroup/.test(e.message));
+  await assert.rejects(resolveUser(rootfsFiles(root), 'a:b:c', null), InvalidArgumentError);
 });
 
 test('resolveUser: the security context overrides the image user; supplemental groups merge', async () => {
   const root = tempRootfs();
-  assert.deepEqual(await resolveUser(root, 'alice', sc({ run_as_user: { value: '1001' } })), { uid: 1001, gid: 1001, additionalGids: [44, 50, 1001], username: 'bob' });
-  assert.deepEqual(await resolveUser(root, 'alice', sc({ run_as_user: { value: '1001' }, run_as_group: { value: '3000' } })), {
+  assert.deepEqual(await resolveUser(rootfsFiles(root), 'alice', sc({ run_as_user: { value: '1001' } })), { uid: 1001, gid: 1001, additionalGids: [44, 50, 1001], username: 'bob' });
+  assert.deepEqual(await resolveUser(rootfsFiles(root), 'alice', sc({ run_as_user: { value: '1001' }, run_as_group: { value: '3000' } })), {
     uid: 1001,
     gid: 3000,
     additionalGids: [44, 50, 3000],
     username: 'bob',
   });
-  assert.deepEqual((await resolveUser(root, '', sc({ run_as_username: 'alice' }))).uid, 1000);
-  await assert.rejects(resolveUser(root, '', sc({ run_as_username: 'mallory' })), InvalidArgumentError);
-  assert.deepEqual((await resolveUser(root, 'alice', sc({ supplemental_groups: ['2000', '29'] }))).additionalGids, [29, 50, 1000, 2000]);
-  assert.deepEqual((await resolveUser(root, 'alice', sc({ supplemental_groups: ['2000'], supplemental_groups_policy: 'Strict' }))).additionalGids, [1000, 2000]);
+  assert.deepEqual((await resolveUser(rootfsFiles(root), '', sc({ run_as_username: 'alice' }))).uid, 1000);
+  await assert.rejects(resolveUser(rootfsFiles(root), '', sc({ run_as_username: 'mallory' })), InvalidArgumentError);
+  assert.deepEqual((await resolveUser(rootfsFiles(root), 'alice', sc({ supplemental_groups: ['2000', '29'] }))).additionalGids, [29, 50, 1000, 2000]);
+  assert.deepEqual((await resolveUser(rootfsFiles(root), 'alice', sc({ supplemental_groups: ['2000'], supplemental_groups_policy: 'Strict' }))).additionalGids, [1000, 2000]);
   // containerd refuses a group without a user (critest: "RunAsGroup is set without RunAsUser").
-  await assert.rejects(resolveUser(root, 'alice', sc({ run_as_group: { value: '7' } })), /run_as_group is set without run_as_user/);
+  await assert.rejects(resolveUser(rootfsFiles(root), 'alice', sc({ run_as_group: { value: '7' } })), /run_as_group is set without run_as_user/);
 });
 
 test('resolveUser: no /etc/passwd (scratch image) — numeric ids work, names fail', async () => {
   const root = tempRootfs({});
-  assert.deepEqual(await resolveUser(root, '65532:65532', null), { uid: 65532, gid: 65532, additionalGids: [65532] });
-  assert.deepEqual(await resolveUser(root, '', null), { uid: 0, gid: 0, additionalGids: [0] });
-  await assert.rejects(resolveUser(root, 'nobody', null), InvalidArgumentError);
+  assert.deepEqual(await resolveUser(rootfsFiles(root), '65532:65532', null), { uid: 65532, gid: 65532, additionalGids: [65532] });
+  assert.deepEqual(await resolveUser(rootfsFiles(root), '', null), { uid: 0, gid: 0, additionalGids: [0] });
+  await assert.rejects(resolveUser(rootfsFiles(root), 'nobody', null), InvalidArgumentError);
 });
 
 test('resolveUser: an absolute /etc/passwd symlink stays inside the rootfs', async () => {
   const root = tempRootfs({ 'etc/real/passwd': 'eve:x:4000:4000::/:/bin/sh\n' });
   fs.symlinkSync('/etc/real/passwd', path.join(root, 'etc/passwd'));
-  assert.equal((await resolveUser(root, 'eve', null)).uid, 4000);
+  assert.equal((await resolveUser(rootfsFiles(root), 'eve', null)).uid, 4000);
   fs.rmSync(path.join(root, 'etc/passwd'));
   fs.symlinkSync('../../../../../../../etc/real/passwd', path.join(root, 'etc/passwd'));
-  assert.equal((await resolveUser(root, 'eve', null)).uid, 4000);
+  assert.equal((await resolveUser(rootfsFiles(root), 'eve', null)).uid, 4000);
 });
 
 test('buildSpec: process user, terminal, noNewPrivileges', async () => {
