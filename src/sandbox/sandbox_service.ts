@@ -181,9 +181,15 @@ export class SandboxService {
       const [filesDone, networkDone] = await Promise.allSettled([files, network]);
       if (networkDone.status === 'rejected') throw networkDone.reason;
       if (filesDone.status === 'rejected') throw filesDone.reason;
-      await writePodHosts(rec.files!, { hostname: rec.hostname, ip: rec.ips[0], hostNetwork });
+      // The ready record (serialized now) and /etc/hosts at once; the pod shows as ready only
+      // once both are done.
+      const [hostsDone, readyDone] = await Promise.allSettled([
+        writePodHosts(rec.files!, { hostname: rec.hostname, ip: rec.ips[0], hostNetwork }),
+        this.store.put(id, { ...rec, phase: 'ready' }),
+      ]);
+      if (hostsDone.status === 'rejected') throw hostsDone.reason;
+      if (readyDone.status === 'rejected') throw readyDone.reason;
       rec.phase = 'ready';
-      await this.store.put(id, rec);
       undo.clear();
       log.info({ sandbox: id, pod: rec.name, ip: rec.ips[0] }, 'pod sandbox ready');
       return rec;
@@ -195,23 +201,34 @@ export class SandboxService {
 
   /** The record, the pod's dir, its namespaces and PID holder; each step pushes its undo. */
   private async prepare(rec: SandboxRecord, sharedPid: boolean, undo: UndoStack): Promise<void> {
-    // Written before anything exists, so a crash from here on is rolled back at start.
-    await this.store.put(rec.id, rec);
+    // The record is on disk before the network is set up (the caller's CNI plugin waits for
+    // this), so a crash from then on is rolled back at start. The dir and the namespace pins
+    // are made while it is written: should the record never land, the start-up sweep removes
+    // them as orphans.
+    const recorded = this.store.put(rec.id, rec);
+    recorded.catch(() => undefined);
     this.sandboxes.set(rec.id, rec);
     undo.push('sandbox record', async () => {
       this.sandboxes.delete(rec.id);
+      await recorded.catch(() => undefined);
       await this.store.delete(rec.id);
     });
-    await fs.mkdir(rec.dir, { recursive: true, mode: 0o711 });
-    undo.push('sandbox dir', () => fs.rm(rec.dir, { recursive: true, force: true }));
-    // All pins under one directory: it is made a shared mount once (sys/namespaces.ts).
-    rec.namespaces = await pinPodNamespaces(path.join(this.nsRoot(), rec.id), {
-      net: !rec.hostNetwork,
-      ipc: !rec.hostIpc,
-      uts: !rec.hostNetwork,
-      hostname: rec.hostname,
-    });
-    undo.push('namespaces', () => unpinNamespaces(rec.namespaces));
+    const made = (async () => {
+      await fs.mkdir(rec.dir, { recursive: true, mode: 0o711 });
+      undo.push('sandbox dir', () => fs.rm(rec.dir, { recursive: true, force: true }));
+      // All pins under one directory: it is made a shared mount once (sys/namespaces.ts).
+      rec.namespaces = await pinPodNamespaces(path.join(this.nsRoot(), rec.id), {
+        net: !rec.hostNetwork,
+        ipc: !rec.hostIpc,
+        uts: !rec.hostNetwork,
+        hostname: rec.hostname,
+      });
+      undo.push('namespaces', () => unpinNamespaces(rec.namespaces));
+    })();
+    // Both settle before any undo can run.
+    const [r, m] = await Promise.allSettled([recorded, made]);
+    if (r.status === 'rejected') throw r.reason;
+    if (m.status === 'rejected') throw m.reason;
     // The CRI's enum default is POD, so only a pod that sends namespace options asks for a
     // shared PID namespace (the kubelet sends CONTAINER unless shareProcessNamespace is set).
     if (sharedPid) {
