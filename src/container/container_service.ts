@@ -57,6 +57,7 @@ export class ContainerService implements PodContainers {
   private readonly store: JsonStore<ContainerRecord>;
   private readonly names = new NameRegistry<ContainerRecord>('container');
   private readonly imageFiles = new ImageFileCache();
+  private readonly starting = new Set<string>();
   private readonly exitWaiters = new Map<string, Set<() => void>>();
   /** `runc delete` started when a container exits, so RemoveContainer has less left to do. */
   private readonly runtimeDeletes = new Map<string, Promise<boolean>>();
@@ -303,6 +304,10 @@ export class ContainerService implements PodContainers {
     if (rec.phase !== 'created') {
       throw new FailedPreconditionError(`container ${rec.id} is ${rec.phase}, not created: it cannot be started`);
     }
+    // A second start racing the first could find runc's start fifo with its byte already taken
+    // and wait on it for ever; containerd refuses it the same way.
+    if (this.starting.has(rec.id)) throw new FailedPreconditionError(`container ${rec.id} is already being started`);
+    this.starting.add(rec.id);
     // Taken before `runc start`: a process that exits at once has its exit file stamped before
     // start returns, and started must not come after finished.
     const startedAt = nowNs();
@@ -310,6 +315,8 @@ export class ContainerService implements PodContainers {
       await this.runtimeOf(rec).start(rec.id);
     } catch (err) {
       throw withContext(err, `failed to start container ${rec.id}`);
+    } finally {
+      this.starting.delete(rec.id);
     }
     // The process may already have exited and been recorded by the exit watcher.
     if (rec.phase === 'created') {

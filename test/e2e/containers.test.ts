@@ -186,6 +186,19 @@ describe('containers', () => {
     for (const id of [failing, ok]) await cri().runtime.RemoveContainer({ container_id: id });
   });
 
+  test('two StartContainer calls at once: one starts the container, the other is refused, neither hangs', async () => {
+    const id = await create('twice', ['sleep', '60']);
+    const both = await Promise.allSettled([0, 1].map(() => cri().runtime.StartContainer({ container_id: id })));
+    const refused = both.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+    assert.equal(refused.length, 1, `one start is refused, saw ${JSON.stringify(both.map((r) => r.status))}`);
+    assert.equal(refused[0].reason.codeName, 'FAILED_PRECONDITION', String(refused[0].reason));
+    assert.equal((await status(id)).state, 'CONTAINER_RUNNING');
+    const again = await expectCriError('StartContainer of a running container', () => cri().runtime.StartContainer({ container_id: id }));
+    assert.equal(again.codeName, 'FAILED_PRECONDITION', String(again));
+    await cri().runtime.StopContainer({ container_id: id, timeout: 0 });
+    await cri().runtime.RemoveContainer({ container_id: id });
+  });
+
   test('a process beyond its 32 MiB memory limit is OOMKilled', async () => {
     const id = await start('oom', ['sh', '-c', 'x=$(head -c 128m /dev/zero | tr "\\0" a)'], {
       resources: { memory_limit_in_bytes: String(32 * MiB) },
