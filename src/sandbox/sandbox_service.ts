@@ -51,8 +51,9 @@ export class SandboxService {
     await fs.mkdir(path.join(this.opts.state, 'sandboxes'), { recursive: true, mode: 0o711 });
     for (const rec of await this.store.loadAll()) {
       if (rec.phase === 'creating') {
+        // Its record was written before the namespaces, files and network it names were made, so
+        // it names none of them: without it, the sweep below finds them by path.
         this.opts.log.warn({ sandbox: rec.id }, 'rolling back a sandbox whose creation was interrupted');
-        await this.release(rec).catch((err: unknown) => this.opts.log.error({ err, sandbox: rec.id }, 'rollback failed'));
         await this.store.delete(rec.id);
         continue;
       }
@@ -63,10 +64,10 @@ export class SandboxService {
   }
 
   /**
-   * Pod dirs and namespace pins that no record names: a create whose first record never reached
-   * the disk (records skip the directory fsync). Each gives back its network (the CNI cache
-   * knows the attachment), /dev/shm and pins. A shared-PID holder is not found this way: its pid
-   * was only in the record.
+   * Pod dirs and namespace pins that no record names: a create that was interrupted, or whose
+   * first record never reached the disk (records skip the directory fsync). Each gives back its
+   * network (the CNI cache knows the attachment), /dev/shm and pins. A shared-PID holder is not
+   * found this way: its pid is only in the ready record.
    */
   private async sweepOrphans(): Promise<void> {
     const dirs = path.join(this.opts.state, 'sandboxes');

@@ -458,6 +458,8 @@ describe('containers', () => {
     const orphanPod = await runPod('ctr-orphan');
     const orphanIp = (await cri().runtime.PodSandboxStatus({ pod_sandbox_id: orphanPod.id })).status?.network?.ip ?? '';
     const orphan = await start('orphan', ['sleep', '1000'], {}, orphanPod);
+    const halfPod = await runPod('ctr-halfmade');
+    const halfIp = (await cri().runtime.PodSandboxStatus({ pod_sandbox_id: halfPod.id })).status?.network?.ip ?? '';
     await waitForState(cri(), runner, 'CONTAINER_RUNNING');
     await waitForState(cri(), exiter, 'CONTAINER_RUNNING');
     await waitForState(cri(), orphan, 'CONTAINER_RUNNING');
@@ -474,12 +476,21 @@ describe('containers', () => {
     // fsync, so a power loss can do that): the restart finds only their dirs, pins and processes.
     fs.rmSync(path.join(daemon.root, 'meta', 'sandboxes', `${orphanPod.id}.json`));
     fs.rmSync(path.join(daemon.root, 'meta', 'containers', `${orphan}.json`));
+    // A pod whose create was cut short after its network was set up: its record is the first
+    // one, written before the namespaces, files and network existed.
+    const halfFile = path.join(daemon.root, 'meta', 'sandboxes', `${halfPod.id}.json`);
+    const half = JSON.parse(fs.readFileSync(halfFile, 'utf8')) as Record<string, unknown>;
+    fs.writeFileSync(halfFile, JSON.stringify({ ...half, phase: 'creating', namespaces: {}, ips: [], files: undefined }));
     await daemon.restart();
     await sleep(5_000);
     assert.deepEqual((await cri().runtime.ListPodSandbox({ filter: { id: orphanPod.id } })).items, [], 'a pod with no record is not listed');
+    assert.deepEqual((await cri().runtime.ListPodSandbox({ filter: { id: halfPod.id } })).items, [], 'a pod whose create was cut short is not listed');
     for (const p of [
       path.join(daemon.state, 'sandboxes', orphanPod.id),
       path.join(daemon.state, 'ns', orphanPod.id),
+      path.join(daemon.state, 'sandboxes', halfPod.id),
+      path.join(daemon.state, 'ns', halfPod.id),
+      halfFile,
       path.join(daemon.state, 'containers', orphan),
       path.join(daemon.root, 'containers', orphan),
     ]) {
@@ -487,6 +498,7 @@ describe('containers', () => {
     }
     assert.deepEqual(conmonProcesses([daemon.state]).filter((l) => l.includes(orphan)), [], 'the orphan container\'s conmon is gone');
     assert.ok(orphanIp && !cni.reservedIps().includes(orphanIp), `the orphan pod's address ${orphanIp} is free again: ${cni.reservedIps().join(' ')}`);
+    assert.ok(halfIp && !cni.reservedIps().includes(halfIp), `the cut-short pod's address ${halfIp} is free again: ${cni.reservedIps().join(' ')}`);
     const r = await status(runner);
     assert.equal(r.state, 'CONTAINER_RUNNING', `sleep 1000 after the restart: expected RUNNING, saw ${show(r)}\n${daemonLog(runner)}`);
     const drift = Math.abs(Number(r.started_at) - startedBefore) / 1e6;
