@@ -7,7 +7,7 @@ import type { PodSandboxConfig } from '../../src/gen/runtime/v1/PodSandboxConfig
 import type { ContainerConfig } from '../../src/gen/runtime/v1/ContainerConfig';
 import { BenchStack, type BenchNet, type Name } from './stack';
 import { PortForwardClient, httpGet, spdyExec, upload } from './stream_client';
-import { UsageError, cpuSeconds, fmtMB, fmtMs, fmtRatio, iptablesSave, median, parseFlags, percentile, table } from './util';
+import { cpuSeconds, fmtMB, fmtMs, fmtRatio, intFlag, iptablesSave, median, parseFlags, percentile, table } from './util';
 
 export const EXEC_USAGE = `exec [--n N] [--mib M] [--rounds R] [--warmup W]
     Exec and port-forward, tscri against containerd 1.6: one pod with one busybox container
@@ -208,15 +208,10 @@ async function uploadTo(rt: Runtime, mib: number, chunk: Buffer): Promise<Transf
 
 export async function runExec(argv: string[]): Promise<number> {
   const flags = parseFlags(argv, { n: '50', mib: '64', rounds: '3', warmup: '3' });
-  const int = (name: string, min: number): number => {
-    const v = Number(flags[name]);
-    if (!Number.isInteger(v) || v < min) throw new UsageError(`--${name} must be an integer >= ${min}, got ${flags[name]}`);
-    return v;
-  };
-  const n = int('n', 1);
-  const mib = int('mib', 1);
-  const rounds = int('rounds', 1);
-  const warmup = int('warmup', 0);
+  const n = intFlag(flags, 'n', 1);
+  const mib = intFlag(flags, 'mib', 1);
+  const rounds = intFlag(flags, 'rounds', 1);
+  const warmup = intFlag(flags, 'warmup', 0);
 
   const stack = new BenchStack({ tag: 'ex', nets: NETS, tscriConfig: ['streaming_address = "127.0.0.1:0"'] });
   const runtimes: Runtime[] = [];

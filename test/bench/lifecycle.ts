@@ -7,7 +7,7 @@ import type { PodSandboxConfig } from '../../src/gen/runtime/v1/PodSandboxConfig
 import type { ContainerConfig } from '../../src/gen/runtime/v1/ContainerConfig';
 import { conmonsUnder, descendants, listProcs, shimsOf, sumMem, type Mem, type Proc } from './procs';
 import { BenchStack, type BenchNet, type Name } from './stack';
-import { UsageError, cpuSeconds, fmtMB, fmtMs, fmtRatio, iptablesSave, median, parseFlags, percentile, table } from './util';
+import { cpuSeconds, fmtMB, fmtMs, fmtRatio, intFlag, iptablesSave, median, parseFlags, percentile, secondsFlag, table } from './util';
 
 export const LIFECYCLE_USAGE = `lifecycle [--pods N] [--rss-pods M] [--warmup W] [--log-level LEVEL] [--settle SECONDS]
     Pod lifecycle latency and memory, tscri against containerd 1.6 (runc, CNI bridge,
@@ -202,16 +202,10 @@ function rpcTimes(logs: string): Map<string, number[]> {
 
 export async function runLifecycle(argv: string[]): Promise<number> {
   const flags = parseFlags(argv, { pods: '20', 'rss-pods': '50', warmup: '1', 'log-level': 'warn', settle: '10' });
-  const int = (name: string, min: number): number => {
-    const v = Number(flags[name]);
-    if (!Number.isInteger(v) || v < min) throw new UsageError(`--${name} must be an integer >= ${min}, got ${flags[name]}`);
-    return v;
-  };
-  const nPods = int('pods', 1);
-  const rssPods = int('rss-pods', 0);
-  const warmup = int('warmup', 0);
-  const settleS = Number(flags.settle);
-  if (!Number.isFinite(settleS) || settleS < 0) throw new UsageError(`--settle must be a number of seconds, got ${flags.settle}`);
+  const nPods = intFlag(flags, 'pods', 1);
+  const rssPods = intFlag(flags, 'rss-pods', 0);
+  const warmup = intFlag(flags, 'warmup', 0);
+  const settleS = secondsFlag(flags, 'settle');
   const logLevel = flags['log-level']!;
 
   const ipt0 = iptablesCounts();

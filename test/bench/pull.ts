@@ -8,7 +8,7 @@ import { pushImage } from '../helpers/images';
 import { startRegistry, type Registry } from '../helpers/registry';
 import { buildBigImageLayers, type BenchLayer } from './bigimage';
 import { startContainerd, mountsUnder, type Containerd } from './containerd';
-import { UsageError, cpuSeconds, fmtMB, fmtRatio, fmtSec, median, parseFlags, table } from './util';
+import { UsageError, cpuSeconds, fmtMB, fmtRatio, fmtSec, intFlag, median, parseFlags, secondsFlag, table } from './util';
 
 export const PULL_USAGE = `pull [--rounds N] [--log-level LEVEL] [--settle SECONDS]
     Cold pulls of a 157 MB (97 MB gzipped) 6-layer image from a local docker-registry,
@@ -126,11 +126,9 @@ function layerTimes(logs: string): string[] {
 export async function runPull(argv: string[]): Promise<number> {
   const flags = parseFlags(argv, { rounds: '3', 'log-level': 'warn', settle: '11', tmpfs: 'no' });
   if (flags.tmpfs !== 'yes' && flags.tmpfs !== 'no') throw new UsageError(`--tmpfs takes yes or no, got ${flags.tmpfs}`);
-  const rounds = Number(flags.rounds);
-  if (!Number.isInteger(rounds) || rounds < 1) throw new UsageError(`--rounds must be a positive integer, got ${flags.rounds}`);
+  const rounds = intFlag(flags, 'rounds', 1);
   const logLevel = flags['log-level']!;
-  const settleSeconds = Number(flags.settle);
-  if (!Number.isFinite(settleSeconds) || settleSeconds < 0) throw new UsageError(`--settle must be a number of seconds, got ${flags.settle}`);
+  const settleSeconds = secondsFlag(flags, 'settle');
   let lastRemoval = 0;
 
   let registry: Registry | undefined;

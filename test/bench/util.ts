@@ -26,6 +26,20 @@ export function parseFlags(argv: string[], defaults: Record<string, string>): Re
   return out;
 }
 
+/** An integer flag of parseFlags' result, at least `min`. */
+export function intFlag(flags: Record<string, string>, name: string, min: number): number {
+  const v = Number(flags[name]);
+  if (!Number.isInteger(v) || v < min) throw new UsageError(`--${name} must be an integer >= ${min}, got ${flags[name]}`);
+  return v;
+}
+
+/** A flag of parseFlags' result that is a number of seconds, 0 or more. */
+export function secondsFlag(flags: Record<string, string>, name: string): number {
+  const v = Number(flags[name]);
+  if (!Number.isFinite(v) || v < 0) throw new UsageError(`--${name} must be a number of seconds, got ${flags[name]}`);
+  return v;
+}
+
 let clockTicks: number | undefined;
 
 /** User + system CPU seconds a process has used so far (its threads included). */
