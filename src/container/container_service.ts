@@ -23,7 +23,7 @@ import { JsonStore } from '../store/json_store';
 import { isId, labelsMatch, matchId, msToNs, newId, nowNs } from '../util/ids';
 import { NameRegistry } from '../util/name_registry';
 import { UndoStack } from '../util/undo';
-import { type ContainerRecord, containerName } from './container';
+import { type ContainerRecord, containerName, criContainerState } from './container';
 import { ImageFileCache } from './image_files';
 import { buildSpec, type OciSpec, prepareMountSources, toOciResources } from './spec';
 import { dirUsage } from './usage';
@@ -107,21 +107,23 @@ export class ContainerService implements PodContainers {
     return rec && rec.phase !== 'creating' ? rec : undefined;
   }
 
+  /** Every filter in one pass: the kubelet lists every second. */
   list(filter: ContainerFilter__Output | null | undefined): ContainerRecord[] {
-    let out = [...this.containers.values()].filter((r) => r.phase !== 'creating');
-    if (filter?.id) {
-      const one = this.find(filter.id);
-      out = one ? [one] : [];
-    }
+    const one = filter?.id ? this.find(filter.id) : undefined;
+    if (filter?.id && !one) return [];
+    let sandboxId: string | undefined;
     if (filter?.pod_sandbox_id) {
-      const sb = this.opts.sandboxes.find(filter.pod_sandbox_id);
-      out = sb ? out.filter((r) => r.sandboxId === sb.id) : [];
+      sandboxId = this.opts.sandboxes.find(filter.pod_sandbox_id)?.id;
+      if (!sandboxId) return [];
     }
-    if (filter?.state) {
-      const want = filter.state.state;
-      out = out.filter((r) => ({ created: 'CONTAINER_CREATED', running: 'CONTAINER_RUNNING', exited: 'CONTAINER_EXITED' })[r.phase as 'created'] === want);
-    }
-    return out.filter((r) => labelsMatch(r.config.labels, filter?.label_selector));
+    const want = filter?.state?.state;
+    return (one ? [one] : [...this.containers.values()]).filter(
+      (r) =>
+        r.phase !== 'creating' &&
+        (sandboxId === undefined || r.sandboxId === sandboxId) &&
+        (want === undefined || criContainerState(r) === want) &&
+        labelsMatch(r.config.labels, filter?.label_selector),
+    );
   }
 
   inSandbox(sandboxId: string): ContainerRecord[] {

@@ -12,7 +12,7 @@ import { NameRegistry } from '../util/name_registry';
 import { UndoStack } from '../util/undo';
 import { startPidHolder, stopPidHolder } from './pid_holder';
 import { podHostname, podShmPath, releasePodShm, unmountPodShm, writePodFiles, writePodHosts } from './pod_files';
-import { type SandboxRecord, sandboxName } from './sandbox';
+import { criState, type SandboxRecord, sandboxName } from './sandbox';
 import { validateSandboxConfig } from './validate';
 
 /** What the sandbox service needs from the containers of a pod. */
@@ -107,17 +107,14 @@ export class SandboxService {
     return rec && rec.phase !== 'creating' ? rec : undefined;
   }
 
+  /** Every filter in one pass: the kubelet lists every second. */
   list(filter: PodSandboxFilter__Output | null | undefined): SandboxRecord[] {
-    let out = [...this.sandboxes.values()].filter((r) => r.phase !== 'creating');
-    if (filter?.id) {
-      const one = this.find(filter.id);
-      out = one ? [one] : [];
-    }
-    if (filter?.state) {
-      const want = filter.state.state;
-      out = out.filter((r) => (r.phase === 'ready' ? 'SANDBOX_READY' : 'SANDBOX_NOTREADY') === want);
-    }
-    return out.filter((r) => labelsMatch(r.config.labels, filter?.label_selector));
+    const one = filter?.id ? this.find(filter.id) : undefined;
+    if (filter?.id && !one) return [];
+    const want = filter?.state?.state;
+    return (one ? [one] : [...this.sandboxes.values()]).filter(
+      (r) => r.phase !== 'creating' && (want === undefined || criState(r) === want) && labelsMatch(r.config.labels, filter?.label_selector),
+    );
   }
 
   async run(config: PodSandboxConfig__Output | null, handler: string, log: Logger): Promise<SandboxRecord> {
