@@ -15,9 +15,11 @@ import {
   BRIDGE,
   INDEX_HTML,
   POD_IP_PREFIX,
+  SLEEPER,
   bridgeExists,
   containerConfig,
   daemonConfig,
+  execIn,
   findCgroupDir,
   logAround,
   logLines,
@@ -50,8 +52,6 @@ import type { ContainerStatus__Output } from '../../src/gen/runtime/v1/Container
 import type { ContainerEventResponse__Output } from '../../src/gen/runtime/v1/ContainerEventResponse';
 
 const MiB = 1024 * 1024;
-// A shell that exits promptly on SIGTERM (a plain `sleep` as PID 1 ignores it).
-const SLEEPER = ['sh', '-c', 'trap "exit 0" TERM; while :; do sleep 1; done'];
 
 let registry: Registry;
 let daemon: Daemon;
@@ -103,9 +103,8 @@ async function status(id: string): Promise<ContainerStatus__Output> {
   return st;
 }
 
-async function exec(id: string, cmd: string[], timeout = 10): Promise<{ stdout: string; stderr: string; exitCode: number }> {
-  const r = await cri().runtime.ExecSync({ container_id: id, cmd, timeout });
-  return { stdout: r.stdout.toString('utf8'), stderr: r.stderr.toString('utf8'), exitCode: r.exit_code };
+function exec(containerId: string, cmd: string[], timeout = 10): ReturnType<typeof execIn> {
+  return execIn(cri(), containerId, cmd, timeout);
 }
 
 function logFile(id: string, inPod: PodSandboxConfig, logPath: string): string {

@@ -16,9 +16,11 @@ import {
   GATEWAY_IP,
   INDEX_HTML,
   POD_IP_PREFIX,
+  SLEEPER,
   bridgeExists,
   containerConfig,
   daemonConfig,
+  execIn,
   hostPing,
   httpGet,
   logAround,
@@ -51,8 +53,6 @@ import type { PodSandboxConfig } from '../../src/gen/runtime/v1/PodSandboxConfig
 import type { PodSandboxStatus__Output } from '../../src/gen/runtime/v1/PodSandboxStatus';
 
 const HOST_PORT = 18081;
-// A shell that exits promptly on SIGTERM (a plain `sleep` as PID 1 ignores it).
-const SLEEPER = ['sh', '-c', 'trap "exit 0" TERM; while :; do sleep 1; done'];
 
 let registry: Registry;
 let daemon: Daemon;
@@ -93,9 +93,8 @@ async function startSleeper(podId: string, config: PodSandboxConfig, name = 'sle
   return id;
 }
 
-async function exec(containerId: string, cmd: string[], timeout = 10): Promise<{ stdout: string; stderr: string; exitCode: number }> {
-  const r = await cri().runtime.ExecSync({ container_id: containerId, cmd, timeout });
-  return { stdout: r.stdout.toString('utf8'), stderr: r.stderr.toString('utf8'), exitCode: r.exit_code };
+function exec(containerId: string, cmd: string[], timeout = 10): ReturnType<typeof execIn> {
+  return execIn(cri(), containerId, cmd, timeout);
 }
 
 function interfaceNames(procNetDev: string): string[] {

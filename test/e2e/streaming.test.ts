@@ -12,7 +12,7 @@ import type { CriClient } from '../helpers/cri';
 import { startDaemon, type Daemon } from '../helpers/daemon';
 import { startRegistry, type Registry } from '../helpers/registry';
 import { busyboxLayer, pushImage, type PushedImage } from '../helpers/images';
-import { containerConfig, daemonConfig, makeCniFixture, podConfig, removeTestCgroups, type CniFixture, type TestNetwork } from '../helpers/pods';
+import { SLEEPER, containerConfig, daemonConfig, makeCniFixture, podConfig, removeTestCgroups, type CniFixture, type TestNetwork } from '../helpers/pods';
 import { SpdySession, type SpdyStream } from '../../src/streaming/spdy/session';
 import { upgradeSpdy } from '../helpers/spdy_upgrade';
 import type { PodSandboxConfig } from '../../src/gen/runtime/v1/PodSandboxConfig';
@@ -143,7 +143,7 @@ describe('streaming: exec and attach', { timeout: 180_000 }, () => {
     await cri().image.PullImage({ image: { image: image.tagRef! } });
     pod = podConfig('streaming', { logDirectory: logDir });
     ({ pod_sandbox_id: podId } = await cri().runtime.RunPodSandbox({ config: pod, runtime_handler: '' }));
-    sleeper = await startContainer('sleeper', ['sh', '-c', 'trap "exit 0" TERM; while :; do sleep 1; done']);
+    sleeper = await startContainer('sleeper', SLEEPER);
   });
 
   after(async () => {

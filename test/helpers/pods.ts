@@ -195,6 +195,15 @@ export function containerConfig(name: string, image: string, command: string[], 
   };
 }
 
+/** A shell that exits promptly on SIGTERM (a plain `sleep` as PID 1 ignores it). */
+export const SLEEPER = ['sh', '-c', 'trap "exit 0" TERM; while :; do sleep 1; done'];
+
+/** ExecSync with its output as text. */
+export async function execIn(cri: CriClient, containerId: string, cmd: string[], timeout = 10): Promise<{ stdout: string; stderr: string; exitCode: number }> {
+  const r = await cri.runtime.ExecSync({ container_id: containerId, cmd, timeout });
+  return { stdout: r.stdout.toString('utf8'), stderr: r.stderr.toString('utf8'), exitCode: r.exit_code };
+}
+
 /** Creates and starts a container; returns its id. */
 export async function runContainer(cri: CriClient, podId: string, pod: PodSandboxConfig, config: ContainerConfig): Promise<string> {
   const { container_id } = await cri.runtime.CreateContainer({ pod_sandbox_id: podId, config, sandbox_config: pod });
