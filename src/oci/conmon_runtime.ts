@@ -252,7 +252,10 @@ export class ConmonRuntime implements OciRuntime {
     return [new OciRuntimeError(`create container ${id}: ${said}`, stderr)];
   }
 
-  /** Moves conmon into the pod's cgroup before it forks, so the monitor is accounted to the pod. */
+  /**
+   * Undoes a create that failed at any point: both conmon processes (the first may not have
+   * forked yet), whatever runc made, and the files this create wrote.
+   */
   private async abortCreate(id: string, bundle: string, child: Child): Promise<void> {
     if (child.pid !== undefined) {
       try {

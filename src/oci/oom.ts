@@ -22,7 +22,7 @@ export interface CgroupMount {
   controllers: string[];
 }
 
-export function cgroupMounts(): CgroupMount[] {
+function cgroupMounts(): CgroupMount[] {
   const out: CgroupMount[] = [];
   for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
     // mountinfo: id parent major:minor root mountpoint options [optional…] - fstype source superopts
