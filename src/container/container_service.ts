@@ -22,6 +22,7 @@ import { mountRootfs, unmountRootfs } from '../snapshot/rootfs';
 import { JsonStore } from '../store/json_store';
 import { isId, labelsMatch, matchId, msToNs, newId, nowNs } from '../util/ids';
 import { NameRegistry } from '../util/name_registry';
+import { settleAll } from '../util/settle';
 import { UndoStack } from '../util/undo';
 import { type ContainerRecord, containerName, criContainerState } from './container';
 import { ImageFileCache } from './image_files';
@@ -213,10 +214,7 @@ export class ContainerService implements PodContainers {
       // the spec, which only the runtime needs. The bundle's work is over before any undo runs.
       const rt = this.runtimeOf(rec);
       // Settled only when both are over, so no undo runs while the rootfs is being mounted.
-      const bundleReady = Promise.allSettled([recorded, this.makeBundle(rec, sandbox, config, image, undo)]).then(([r, b]) => {
-        if (r.status === 'rejected') throw r.reason;
-        if (b.status === 'rejected') throw b.reason;
-      });
+      const bundleReady = settleAll(recorded, this.makeBundle(rec, sandbox, config, image, undo)).then(() => undefined);
       let pid: number;
       try {
         ({ pid } = await rt.create({
@@ -255,15 +253,13 @@ export class ContainerService implements PodContainers {
     undo: UndoStack,
   ): Promise<void> {
     const lowerDirs = image.layers.map((l) => this.opts.images.layers.path(l.chainId)).reverse();
-    const mounted = mountRootfs({ lowerDirs, upperDir: rec.upperDir, workDir: rec.workDir, target: rec.rootfs });
+    const mounted = mountRootfs({ lowerDirs, upperDir: rec.upperDir, workDir: rec.workDir, target: rec.rootfs }).then(() =>
+      undo.push('rootfs', () => unmountRootfs(rec.rootfs)),
+    );
     // The spec needs the rootfs only for the image's account files, which the cache knows once
     // one container of the image was made: then it is built while the overlay is mounted.
-    const built = this.spec(rec, sandbox, config, image, mounted);
-    const [m, b] = await Promise.allSettled([mounted, built]);
-    if (m.status === 'rejected') throw m.reason;
-    undo.push('rootfs', () => unmountRootfs(rec.rootfs));
-    if (b.status === 'rejected') throw b.reason;
-    await fs.writeFile(path.join(rec.bundle, 'config.json'), JSON.stringify(b.value));
+    const [, spec] = await settleAll(mounted, this.spec(rec, sandbox, config, image, mounted));
+    await fs.writeFile(path.join(rec.bundle, 'config.json'), JSON.stringify(spec));
   }
 
   private async spec(

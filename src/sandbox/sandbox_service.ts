@@ -9,6 +9,7 @@ import { JsonStore } from '../store/json_store';
 import { pinPath, pinPodNamespaces, type PodNamespaces, releaseNamespaceRoot, unpinNamespaces } from '../sys/namespaces';
 import { isId, labelsMatch, matchId, newId, nowNs } from '../util/ids';
 import { NameRegistry } from '../util/name_registry';
+import { settleAll } from '../util/settle';
 import { UndoStack } from '../util/undo';
 import { startPidHolder, stopPidHolder } from './pid_holder';
 import { podHostname, podShmPath, releasePodShm, unmountPodShm, writePodFiles, writePodHosts } from './pod_files';
@@ -176,17 +177,13 @@ export class SandboxService {
         rec.files = f;
         undo.push('shm', () => releasePodShm(f));
       });
-      const [filesDone, networkDone] = await Promise.allSettled([files, network]);
-      if (networkDone.status === 'rejected') throw networkDone.reason;
-      if (filesDone.status === 'rejected') throw filesDone.reason;
+      await settleAll(network, files);
       // The ready record (serialized now) and /etc/hosts at once; the pod shows as ready only
       // once both are done.
-      const [hostsDone, readyDone] = await Promise.allSettled([
+      await settleAll(
         writePodHosts(rec.files!, { hostname: rec.hostname, ip: rec.ips[0], hostNetwork }),
         this.store.put(id, { ...rec, phase: 'ready' }),
-      ]);
-      if (hostsDone.status === 'rejected') throw hostsDone.reason;
-      if (readyDone.status === 'rejected') throw readyDone.reason;
+      );
       rec.phase = 'ready';
       undo.clear();
       log.info({ sandbox: id, pod: rec.name, ip: rec.ips[0] }, 'pod sandbox ready');
@@ -223,10 +220,7 @@ export class SandboxService {
       });
       undo.push('namespaces', () => unpinNamespaces(rec.namespaces));
     })();
-    // Both settle before any undo can run.
-    const [r, m] = await Promise.allSettled([recorded, made]);
-    if (r.status === 'rejected') throw r.reason;
-    if (m.status === 'rejected') throw m.reason;
+    await settleAll(recorded, made);
     // The CRI's enum default is POD, so only a pod that sends namespace options asks for a
     // shared PID namespace (the kubelet sends CONTAINER unless shareProcessNamespace is set).
     if (sharedPid) {
