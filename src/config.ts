@@ -1,6 +1,7 @@
 import { readFileSync, existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { parse as parseToml } from 'smol-toml';
+import { applyFlags, applyToml, defaultOf, OPTIONS } from './config_options';
 import { InvalidArgumentError } from './errors';
 
 /** Everything the daemon is told; each field has a default that works with no file at all. */
@@ -47,139 +48,64 @@ export interface Config {
 
 export const DEFAULT_CONFIG_FILE = '/etc/tscri/config.toml';
 
+export { parseDuration } from './config_options';
+
 export function defaultConfig(): Config {
+  const cfg: Partial<Config> = {};
+  for (const o of OPTIONS) (cfg as Record<string, unknown>)[o.field] = defaultOf(o);
+  return cfg as Config;
+}
+
+/** The command line: an optional command, the flags of every option, and the CLI's own. */
+export interface CommandLine {
+  /** undefined: serve the CRI. */
+  command?: string;
+  help: boolean;
+  version: boolean;
+  /** --config, when given. */
+  config?: string;
+  /** Option flags by flag name, as parseArgs gave them. */
+  values: Record<string, unknown>;
+}
+
+export const COMMANDS = ['config', 'check'] as const;
+
+export function parseCommandLine(argv: string[]): CommandLine {
+  const options: Record<string, { type: 'string' | 'boolean'; short?: string }> = {
+    config: { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
+    version: { type: 'boolean', short: 'v' },
+  };
+  for (const o of OPTIONS) options[o.flag] = { type: 'string' };
+  const { values, positionals } = parseArgs({ args: argv, options, strict: true, allowPositionals: true });
+  if (positionals.length > 1) throw new InvalidArgumentError(`one command at most, got ${positionals.join(' ')}`);
+  const command = positionals[0];
+  if (command !== undefined && !(COMMANDS as readonly string[]).includes(command)) {
+    throw new InvalidArgumentError(`unknown command ${JSON.stringify(command)} (commands: ${COMMANDS.join(', ')})`);
+  }
   return {
-    listen: 'unix:///run/tscri/tscri.sock',
-    root: '/var/lib/tscri',
-    state: '/run/tscri',
-    registryConfigDir: '/etc/tscri/certs.d',
-    insecureRegistries: [],
-    pinnedImages: [],
-    maxConcurrentDownloads: 3,
-    imagePullProgressTimeoutMs: 60_000,
-    metricsListen: '127.0.0.1:9099',
-    streamingAddress: '127.0.0.1:0',
-    logLevel: 'info',
-    cgroupDriver: 'cgroupfs',
-    cniConfDir: '/etc/cni/net.d',
-    cniBinDirs: ['/opt/cni/bin', '/usr/lib/cni'],
-    cniDefaultSubnet: '10.85.0.0/16',
-    cniDefaultBridge: 'tscri0',
-    runtimes: { runc: 'runc', crun: 'crun' },
-    defaultRuntime: 'runc',
-    conmon: 'conmon',
-    restrictOomScoreAdj: 'auto',
+    command,
+    help: values.help === true,
+    version: values.version === true,
+    config: typeof values.config === 'string' ? values.config : undefined,
+    values,
   };
 }
 
-/** Parses "30s", "5m", "1h", "250ms" or a bare number of seconds. */
-export function parseDuration(value: string | number, what: string): number {
-  if (typeof value === 'number') return value * 1000;
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(value.trim());
-  if (!m) throw new InvalidArgumentError(`${what}: invalid duration ${JSON.stringify(value)}`);
-  const n = Number(m[1]);
-  const unit = m[2] ?? 's';
-  return n * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[unit]!;
-}
-
-type Toml = Record<string, unknown>;
-
-function applyFile(cfg: Config, file: string): void {
-  let doc: Toml;
+function readToml(file: string): Record<string, unknown> {
   try {
-    doc = parseToml(readFileSync(file, 'utf8')) as Toml;
+    return parseToml(readFileSync(file, 'utf8')) as Record<string, unknown>;
   } catch (err) {
     throw new InvalidArgumentError(`config file ${file}: ${(err as Error).message}`, { cause: err });
-  }
-  const str = (k: string): string | undefined => {
-    const v = doc[k];
-    if (v === undefined) return undefined;
-    if (typeof v !== 'string') throw new InvalidArgumentError(`config file ${file}: ${k} must be a string`);
-    return v;
-  };
-  const strList = (k: string): string[] | undefined => {
-    const v = doc[k];
-    if (v === undefined) return undefined;
-    if (!Array.isArray(v) || v.some((x) => typeof x !== 'string')) {
-      throw new InvalidArgumentError(`config file ${file}: ${k} must be a list of strings`);
-    }
-    return v as string[];
-  };
-  cfg.listen = str('listen') ?? cfg.listen;
-  cfg.root = str('root') ?? cfg.root;
-  cfg.state = str('state') ?? cfg.state;
-  cfg.registryConfigDir = str('registry_config_dir') ?? cfg.registryConfigDir;
-  cfg.insecureRegistries = strList('insecure_registries') ?? cfg.insecureRegistries;
-  cfg.pinnedImages = strList('pinned_images') ?? cfg.pinnedImages;
-  cfg.metricsListen = str('metrics_listen') ?? cfg.metricsListen;
-  cfg.streamingAddress = str('streaming_address') ?? cfg.streamingAddress;
-  cfg.logLevel = str('log_level') ?? cfg.logLevel;
-  const driver = str('cgroup_driver');
-  if (driver !== undefined) {
-    if (driver !== 'cgroupfs' && driver !== 'systemd') {
-      throw new InvalidArgumentError(`config file ${file}: cgroup_driver must be "cgroupfs" or "systemd"`);
-    }
-    cfg.cgroupDriver = driver;
-  }
-  cfg.cniConfDir = str('cni_conf_dir') ?? cfg.cniConfDir;
-  cfg.cniBinDirs = strList('cni_bin_dirs') ?? cfg.cniBinDirs;
-  cfg.cniDefaultSubnet = str('cni_default_subnet') ?? cfg.cniDefaultSubnet;
-  cfg.cniDefaultBridge = str('cni_default_bridge') ?? cfg.cniDefaultBridge;
-  cfg.defaultRuntime = str('default_runtime') ?? cfg.defaultRuntime;
-  cfg.conmon = str('conmon') ?? cfg.conmon;
-  const runtimes = doc['runtimes'];
-  if (runtimes !== undefined) {
-    if (typeof runtimes !== 'object' || runtimes === null || Object.values(runtimes).some((v) => typeof v !== 'string')) {
-      throw new InvalidArgumentError(`config file ${file}: [runtimes] must map handler names to binaries`);
-    }
-    cfg.runtimes = runtimes as Record<string, string>;
-  }
-  const restrict = doc['restrict_oom_score_adj'];
-  if (restrict !== undefined) {
-    if (restrict !== 'auto' && typeof restrict !== 'boolean') {
-      throw new InvalidArgumentError(`config file ${file}: restrict_oom_score_adj must be true, false or "auto"`);
-    }
-    cfg.restrictOomScoreAdj = restrict;
-  }
-  const mcd = doc['max_concurrent_downloads'];
-  if (mcd !== undefined) {
-    if (typeof mcd !== 'number' || !Number.isInteger(mcd) || mcd < 1) {
-      throw new InvalidArgumentError(`config file ${file}: max_concurrent_downloads must be a positive integer`);
-    }
-    cfg.maxConcurrentDownloads = mcd;
-  }
-  const timeout = doc['image_pull_progress_timeout'];
-  if (timeout !== undefined) {
-    cfg.imagePullProgressTimeoutMs = parseDuration(timeout as string | number, 'image_pull_progress_timeout');
   }
 }
 
 /** Defaults, then the config file (explicit, or the default path when present), then flags. */
-export function loadConfig(argv: string[]): Config {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      listen: { type: 'string' },
-      root: { type: 'string' },
-      state: { type: 'string' },
-      config: { type: 'string' },
-      'registry-config-dir': { type: 'string' },
-      'metrics-listen': { type: 'string' },
-      'log-level': { type: 'string' },
-      'cni-conf-dir': { type: 'string' },
-    },
-    strict: true,
-  });
+export function configFromCommandLine(cl: CommandLine): Config {
   const cfg = defaultConfig();
-  const file = values.config ?? (existsSync(DEFAULT_CONFIG_FILE) ? DEFAULT_CONFIG_FILE : undefined);
-  if (file !== undefined) applyFile(cfg, file);
-  if (values.listen !== undefined) cfg.listen = values.listen;
-  if (values.root !== undefined) cfg.root = values.root;
-  if (values.state !== undefined) cfg.state = values.state;
-  if (values['registry-config-dir'] !== undefined) cfg.registryConfigDir = values['registry-config-dir'];
-  if (values['metrics-listen'] !== undefined) cfg.metricsListen = values['metrics-listen'];
-  if (values['log-level'] !== undefined) cfg.logLevel = values['log-level'];
-  if (values['cni-conf-dir'] !== undefined) cfg.cniConfDir = values['cni-conf-dir'];
+  const file = cl.config ?? (existsSync(DEFAULT_CONFIG_FILE) ? DEFAULT_CONFIG_FILE : undefined);
+  if (file !== undefined) applyToml(cfg, readToml(file), file);
+  applyFlags(cfg, cl.values);
   if (!cfg.runtimes[cfg.defaultRuntime]) {
     throw new InvalidArgumentError(`default_runtime ${JSON.stringify(cfg.defaultRuntime)} is not among the configured runtimes`);
   }
@@ -187,6 +113,11 @@ export function loadConfig(argv: string[]): Config {
     throw new InvalidArgumentError(`--listen ${cfg.listen}: only unix:// endpoints are served`);
   }
   return cfg;
+}
+
+/** The daemon's configuration from its arguments (no command). */
+export function loadConfig(argv: string[]): Config {
+  return configFromCommandLine(parseCommandLine(argv));
 }
 
 export function socketPath(cfg: Config): string {
