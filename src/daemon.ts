@@ -46,6 +46,7 @@ import { Cni } from './network/cni';
 import { ConmonRuntime } from './oci/conmon_runtime';
 import type { OciRuntime } from './oci/runtime';
 import { SandboxService } from './sandbox/sandbox_service';
+import { type HostReport, probeHost } from './host/probe';
 import { hasSysResource } from './util/capabilities';
 import { which } from './util/which';
 
@@ -61,6 +62,8 @@ export class Daemon {
   private server?: grpc.Server;
   private listener?: net.Server;
   private injector?: ReturnType<grpc.Server['createConnectionInjector']>;
+  /** The host check, started once the socket serves (it must not delay serving). */
+  private hostReport?: Promise<HostReport | undefined>;
 
   constructor(readonly cfg: Config, readonly log: Logger) {
     this.images = new ImageService({
@@ -161,7 +164,7 @@ export class Daemon {
       cri.runtime.v1.RuntimeService.service,
       implement('runtime.v1.RuntimeService', cri.runtime.v1.RuntimeService.service, {
         Version: (req) => version(req),
-        Status: (req) => status(req, cfg, this.cni, [...this.runtimes.keys()]),
+        Status: (req) => status(req, cfg, this.cni, [...this.runtimes.keys()], () => this.hostReport ?? Promise.resolve(undefined)),
         RuntimeConfig: () => runtimeConfig(cfg),
         UpdateRuntimeConfig: (req, ctx) => updateRuntimeConfig(req, ctx.log),
         RunPodSandbox: (req, ctx) => runPodSandbox(req, sandboxes, ctx),
@@ -225,9 +228,26 @@ export class Daemon {
     this.injector = injector;
     const metricsAt = await this.metrics.listen(cfg.metricsListen, log);
     log.info({ listen: cfg.listen, root: cfg.root, state: cfg.state, metrics: metricsAt }, 'tscri serving');
+    this.hostReport = this.checkHost();
+  }
+
+  /** `tscri check`'s report, in the log: what this host cannot give pods is said at start. */
+  private async checkHost(): Promise<HostReport | undefined> {
+    try {
+      const report = await probeHost(this.cfg);
+      const summary = report.findings.map((f) => `${f.ok ? 'ok' : 'no'} ${f.feature}: ${f.detail}`);
+      if (report.podsCanRun) this.log.info({ host: summary }, 'host check');
+      else this.log.error({ host: summary }, 'host check: no pod can run on this host');
+      return report;
+    } catch (err) {
+      this.log.warn({ err }, 'host check failed');
+      return undefined;
+    }
   }
 
   async stop(): Promise<void> {
+    // Its mounts and scratch directory are gone once it settles.
+    await this.hostReport;
     const server = this.server;
     if (server) {
       const listener = this.listener!;

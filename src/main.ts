@@ -1,6 +1,7 @@
 #!/usr/bin/env -S node --max-semi-space-size=1
 // A small young generation: the daemon allocates little per request, and the default 16 MB
 // semi-spaces cost ~6 MB of resident memory for nothing.
+import { check } from './cli/check';
 import { configText } from './cli/config';
 import { helpText } from './cli/help';
 import { serve } from './cli/serve';
@@ -30,6 +31,9 @@ async function main(): Promise<void> {
   switch (cl.command) {
     case 'config':
       return void process.stdout.write(configText(cfg));
+    case 'check':
+      process.exitCode = await check(cfg);
+      return;
     default:
       return serve(cfg);
   }

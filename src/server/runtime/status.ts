@@ -1,13 +1,21 @@
 import type { StatusRequest__Output } from '../../gen/runtime/v1/StatusRequest';
 import type { StatusResponse } from '../../gen/runtime/v1/StatusResponse';
 import type { Config } from '../../config';
+import type { HostReport } from '../../host/probe';
 import type { Cni } from '../../network/cni';
 
 /**
  * RuntimeReady once the daemon serves with an OCI runtime; NetworkReady while a CNI network
  * with all its plugins is loaded (the kubelet keeps pods off a node whose network is not).
+ * Verbose info carries the host check (`tscri check`'s findings) under "host".
  */
-export async function status(req: StatusRequest__Output, cfg: Config, cni: Cni, handlers: string[]): Promise<StatusResponse> {
+export async function status(
+  req: StatusRequest__Output,
+  cfg: Config,
+  cni: Cni,
+  handlers: string[],
+  hostReport: () => Promise<HostReport | undefined>,
+): Promise<StatusResponse> {
   const net = cni.status();
   const features = { recursive_read_only_mounts: false, user_namespaces: false };
   const res: StatusResponse = {
@@ -34,6 +42,8 @@ export async function status(req: StatusRequest__Output, cfg: Config, cni: Cni, 
         pinnedImages: cfg.pinnedImages,
       }),
     };
+    const host = await hostReport();
+    if (host) res.info.host = JSON.stringify(host);
   }
   return res;
 }
