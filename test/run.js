@@ -27,6 +27,8 @@ const prerequisites = [
   { pkg: 'iptables', present: () => fs.existsSync('/usr/sbin/iptables') || onPath('iptables') },
   { pkg: 'iproute2', present: () => fs.existsSync('/usr/sbin/ip') || fs.existsSync('/bin/ip') || onPath('ip') },
   { pkg: 'util-linux', present: () => onPath('unshare') && onPath('nsenter') },
+  // systemd-analyze verify checks manifests/tscri.service.
+  { pkg: 'systemd', present: () => onPath('systemd-analyze') },
 ];
 
 function onPath(cmd) {

@@ -41,6 +41,8 @@ const c = {
   write: libc.func('int64_t write(int fd, const void *buf, size_t count)'),
   shutdown: libc.func('int shutdown(int fd, int how)'),
   recvmsg: libc.func('int64_t recvmsg(int fd, void *msg, int flags)'),
+  sendto: libc.func('int64_t sendto(int fd, const void *buf, size_t len, int flags, const void *addr, uint32_t addrlen)'),
+  recv: libc.func('int64_t recv(int fd, void *buf, size_t len, int flags)'),
   ioctl: libc.func('int ioctl(int fd, unsigned long request, ...)'),
   prctl: libc.func('int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5)'),
   waitpid: libc.func('int waitpid(int pid, _Out_ int *status, int options)'),
@@ -412,7 +414,49 @@ export function recvFd(fd: number): number | null {
   throw new SysError('recvmsg', os.constants.errno.EPROTO, `fd ${fd}`, 'message carried no descriptor');
 }
 
-const SOCK_DGRAM = 2;
+// ---- datagrams, for systemd's notify socket ------------------------------------------------
+
+export const SOCK_DGRAM = 2;
+const MSG_NOSIGNAL = 0x4000;
+
+/**
+ * A sockaddr_un and its length. A name starting with '@' is in the abstract namespace (a NUL
+ * first byte, and only the name's own bytes count), as systemd writes it in NOTIFY_SOCKET.
+ */
+function unixAddress(name: string, call: string): { addr: Buffer; len: number } {
+  const abstract = name.startsWith('@');
+  const bytes = Buffer.from(abstract ? name.slice(1) : name, 'utf8');
+  if (bytes.length + 1 > SUN_PATH_MAX) {
+    throw new SysError(call, os.constants.errno.ENAMETOOLONG, name, `longer than ${SUN_PATH_MAX - 1} bytes`);
+  }
+  const addr = Buffer.alloc(2 + SUN_PATH_MAX);
+  addr.writeUInt16LE(AF_UNIX, 0);
+  bytes.copy(addr, abstract ? 3 : 2);
+  return { addr, len: abstract ? 3 + bytes.length : addr.length };
+}
+
+/** sendto(2) of one datagram to a unix socket path or '@abstract' name. */
+export function sendDatagram(fd: number, to: string, data: Buffer): void {
+  const { addr, len } = unixAddress(to, 'sendto');
+  if (Number(c.sendto(fd, data, data.length, MSG_NOSIGNAL, addr, len)) < 0) fail('sendto', to);
+}
+
+/** bind(2) of a datagram socket to a unix socket path or '@abstract' name. */
+export function bindUnix(fd: number, name: string): void {
+  const { addr, len } = unixAddress(name, 'bind');
+  if (c.bind(fd, addr, len) !== 0) fail('bind', name);
+}
+
+/** recv(2) without blocking: one datagram, or null when none is queued. */
+export function recvDatagram(fd: number, max = 4096): Buffer | null {
+  const buf = Buffer.alloc(max);
+  const n = Number(c.recv(fd, buf, buf.length, MSG_DONTWAIT));
+  if (n >= 0) return buf.subarray(0, n);
+  const err = koffi.errno();
+  if (err === EAGAIN || err === EINTR) return null;
+  throw new SysError('recv', err, `fd ${fd}`);
+}
+
 const SIOCGIFFLAGS = 0x8913;
 const SIOCSIFFLAGS = 0x8914;
 const IFF_UP = 0x1;
