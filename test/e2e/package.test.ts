@@ -1,6 +1,7 @@
 // `npm pack` + `npm install -g` into a temp prefix: the installed tscri runs, and finds its
-// proto and package.json from its own directory. The tree is packed as built (prepack's
-// build is what `npm test` just did), so the test takes seconds, not a compile.
+// proto and package.json from its own directory. The sources are packed from a copy without
+// any build output, so prepack's build is what makes dist/ (node_modules is linked, not
+// installed again: the package's own install below fetches its dependencies).
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -13,14 +14,21 @@ const base = fs.mkdtempSync(path.join(os.tmpdir(), 'tscri-pack-'));
 after(() => fs.rmSync(base, { recursive: true, force: true }));
 
 function npm(args: string[], cwd: string): string {
-  const r = spawnSync('npm', args, { cwd, encoding: 'utf8', timeout: 120_000, env: { ...process.env, npm_config_loglevel: 'error' } });
+  const r = spawnSync('npm', args, { cwd, encoding: 'utf8', timeout: 240_000, env: { ...process.env, npm_config_loglevel: 'error' } });
   assert.equal(r.status, 0, `npm ${args.join(' ')}: ${r.stderr}`);
   return r.stdout;
 }
 
 test('npm pack gives a package that npm install -g installs and that runs', () => {
   const pkg = JSON.parse(fs.readFileSync(path.join(repoRoot(), 'package.json'), 'utf8')) as { version: string; dependencies: Record<string, string> };
-  const [packed] = JSON.parse(npm(['pack', '--ignore-scripts', '--json', '--pack-destination', base], repoRoot())) as { filename: string; files: { path: string }[] }[];
+  const tree = path.join(base, 'tree');
+  for (const entry of ['package.json', 'package-lock.json', 'tsconfig.json', 'README.md', 'proto', 'src', 'test', 'manifests']) {
+    fs.cpSync(path.join(repoRoot(), entry), path.join(tree, entry), { recursive: true, filter: (src) => !src.startsWith(path.join(repoRoot(), 'src', 'gen')) });
+  }
+  fs.symlinkSync(path.join(repoRoot(), 'node_modules'), path.join(tree, 'node_modules'));
+  const out = npm(['pack', '--json', '--pack-destination', base], tree);
+  // npm prints the build's own output before the JSON.
+  const [packed] = JSON.parse(out.slice(out.indexOf('\n[') + 1)) as { filename: string; files: { path: string }[] }[];
   const files = packed!.files.map((f) => f.path);
   for (const f of ['dist/src/main.js', 'dist/src/proto.js', 'proto/api.proto', 'manifests/tscri.service', 'manifests/config.toml', 'README.md', 'package.json']) {
     assert.ok(files.includes(f), `${f} missing from the package`);
