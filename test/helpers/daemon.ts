@@ -137,6 +137,17 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
       }
       await new Promise((r) => setTimeout(r, 100));
     }
+    // The daemon probes the host once it serves (src/host/probe.ts: a runc container, namespace
+    // pins, an overlay mount); Status(verbose) answers when that is done, so that no test or
+    // benchmark runs beside it.
+    try {
+      await client.runtime.Status({ verbose: true }, { timeoutMs: 120_000 });
+    } catch (err) {
+      client.close();
+      proc.kill('SIGKILL');
+      await waitExit(proc);
+      throw new Error(`tscri did not answer Status(verbose) after its host check: ${String(err)}; log:\n${tail(log)}`);
+    }
     cri = client;
   };
 
