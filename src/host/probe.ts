@@ -4,6 +4,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Config } from '../config';
+import { MNT_DETACH, umount2 } from '../sys/libc';
+import { readMountInfo } from '../sys/mountinfo';
 import { type Finding } from './finding';
 import { probeCgroups, readCgroupLayout, systemdRunning } from './probe_cgroups';
 import { probeCni } from './probe_cni';
@@ -31,9 +33,54 @@ function scratchParent(cfg: Config): string {
   return fs.existsSync(cfg.root) ? cfg.root : os.tmpdir();
 }
 
+const SCRATCH_PREFIX = '.tscri-check-';
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * A daemon killed in the middle of its check leaves its scratch dir with namespace pins and an
+ * overlay mounted in it. The dir names its owner's pid, so a check running now in another
+ * process (`tscri check` beside the daemon) keeps its own.
+ */
+function sweepStaleScratch(parent: string): void {
+  let names: string[];
+  try {
+    names = fs.readdirSync(parent).filter((n) => n.startsWith(SCRATCH_PREFIX));
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const pid = Number(name.slice(SCRATCH_PREFIX.length).split('-')[0]);
+    if (Number.isInteger(pid) && pid > 0 && alive(pid)) continue;
+    const dir = path.join(parent, name);
+    // Deepest first: a mount on top of another comes off before the one below it.
+    const below = readMountInfo()
+      .map((m) => m.mountPoint)
+      .filter((mp) => mp === dir || mp.startsWith(`${dir}/`))
+      .sort((a, b) => b.length - a.length);
+    for (const mp of below) {
+      try {
+        umount2(mp, MNT_DETACH);
+      } catch {
+        // Already gone with its parent: the lazy unmount above took the whole subtree.
+      }
+    }
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 /** Runs every probe; each cleans up after itself, and the scratch dir goes at the end. */
 export async function probeHost(cfg: Config): Promise<HostReport> {
-  const scratch = fs.mkdtempSync(path.join(scratchParent(cfg), '.tscri-check-'));
+  const parent = scratchParent(cfg);
+  sweepStaleScratch(parent);
+  const scratch = fs.mkdtempSync(path.join(parent, `${SCRATCH_PREFIX}${process.pid}-`));
   try {
     // The namespace pins and the overlay mount come first, one at a time: the kernel probes
     // that follow clone scratch's mount and should find nothing mounted below it.

@@ -48,6 +48,26 @@ describe('tscri check', () => {
     assert.deepEqual(mountsUnder(base), []);
   });
 
+  test("a dead check's scratch dir and its mounts are swept; a live one's is kept", () => {
+    // As a daemon SIGKILLed in the middle of its check leaves them: pid 2^31-1 is never alive.
+    const stale = path.join(base, '.tscri-check-2147483647-abc');
+    const live = path.join(base, `.tscri-check-${process.pid}-abc`);
+    fs.mkdirSync(path.join(stale, 'm'), { recursive: true });
+    fs.mkdirSync(live);
+    const mounted = spawnSync('mount', ['-t', 'tmpfs', 'tmpfs', path.join(stale, 'm')]);
+    assert.equal(mounted.status, 0, String(mounted.stderr));
+    try {
+      const r = check();
+      assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
+      assert.deepEqual(fs.readdirSync(base), [path.basename(live)]);
+      assert.deepEqual(mountsUnder(base), []);
+    } finally {
+      spawnSync('umount', ['-l', path.join(stale, 'm')]);
+      fs.rmSync(stale, { recursive: true, force: true });
+      fs.rmSync(live, { recursive: true, force: true });
+    }
+  });
+
   test('a runtime binary that does not exist: FAIL and exit 1', () => {
     const r = check('--runtimes', 'runc=/nonexistent/runc');
     assert.equal(r.status, 1, r.stdout);
