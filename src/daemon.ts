@@ -146,6 +146,8 @@ export class Daemon {
     await this.cni.load().catch((err: unknown) => log.warn({ err }, 'no usable CNI network yet'));
     await this.sandboxes.init();
     await this.containers.init();
+    // After the containers: their image volumes hold layers that no image record may name.
+    await this.images.collectGarbage();
     await this.streaming.start();
 
     const cri = loadCri();

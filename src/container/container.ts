@@ -37,6 +37,8 @@ export interface ContainerRecord {
   cgroupsPath: string;
   /** Signal to stop it with: the request's, else the image's STOPSIGNAL, else SIGTERM. */
   stopSignal: string;
+  /** Layers its image volumes mount (chain IDs), kept from garbage collection until removal. */
+  volumeLayers?: string[];
 }
 
 export function containerName(config: ContainerConfig__Output, sandboxName: string): string {

@@ -27,6 +27,7 @@ import { UndoStack } from '../util/undo';
 import { type ContainerRecord, containerName, criContainerState } from './container';
 import { ImageFileCache } from './image_files';
 import { buildSpec, type OciSpec, prepareMountSources, toOciResources } from './spec';
+import { needsStaging, releaseVolumes, stageVolumes, validateVolumes } from './volumes';
 import { dirUsage } from './usage';
 
 export type ContainerEventType = 'CONTAINER_CREATED_EVENT' | 'CONTAINER_STARTED_EVENT' | 'CONTAINER_STOPPED_EVENT' | 'CONTAINER_DELETED_EVENT';
@@ -69,6 +70,9 @@ export class ContainerService implements PodContainers {
     // container is dead and an older version of its record serves its cleanup.
     this.store = new JsonStore<ContainerRecord>(path.join(opts.root, 'meta', 'containers'), { syncDir: false });
     this.events.setMaxListeners(0);
+    // Image volumes keep their layers while the container exists, even once RemoveImage took
+    // the image's names away: containerd keeps them the same way (a lease on the snapshot).
+    opts.images.addLayerUser(() => [...this.containers.values()].flatMap((r) => r.volumeLayers ?? []));
   }
 
   async init(): Promise<void> {
@@ -152,6 +156,7 @@ export class ContainerService implements PodContainers {
     if (!imageName) throw new InvalidArgumentError(`CreateContainer ${config.metadata.name}: image is required`);
     const image = this.opts.images.find(imageName);
     if (!image) throw new NotFoundError(`CreateContainer ${config.metadata.name}: image ${JSON.stringify(imageName)} not found`);
+    validateVolumes(config.mounts ?? [], `CreateContainer ${config.metadata.name}`);
     const id = newId();
     return this.names.reserveAndCreate(containerName(config, sandbox.name), id, () => this.createReserved(id, sandbox, config, image, log));
   }
@@ -258,7 +263,7 @@ export class ContainerService implements PodContainers {
     );
     // The spec needs the rootfs only for the image's account files, which the cache knows once
     // one container of the image was made: then it is built while the overlay is mounted.
-    const [, spec] = await settleAll(mounted, this.spec(rec, sandbox, config, image, mounted));
+    const [, spec] = await settleAll(mounted, this.spec(rec, sandbox, config, image, mounted, undo));
     await fs.writeFile(path.join(rec.bundle, 'config.json'), JSON.stringify(spec));
   }
 
@@ -268,11 +273,19 @@ export class ContainerService implements PodContainers {
     config: ContainerConfig__Output,
     image: NonNullable<ReturnType<ImageService['find']>>,
     mounted: Promise<void>,
+    undo: UndoStack,
   ): Promise<OciSpec> {
     // Like containerd, a missing host path is created as a directory, and symlinks in host
     // paths are resolved on the host.
-    const mounts = await prepareMountSources(config.mounts);
-    return buildSpec({
+    let mounts = await prepareMountSources(config.mounts);
+    if (needsStaging(mounts)) {
+      const dir = volumesDir(rec.bundle);
+      undo.push('volumes', () => releaseVolumes(dir));
+      const staged = await stageVolumes(mounts, dir, this.opts.images, `container ${config.metadata!.name} (${rec.id})`);
+      mounts = staged.mounts;
+      rec.volumeLayers = staged.layers;
+    }
+    const spec = await buildSpec({
       id: rec.id,
       rootfs: rec.rootfs,
       imageFiles: this.imageFiles.reader(image.id, rec.rootfs, mounted),
@@ -295,6 +308,7 @@ export class ContainerService implements PodContainers {
       cgroupsPath: rec.cgroupsPath,
       restrictOomScoreAdj: this.opts.restrictOomScoreAdj,
     });
+    return spec;
   }
 
   async start(idOrPrefix: string, log: Logger): Promise<void> {
@@ -432,6 +446,10 @@ export class ContainerService implements PodContainers {
     await this.store.delete(rec.id);
     this.containers.delete(rec.id);
     this.names.release(rec.name, rec.id);
+    // Layers of an image removed while this container mounted it are free now.
+    if (rec.volumeLayers?.length) {
+      await this.opts.images.collectGarbage().catch((err: unknown) => log.warn({ err, container: rec.id }, 'image garbage collection failed'));
+    }
     this.emit(rec, 'CONTAINER_DELETED_EVENT');
     log.info({ container: rec.id }, 'container removed');
   }
@@ -471,6 +489,8 @@ export class ContainerService implements PodContainers {
   /** The rootfs mount, the bundle and the writable layer; each may already be gone. */
   private async removeFiles(bundle: string, persistent: string): Promise<void> {
     await unmountRootfs(path.join(bundle, 'rootfs'));
+    // Before the bundle goes: nothing may be deleted through a volume still mounted in it.
+    await releaseVolumes(volumesDir(bundle));
     await fs.rm(bundle, { recursive: true, force: true });
     await fs.rm(persistent, { recursive: true, force: true });
   }
@@ -526,4 +546,9 @@ export class ContainerService implements PodContainers {
     ]);
     return { cgroup, writableBytes: usage.bytes, writableInodes: usage.inodes };
   }
+}
+
+/** Where a container's rro clones and image volumes are mounted before runc binds them. */
+function volumesDir(bundle: string): string {
+  return path.join(bundle, 'volumes');
 }

@@ -2,6 +2,7 @@ import type { StatusRequest__Output } from '../../gen/runtime/v1/StatusRequest';
 import type { StatusResponse } from '../../gen/runtime/v1/StatusResponse';
 import type { Config } from '../../config';
 import type { Cni } from '../../network/cni';
+import { recursiveReadOnlySupported } from '../../snapshot/volume_mounts';
 
 /**
  * RuntimeReady once the daemon serves with an OCI runtime; NetworkReady while a CNI network
@@ -9,7 +10,9 @@ import type { Cni } from '../../network/cni';
  */
 export async function status(req: StatusRequest__Output, cfg: Config, cni: Cni, handlers: string[]): Promise<StatusResponse> {
   const net = cni.status();
-  const features = { recursive_read_only_mounts: false, user_namespaces: false };
+  // Recursive read-only mounts are made by the daemon (mount_setattr), not by the OCI runtime,
+  // so every handler has them where the kernel does.
+  const features = { recursive_read_only_mounts: recursiveReadOnlySupported(), user_namespaces: false };
   const res: StatusResponse = {
     status: {
       conditions: [
