@@ -308,6 +308,8 @@ export class ContainerService implements PodContainers {
       cgroupsPath: rec.cgroupsPath,
       restrictOomScoreAdj: this.opts.restrictOomScoreAdj,
     });
+    const user = spec.process.user;
+    rec.user = { uid: user.uid, gid: user.gid, additionalGids: user.additionalGids ?? [] };
     return spec;
   }
 

@@ -25,7 +25,7 @@ import {
   type CniFixture,
 } from '../helpers/pods';
 import { Created, daemonMounts, describeLeaks, type LeakScope, type LeakSnapshot, removePodsAndLeftovers, snapshotLeaks, waitNoLeaks } from '../helpers/leaks';
-import { pushSecurityImage } from '../helpers/security';
+import { APP_USER, pushSecurityImage } from '../helpers/security';
 import type { Mount } from '../../src/gen/runtime/v1/Mount';
 import type { PodSandboxConfig } from '../../src/gen/runtime/v1/PodSandboxConfig';
 import type { LinuxContainerSecurityContext } from '../../src/gen/runtime/v1/LinuxContainerSecurityContext';
@@ -171,12 +171,13 @@ describe('node features of a v1.36 kubelet', () => {
     for (const d of [logDir, scratchDir]) if (d) fs.rmSync(d, { recursive: true, force: true });
   });
 
-  test('Status reports recursive read-only mounts for every handler', async () => {
+  test('Status reports recursive read-only mounts for every handler and the supplemental-groups policy', async () => {
     const res = await cri().runtime.Status({ verbose: false });
     assert.ok(res.runtime_handlers.length > 0, `runtime_handlers: saw ${JSON.stringify(res.runtime_handlers)}`);
     for (const h of res.runtime_handlers) {
       assert.equal(h.features?.recursive_read_only_mounts, true, `handler ${JSON.stringify(h.name)}: ${JSON.stringify(h.features)}`);
     }
+    assert.equal(res.features?.supplemental_groups_policy, true, `features: ${JSON.stringify(res.features)}`);
   });
 
   // ---- recursive read-only mounts --------------------------------------------------------------
@@ -296,6 +297,31 @@ describe('node features of a v1.36 kubelet', () => {
     assert.equal(notRo.code, 'INVALID_ARGUMENT', notRo.details);
     assert.deepEqual(daemonMounts([path.join(daemon.state, 'containers')]).mounts.filter((m) => m.includes('/volumes')), [], 'no staged volume is left after the refusals');
     await cri().image.RemoveImage({ image: { image: volImage.tagRef! } });
+  });
+
+  // ---- supplemental groups policy ----------------------------------------------------------------
+
+  test('supplemental_groups_policy: Merge adds the image /etc/group groups, Strict only the requested ones; ContainerStatus.user says so', async () => {
+    const want = {
+      Merge: [APP_USER.gid, APP_USER.extraGid, 5555],
+      Strict: [APP_USER.gid, 5555],
+    };
+    for (const policy of ['Merge', 'Strict'] as const) {
+      const id = await startSleeper({
+        name: `groups-${policy.toLowerCase()}`,
+        sc: { run_as_user: { value: APP_USER.uid }, supplemental_groups: ['5555'], supplemental_groups_policy: policy },
+      });
+      const r = await sh(id, 'id -G');
+      const seen = [...new Set(r.out.split(/\s+/).map(Number))].sort((a, b) => a - b);
+      assert.deepEqual(seen, want[policy], `id -G under ${policy}: ${JSON.stringify(r)}`);
+      const user = (await cri().runtime.ContainerStatus({ container_id: id, verbose: false })).status!.user?.linux;
+      assert.deepEqual(
+        { uid: Number(user?.uid), gid: Number(user?.gid), groups: (user?.supplemental_groups ?? []).map(Number) },
+        { uid: APP_USER.uid, gid: APP_USER.gid, groups: want[policy] },
+        `ContainerStatus.user under ${policy}: ${JSON.stringify(user)}`,
+      );
+      await removeContainer(id);
+    }
   });
 
   test('leaves nothing behind: no mounts, netns pins, conmon processes, cgroups or iptables rules', async () => {

@@ -23,7 +23,8 @@ export async function status(req: StatusRequest__Output, cfg: Config, cni: Cni, 
       ],
     },
     runtime_handlers: [{ name: '', features }, ...handlers.map((name) => ({ name, features }))],
-    features: { supplemental_groups_policy: false },
+    // Strict and Merge are resolved by the daemon from the image's files (container/user.ts).
+    features: { supplemental_groups_policy: true },
   };
   if (req.verbose) {
     res.info = {
