@@ -37,6 +37,7 @@ import { runPodSandbox } from './server/runtime/sandbox_run';
 import { listPodSandboxStats, podSandboxStats, streamPodSandboxStats } from './server/runtime/sandbox_stats';
 import { podSandboxStatus } from './server/runtime/sandbox_status';
 import { stopPodSandbox } from './server/runtime/sandbox_stop';
+import { updatePodSandboxResources } from './server/runtime/sandbox_update_resources';
 import { attach } from './server/runtime/container_attach';
 import { exec } from './server/runtime/container_exec';
 import { portForward } from './server/runtime/sandbox_port_forward';
@@ -170,6 +171,7 @@ export class Daemon {
         StopPodSandbox: (req, ctx) => stopPodSandbox(req, sandboxes, ctx),
         RemovePodSandbox: (req, ctx) => removePodSandbox(req, sandboxes, ctx),
         PodSandboxStatus: (req) => podSandboxStatus(req, sandboxes, containers),
+        UpdatePodSandboxResources: (req, ctx) => updatePodSandboxResources(req, sandboxes, cfg.cgroupDriver, ctx),
         ListPodSandbox: (req) => listPodSandbox(req, sandboxes),
         StreamPodSandboxes: { stream: (req, send) => streamPodSandboxes(req, sandboxes, send) },
         CreateContainer: (req, ctx) => createContainer(req, containers, ctx),

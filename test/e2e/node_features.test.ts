@@ -33,6 +33,7 @@ import type { LinuxContainerSecurityContext } from '../../src/gen/runtime/v1/Lin
 // A network of this file's own, like security.ts's: no other test file uses this bridge or subnet.
 const NF_NETWORK = { bridge: 'tscri-nf0', subnet: '10.94.0.0/24', gateway: '10.94.0.1', name: 'tscri-nf' };
 const NF_IP_PREFIX = '10.94.0.';
+const MiB = 1024 * 1024;
 
 let registry: Registry;
 let daemon: Daemon;
@@ -322,6 +323,41 @@ describe('node features of a v1.36 kubelet', () => {
       );
       await removeContainer(id);
     }
+  });
+
+  // ---- pod-level resize --------------------------------------------------------------------------
+
+  test('UpdatePodSandboxResources writes the pod totals (resources + overhead) to its cgroup; an unknown pod is NOT_FOUND', async () => {
+    // The pod cgroup exists once a container runs in it (runc makes the parent).
+    const id = await startSleeper({ name: 'resize' });
+    const parent = main.config.linux!.cgroup_parent!;
+    const v2 = fs.existsSync('/sys/fs/cgroup/cgroup.controllers');
+    const read = (controller: string, file: string): string =>
+      fs.readFileSync(path.join('/sys/fs/cgroup', v2 ? '' : controller, parent, file), 'utf8').trim();
+    const resize = async (memMiB: number, quota: number) => {
+      await cri().runtime.UpdatePodSandboxResources({
+        pod_sandbox_id: main.id,
+        overhead: { cpu_shares: 24, memory_limit_in_bytes: 16 * MiB },
+        resources: { cpu_shares: 512, cpu_quota: quota, cpu_period: 100000, memory_limit_in_bytes: memMiB * MiB },
+      });
+    };
+    const limits = () =>
+      v2
+        ? { cpu: read('cpu', 'cpu.max'), memory: Number(read('memory', 'memory.max')) / MiB, weight: read('cpu', 'cpu.weight') }
+        : { cpu: `${read('cpu', 'cpu.cfs_quota_us')} ${read('cpu', 'cpu.cfs_period_us')}`, memory: Number(read('memory', 'memory.limit_in_bytes')) / MiB, shares: read('cpu', 'cpu.shares') };
+    // 536 shares = 512 + 24 of overhead; on v2 runc's linear map makes that weight 21.
+    const shares = v2 ? { weight: '21' } : { shares: '536' };
+    await resize(256, 50000);
+    assert.deepEqual(limits(), { cpu: '50000 100000', memory: 272, ...shares }, `pod cgroup ${parent} after the first resize`);
+    await resize(128, 20000);
+    assert.deepEqual(limits(), { cpu: '20000 100000', memory: 144, ...shares }, `pod cgroup ${parent} after shrinking`);
+    const alive = await sh(id, 'echo alive');
+    assert.deepEqual(alive, { out: 'alive', code: 0 }, 'the container runs on under the new pod limits');
+    const err = await expectCriError('UpdatePodSandboxResources of an unknown pod', () =>
+      cri().runtime.UpdatePodSandboxResources({ pod_sandbox_id: 'f'.repeat(64), overhead: null, resources: { memory_limit_in_bytes: MiB } }),
+    );
+    assert.equal(err.codeName, 'NOT_FOUND', err.details);
+    await removeContainer(id);
   });
 
   test('leaves nothing behind: no mounts, netns pins, conmon processes, cgroups or iptables rules', async () => {
