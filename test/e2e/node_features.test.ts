@@ -300,6 +300,34 @@ describe('node features of a v1.36 kubelet', () => {
     await cri().image.RemoveImage({ image: { image: volImage.tagRef! } });
   });
 
+  test('a restart unmounts the volumes of the containers it cleans up and keeps the layers of live ones', async () => {
+    await cri().image.PullImage({ image: { image: volImage.tagRef! } });
+    const host = fs.mkdtempSync(path.join(scratchDir, 'rro-restart-'));
+    const survivor = await startSleeper({ name: 'vol-survivor', mounts: [imageMount('/vol', volImage.tagRef!)] });
+    const orphan = await startSleeper({ name: 'vol-orphan', mounts: [imageMount('/vol', volImage.tagRef!), bindMount(host, { container_path: '/rro', recursive_read_only: true })] });
+    const halfmade = await create({ name: 'vol-halfmade', mounts: [imageMount('/vol', volImage.tagRef!)] });
+    // Only the containers hold the layers now.
+    await cri().image.RemoveImage({ image: { image: volImage.tagRef! } });
+    const how = await daemon.stop('SIGKILL', { keep: true });
+    assert.equal(how, 'signal SIGKILL');
+    // A container whose record never reached the disk, and one whose create was cut short.
+    fs.rmSync(path.join(daemon.root, 'meta', 'containers', `${orphan}.json`));
+    const halfFile = path.join(daemon.root, 'meta', 'containers', `${halfmade}.json`);
+    fs.writeFileSync(halfFile, JSON.stringify({ ...(JSON.parse(fs.readFileSync(halfFile, 'utf8')) as object), phase: 'creating' }));
+    assert.equal(volumeMounts(orphan).length, 2, 'fixture: the orphan\'s volumes are mounted while the daemon is down');
+    await daemon.restart();
+    for (const [what, id] of [['orphan', orphan], ['cut-short', halfmade]] as const) {
+      assert.deepEqual(volumeMounts(id), [], `the ${what} container's volumes are unmounted at start\n${tailLog(daemon.logs(), 20)}`);
+      assert.ok(!fs.existsSync(path.join(daemon.state, 'containers', id)), `the ${what} container's bundle is gone`);
+    }
+    const layerDirs = volImage.chainIds.map((c) => path.join(daemon.root, 'layers', c.slice('sha256:'.length)));
+    assert.deepEqual(layerDirs.filter((d) => !fs.existsSync(d)), [], 'the start-up garbage collection keeps the layers a live container mounts');
+    const read = await sh(survivor, 'cat /vol/data/hello.txt');
+    assert.deepEqual(read, { out: 'hello from an image volume', code: 0 }, 'the survivor still reads its volume');
+    await removeContainer(survivor);
+    assert.deepEqual(layerDirs.filter((d) => fs.existsSync(d)), [], 'the layers go with the last container mounting them');
+  });
+
   // ---- supplemental groups policy ----------------------------------------------------------------
 
   test('supplemental_groups_policy: Merge adds the image /etc/group groups, Strict only the requested ones; ContainerStatus.user says so', async () => {
