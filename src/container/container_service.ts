@@ -60,6 +60,8 @@ export class ContainerService implements PodContainers {
   private readonly names = new NameRegistry<ContainerRecord>('container');
   private readonly imageFiles = new ImageFileCache();
   private readonly starting = new Set<string>();
+  /** Containers being created whose staged volumes can leave the host once runc bound them. */
+  private readonly detachAfterCreate = new Set<string>();
   private readonly exitWaiters = new Map<string, Set<() => void>>();
   /** `runc delete` started when a container exits, so RemoveContainer has less left to do. */
   private readonly runtimeDeletes = new Map<string, Promise<boolean>>();
@@ -236,6 +238,7 @@ export class ContainerService implements PodContainers {
       }
       // A failed create deletes what the runtime made itself; past this point it is ours to undo.
       undo.push('oci container', () => rt.delete(id, true));
+      if (this.detachAfterCreate.delete(id)) await this.detachVolumes(rec, log);
       rec.pid = pid;
       rec.phase = 'created';
       await this.store.put(id, rec);
@@ -244,6 +247,7 @@ export class ContainerService implements PodContainers {
       log.info({ container: id, sandbox: sandbox.id, name: rec.name }, 'container created');
       return rec;
     } catch (err) {
+      this.detachAfterCreate.delete(id);
       await undo.run((what, e) => log.error({ err: e, container: id, step: what }, 'container cleanup failed'));
       throw withContext(err, `failed to create container ${config.metadata!.name} in pod ${sandbox.name}`);
     }
@@ -284,6 +288,7 @@ export class ContainerService implements PodContainers {
       const staged = await stageVolumes(mounts, dir, this.opts.images, `container ${config.metadata!.name} (${rec.id})`);
       mounts = staged.mounts;
       rec.volumeLayers = staged.layers;
+      if (staged.detachable) this.detachAfterCreate.add(rec.id);
     }
     const spec = await buildSpec({
       id: rec.id,
@@ -480,6 +485,22 @@ export class ContainerService implements PodContainers {
       } catch (err) {
         this.opts.log.error({ err, container: id }, 'cannot remove a container that no record names');
       }
+    }
+  }
+
+  /**
+   * Once runc has created the container, its volumes are bound inside the container's own mount
+   * namespace, which keeps them alive; the staged copies can leave the host's. They must: a host
+   * directory that is a mount point in the host's namespace cannot be removed (EBUSY), and the
+   * rro clone makes every submount of its source one, which the owner of the source would then
+   * find busy (critest's rro spec removes its host path while the container runs).
+   */
+  private async detachVolumes(rec: ContainerRecord, log: Logger): Promise<void> {
+    try {
+      await releaseVolumes(volumesDir(rec.bundle));
+    } catch (err) {
+      // Removal tries again; the container works either way.
+      log.warn({ err, container: rec.id }, 'cannot detach the staged volumes of a created container');
     }
   }
 

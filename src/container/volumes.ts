@@ -8,13 +8,18 @@ import { InvalidArgumentError, NotFoundError, withContext } from '../errors';
 import type { Mount__Output } from '../gen/runtime/v1/Mount';
 import type { ImageService } from '../image/image_service';
 import { mountRootfs } from '../snapshot/rootfs';
-import { mountRecursiveReadOnly, resolveInRoot, unmountAllUnder } from '../snapshot/volume_mounts';
+import { makePrivate, mountRecursiveReadOnly, resolveInRoot, unmountAllUnder } from '../snapshot/volume_mounts';
 
 export interface StagedVolumes {
   /** The mounts with host_path pointing at what was staged. */
   mounts: Mount__Output[];
   /** Chain IDs of the layers image volumes mount: kept while the container exists. */
   layers: string[];
+  /**
+   * Every staged mount is private in the container, so the staged copies may be detached from
+   * the host once runc has bound them: an unmount there cannot reach the container's.
+   */
+  detachable: boolean;
 }
 
 /**
@@ -55,6 +60,7 @@ export async function stageVolumes(mounts: Mount__Output[], dir: string, images:
   validateVolumes(mounts, what);
   const layers: string[] = [];
   const out: Mount__Output[] = [];
+  let detachable = true;
   for (const [i, m] of mounts.entries()) {
     const target = path.join(dir, String(i));
     try {
@@ -63,12 +69,15 @@ export async function stageVolumes(mounts: Mount__Output[], dir: string, images:
         // What runc gets is already read-only all the way down: its plain "ro" rbind suffices.
         out.push({ ...m, host_path: target, recursive_read_only: false });
       } else if (m.image) {
+        if (m.propagation && m.propagation !== 'PROPAGATION_PRIVATE') detachable = false;
         const image = images.find(m.image.image);
         if (!image) throw new NotFoundError(`image ${JSON.stringify(m.image.image)} not found`);
         const chainIds = image.layers.map((l) => l.chainId);
         layers.push(...chainIds);
         // No upper dir: a read-only view of the layers, as a container's rootfs is built.
         await mountRootfs({ lowerDirs: chainIds.map((c) => images.layers.path(c)).reverse(), target, readOnly: true });
+        // Not a peer of the host's shared mounts: the container's copy must not follow it.
+        makePrivate(target);
         const source = m.image_sub_path ? await resolveInRoot(target, m.image_sub_path) : target;
         out.push({ ...m, host_path: source, image: null });
       } else {
@@ -78,7 +87,7 @@ export async function stageVolumes(mounts: Mount__Output[], dir: string, images:
       throw withContext(err, `${what}: mount at ${m.container_path}`);
     }
   }
-  return { mounts: out, layers };
+  return { mounts: out, layers, detachable };
 }
 
 /** Unmounts and removes everything stageVolumes made under `dir`; idempotent. */

@@ -7,7 +7,7 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { InvalidArgumentError, NotFoundError } from '../errors';
-import { MNT_DETACH, MS_PRIVATE, SysError, umount2 } from '../sys/libc';
+import { MNT_DETACH, mount, MS_PRIVATE, SysError, umount2 } from '../sys/libc';
 import {
   AT_EMPTY_PATH,
   AT_FDCWD,
@@ -48,6 +48,11 @@ export async function mountRecursiveReadOnly(source: string, target: string): Pr
   } finally {
     close(fd);
   }
+}
+
+/** Takes the mount at `target` out of any peer group (a mount under a shared /run joins one). */
+export function makePrivate(target: string): void {
+  mount(null, target, null, MS_PRIVATE, null);
 }
 
 /**
