@@ -37,6 +37,7 @@ import { runPodSandbox } from './server/runtime/sandbox_run';
 import { listPodSandboxStats, podSandboxStats, streamPodSandboxStats } from './server/runtime/sandbox_stats';
 import { podSandboxStatus } from './server/runtime/sandbox_status';
 import { stopPodSandbox } from './server/runtime/sandbox_stop';
+import { updatePodSandboxResources } from './server/runtime/sandbox_update_resources';
 import { attach } from './server/runtime/container_attach';
 import { exec } from './server/runtime/container_exec';
 import { portForward } from './server/runtime/sandbox_port_forward';
@@ -149,6 +150,8 @@ export class Daemon {
     await this.cni.load().catch((err: unknown) => log.warn({ err }, 'no usable CNI network yet'));
     await this.sandboxes.init();
     await this.containers.init();
+    // After the containers: their image volumes hold layers that no image record may name.
+    await this.images.collectGarbage();
     await this.streaming.start();
 
     const cri = loadCri();
@@ -171,6 +174,7 @@ export class Daemon {
         StopPodSandbox: (req, ctx) => stopPodSandbox(req, sandboxes, ctx),
         RemovePodSandbox: (req, ctx) => removePodSandbox(req, sandboxes, ctx),
         PodSandboxStatus: (req) => podSandboxStatus(req, sandboxes, containers),
+        UpdatePodSandboxResources: (req, ctx) => updatePodSandboxResources(req, sandboxes, cfg.cgroupDriver, ctx),
         ListPodSandbox: (req) => listPodSandbox(req, sandboxes),
         StreamPodSandboxes: { stream: (req, send) => streamPodSandboxes(req, sandboxes, send) },
         CreateContainer: (req, ctx) => createContainer(req, containers, ctx),

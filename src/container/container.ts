@@ -37,6 +37,10 @@ export interface ContainerRecord {
   cgroupsPath: string;
   /** Signal to stop it with: the request's, else the image's STOPSIGNAL, else SIGTERM. */
   stopSignal: string;
+  /** Layers its image volumes mount (chain IDs), kept from garbage collection until removal. */
+  volumeLayers?: string[];
+  /** The ids its process runs with, as the spec says (ContainerStatus.user, KEP-3619). */
+  user?: { uid: number; gid: number; additionalGids: number[] };
 }
 
 export function containerName(config: ContainerConfig__Output, sandboxName: string): string {
@@ -89,5 +93,7 @@ export function toContainerStatus(rec: ContainerRecord): ContainerStatus {
     log_path: rec.logPath,
     // The kubelet reads these back to confirm an in-place resize (UpdateContainerResources).
     resources: rec.config.linux?.resources ? { linux: rec.config.linux.resources } : null,
+    // The kubelet shows these as the pod's effective supplemental groups (KEP-3619).
+    user: rec.user ? { linux: { uid: rec.user.uid, gid: rec.user.gid, supplemental_groups: rec.user.additionalGids } } : null,
   };
 }

@@ -27,6 +27,7 @@ import { UndoStack } from '../util/undo';
 import { type ContainerRecord, containerName, criContainerState } from './container';
 import { ImageFileCache } from './image_files';
 import { buildSpec, type OciSpec, prepareMountSources, toOciResources } from './spec';
+import { needsStaging, releaseVolumes, stageVolumes, validateVolumes } from './volumes';
 import { dirUsage } from './usage';
 
 export type ContainerEventType = 'CONTAINER_CREATED_EVENT' | 'CONTAINER_STARTED_EVENT' | 'CONTAINER_STOPPED_EVENT' | 'CONTAINER_DELETED_EVENT';
@@ -59,6 +60,8 @@ export class ContainerService implements PodContainers {
   private readonly names = new NameRegistry<ContainerRecord>('container');
   private readonly imageFiles = new ImageFileCache();
   private readonly starting = new Set<string>();
+  /** Containers being created whose staged volumes can leave the host once runc bound them. */
+  private readonly detachAfterCreate = new Set<string>();
   private readonly exitWaiters = new Map<string, Set<() => void>>();
   /** `runc delete` started when a container exits, so RemoveContainer has less left to do. */
   private readonly runtimeDeletes = new Map<string, Promise<boolean>>();
@@ -69,6 +72,9 @@ export class ContainerService implements PodContainers {
     // container is dead and an older version of its record serves its cleanup.
     this.store = new JsonStore<ContainerRecord>(path.join(opts.root, 'meta', 'containers'), { syncDir: false });
     this.events.setMaxListeners(0);
+    // Image volumes keep their layers while the container exists, even once RemoveImage took
+    // the image's names away: containerd keeps them the same way (a lease on the snapshot).
+    opts.images.addLayerUser(() => [...this.containers.values()].flatMap((r) => r.volumeLayers ?? []));
   }
 
   async init(): Promise<void> {
@@ -152,6 +158,7 @@ export class ContainerService implements PodContainers {
     if (!imageName) throw new InvalidArgumentError(`CreateContainer ${config.metadata.name}: image is required`);
     const image = this.opts.images.find(imageName);
     if (!image) throw new NotFoundError(`CreateContainer ${config.metadata.name}: image ${JSON.stringify(imageName)} not found`);
+    validateVolumes(config.mounts ?? [], `CreateContainer ${config.metadata.name}`);
     const id = newId();
     return this.names.reserveAndCreate(containerName(config, sandbox.name), id, () => this.createReserved(id, sandbox, config, image, log));
   }
@@ -231,6 +238,7 @@ export class ContainerService implements PodContainers {
       }
       // A failed create deletes what the runtime made itself; past this point it is ours to undo.
       undo.push('oci container', () => rt.delete(id, true));
+      if (this.detachAfterCreate.delete(id)) await this.detachVolumes(rec, log);
       rec.pid = pid;
       rec.phase = 'created';
       await this.store.put(id, rec);
@@ -239,6 +247,7 @@ export class ContainerService implements PodContainers {
       log.info({ container: id, sandbox: sandbox.id, name: rec.name }, 'container created');
       return rec;
     } catch (err) {
+      this.detachAfterCreate.delete(id);
       await undo.run((what, e) => log.error({ err: e, container: id, step: what }, 'container cleanup failed'));
       throw withContext(err, `failed to create container ${config.metadata!.name} in pod ${sandbox.name}`);
     }
@@ -258,7 +267,7 @@ export class ContainerService implements PodContainers {
     );
     // The spec needs the rootfs only for the image's account files, which the cache knows once
     // one container of the image was made: then it is built while the overlay is mounted.
-    const [, spec] = await settleAll(mounted, this.spec(rec, sandbox, config, image, mounted));
+    const [, spec] = await settleAll(mounted, this.spec(rec, sandbox, config, image, mounted, undo));
     await fs.writeFile(path.join(rec.bundle, 'config.json'), JSON.stringify(spec));
   }
 
@@ -268,11 +277,20 @@ export class ContainerService implements PodContainers {
     config: ContainerConfig__Output,
     image: NonNullable<ReturnType<ImageService['find']>>,
     mounted: Promise<void>,
+    undo: UndoStack,
   ): Promise<OciSpec> {
     // Like containerd, a missing host path is created as a directory, and symlinks in host
     // paths are resolved on the host.
-    const mounts = await prepareMountSources(config.mounts);
-    return buildSpec({
+    let mounts = await prepareMountSources(config.mounts);
+    if (needsStaging(mounts)) {
+      const dir = volumesDir(rec.bundle);
+      undo.push('volumes', () => releaseVolumes(dir));
+      const staged = await stageVolumes(mounts, dir, this.opts.images, `container ${config.metadata!.name} (${rec.id})`);
+      mounts = staged.mounts;
+      rec.volumeLayers = staged.layers;
+      if (staged.detachable) this.detachAfterCreate.add(rec.id);
+    }
+    const spec = await buildSpec({
       id: rec.id,
       rootfs: rec.rootfs,
       imageFiles: this.imageFiles.reader(image.id, rec.rootfs, mounted),
@@ -295,6 +313,9 @@ export class ContainerService implements PodContainers {
       cgroupsPath: rec.cgroupsPath,
       restrictOomScoreAdj: this.opts.restrictOomScoreAdj,
     });
+    const user = spec.process.user;
+    rec.user = { uid: user.uid, gid: user.gid, additionalGids: user.additionalGids ?? [] };
+    return spec;
   }
 
   async start(idOrPrefix: string, log: Logger): Promise<void> {
@@ -432,6 +453,10 @@ export class ContainerService implements PodContainers {
     await this.store.delete(rec.id);
     this.containers.delete(rec.id);
     this.names.release(rec.name, rec.id);
+    // Layers of an image removed while this container mounted it are free now.
+    if (rec.volumeLayers?.length) {
+      await this.opts.images.collectGarbage().catch((err: unknown) => log.warn({ err, container: rec.id }, 'image garbage collection failed'));
+    }
     this.emit(rec, 'CONTAINER_DELETED_EVENT');
     log.info({ container: rec.id }, 'container removed');
   }
@@ -463,6 +488,22 @@ export class ContainerService implements PodContainers {
     }
   }
 
+  /**
+   * Once runc has created the container, its volumes are bound inside the container's own mount
+   * namespace, which keeps them alive; the staged copies can leave the host's. They must: a host
+   * directory that is a mount point in the host's namespace cannot be removed (EBUSY), and the
+   * rro clone makes every submount of its source one, which the owner of the source would then
+   * find busy (critest's rro spec removes its host path while the container runs).
+   */
+  private async detachVolumes(rec: ContainerRecord, log: Logger): Promise<void> {
+    try {
+      await releaseVolumes(volumesDir(rec.bundle));
+    } catch (err) {
+      // Removal tries again; the container works either way.
+      log.warn({ err, container: rec.id }, 'cannot detach the staged volumes of a created container');
+    }
+  }
+
   /** Where a container's bundle (runtime state) and writable layer (persistent) live. */
   private dirsOf(id: string): { bundle: string; persistent: string } {
     return { bundle: path.join(this.opts.state, 'containers', id), persistent: path.join(this.opts.root, 'containers', id) };
@@ -471,6 +512,8 @@ export class ContainerService implements PodContainers {
   /** The rootfs mount, the bundle and the writable layer; each may already be gone. */
   private async removeFiles(bundle: string, persistent: string): Promise<void> {
     await unmountRootfs(path.join(bundle, 'rootfs'));
+    // Before the bundle goes: nothing may be deleted through a volume still mounted in it.
+    await releaseVolumes(volumesDir(bundle));
     await fs.rm(bundle, { recursive: true, force: true });
     await fs.rm(persistent, { recursive: true, force: true });
   }
@@ -526,4 +569,9 @@ export class ContainerService implements PodContainers {
     ]);
     return { cgroup, writableBytes: usage.bytes, writableInodes: usage.inodes };
   }
+}
+
+/** Where a container's rro clones and image volumes are mounted before runc binds them. */
+function volumesDir(bundle: string): string {
+  return path.join(bundle, 'volumes');
 }

@@ -487,15 +487,17 @@ interface MountResult {
 function buildMounts(input: SpecInput, sc: LinuxContainerSecurityContext__Output | null, what: string): MountResult {
   const cri = input.config.mounts ?? [];
   for (const m of cri) {
-    if (m.image) throw new UnimplementedError(`${what}: image volume mounts are not supported (${m.container_path})`);
+    // The container service mounts image volumes and rro clones (container/volumes.ts) and
+    // passes them here as plain binds; one that reaches this point was not made.
+    if (m.image) throw new UnimplementedError(`${what}: image volume at ${m.container_path} was not mounted by the daemon`);
     if (!m.container_path || !m.container_path.startsWith('/')) {
       throw new InvalidArgumentError(`${what}: mount container_path ${JSON.stringify(m.container_path)} must be absolute`);
     }
     if (!m.host_path) throw new InvalidArgumentError(`${what}: mount at ${m.container_path} has no host_path`);
-    // Status reports recursive_read_only_mounts=false: runc 1.1 has no "rro" option, and a
-    // plain read-only bind would leave submounts writable, which is what the caller asked not to.
+    // runc 1.1 has no "rro" option, and a plain read-only bind would leave submounts
+    // writable, which is what the caller asked not to.
     if (m.recursive_read_only) {
-      throw new UnimplementedError(`${what}: recursive read-only mounts are not supported by the OCI runtime (${m.container_path})`);
+      throw new UnimplementedError(`${what}: recursive read-only mount at ${m.container_path} was not made by the daemon`);
     }
   }
   const criDests = new Set(cri.map((m) => cleanDest(m.container_path)));

@@ -29,6 +29,7 @@ export class ImageService {
   private readonly puller: Puller;
   private readonly pinned: Set<string>;
   private pullsInProgress = 0;
+  private readonly layerUsers: (() => Iterable<string>)[] = [];
 
   constructor(private readonly opts: ImageServiceOptions) {
     this.layers = new LayerStore(path.join(opts.root, 'layers'), path.join(opts.root, 'meta', 'layers'));
@@ -64,7 +65,13 @@ export class ImageService {
         await this.images.delete(rec.id);
       }
     }
-    await this.collectGarbage();
+    // No garbage collection here: layer users (containers' image volumes) are not loaded yet;
+    // the daemon collects once they are.
+  }
+
+  /** Registers a source of layers (chain IDs) in use outside image records. */
+  addLayerUser(inUse: () => Iterable<string>): void {
+    this.layerUsers.push(inUse);
   }
 
   /** Pulls `image` and returns its record; the record is written only after every layer is in place. */
@@ -124,6 +131,7 @@ export class ImageService {
   async collectGarbage(): Promise<void> {
     const usedLayers = new Set<string>(this.puller.busyLayers());
     for (const rec of this.images.all()) for (const l of rec.layers) usedLayers.add(l.chainId);
+    for (const inUse of this.layerUsers) for (const chainId of inUse()) usedLayers.add(chainId);
     for (const chainId of this.layers.ids()) {
       if (!usedLayers.has(chainId)) await this.layers.remove(chainId);
     }

@@ -1,3 +1,4 @@
+import type { LinuxContainerResources__Output } from '../gen/runtime/v1/LinuxContainerResources';
 import type { PodSandbox } from '../gen/runtime/v1/PodSandbox';
 import type { PodSandboxConfig__Output } from '../gen/runtime/v1/PodSandboxConfig';
 import type { PodSandboxStatus } from '../gen/runtime/v1/PodSandboxStatus';
@@ -31,6 +32,8 @@ export interface SandboxRecord {
   pidHolder?: PidHolder;
   ips: string[];
   cgroupParent: string;
+  /** The last UpdatePodSandboxResources (in-place pod resize), as the kubelet sent it. */
+  resources?: { overhead: LinuxContainerResources__Output | null; resources: LinuxContainerResources__Output | null };
 }
 
 export function sandboxName(config: PodSandboxConfig__Output): string {

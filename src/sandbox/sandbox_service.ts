@@ -1,6 +1,9 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
+import { applyPodLimits } from '../cgroups/pod_limits';
+import type { CgroupDriver } from '../cgroups/paths';
 import { InvalidArgumentError, NotFoundError, withContext } from '../errors';
+import type { LinuxContainerResources__Output } from '../gen/runtime/v1/LinuxContainerResources';
 import type { PodSandboxConfig__Output } from '../gen/runtime/v1/PodSandboxConfig';
 import type { PodSandboxFilter__Output } from '../gen/runtime/v1/PodSandboxFilter';
 import type { Logger } from '../log';
@@ -12,6 +15,7 @@ import { NameRegistry } from '../util/name_registry';
 import { settleAll } from '../util/settle';
 import { UndoStack } from '../util/undo';
 import { startPidHolder, stopPidHolder } from './pid_holder';
+import { podTotals } from './pod_resources';
 import { podHostname, podShmPath, releasePodShm, unmountPodShm, writePodFiles, writePodHosts } from './pod_files';
 import { criState, type SandboxRecord, sandboxName } from './sandbox';
 import { validateSandboxConfig } from './validate';
@@ -249,6 +253,35 @@ export class SandboxService {
       // pinPodNamespaces brought it up.
       loUp: true,
     };
+  }
+
+  /**
+   * In-place pod resize: the pod's new totals on its cgroup parent. containerd records them and
+   * answers success, leaving the pod cgroup to the kubelet (cgroupsPerQOS); tscri also writes
+   * them, which changes nothing where the kubelet already did. A pod without a cgroup parent of
+   * its own (its containers share the runtime's) or whose cgroup does not exist yet has nothing
+   * to write; a limit the kernel refuses fails the call, naming the file.
+   */
+  async updateResources(
+    idOrPrefix: string,
+    overhead: LinuxContainerResources__Output | null,
+    resources: LinuxContainerResources__Output | null,
+    driver: CgroupDriver,
+    log: Logger,
+  ): Promise<void> {
+    const rec = this.get(idOrPrefix);
+    const what = `UpdatePodSandboxResources ${rec.name}`;
+    const totals = podTotals(overhead, resources, what);
+    rec.resources = { overhead, resources };
+    if (rec.cgroupParent) {
+      try {
+        const { written, skipped } = applyPodLimits(rec.cgroupParent, driver, totals);
+        log.info({ sandbox: rec.id, totals, written, skipped }, 'pod resources updated');
+      } catch (err) {
+        throw withContext(err, `${what}: cgroup ${rec.cgroupParent}`);
+      }
+    }
+    await this.store.put(rec.id, rec);
   }
 
   /** Stops the pod's containers and releases its network; idempotent, unknown ids included. */

@@ -453,10 +453,10 @@ test('mounts: no pod shm → own tmpfs; host IPC → host /dev/shm; /dev mount h
   assert.equal((await buildSpec(input())).root.readonly, false);
 
   await assert.rejects(buildSpec(input({ config: containerConfig({ mounts: [mount('relative', '/x')] }) })), InvalidArgumentError);
-  // runc 1.1 has no rro: refused rather than silently weakened to a plain read-only bind.
+  // runc 1.1 has no rro: an rro mount the daemon did not clone is refused, never weakened to a plain ro bind.
   await assert.rejects(
     buildSpec(input({ config: containerConfig({ mounts: [mount('/x', '/x', { readonly: true, recursive_read_only: true })] }) })),
-    /recursive read-only mounts are not supported/,
+    /recursive read-only mount at \/x was not made by the daemon/,
   );
   spec = await buildSpec(input({ config: containerConfig({ mounts: [mount('/x', '/x', { readonly: true })] }) }));
   assert.deepEqual(spec.mounts.find((m) => m.destination === '/x')!.options, ['rbind', 'rprivate', 'ro']);

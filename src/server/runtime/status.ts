@@ -3,6 +3,7 @@ import type { StatusResponse } from '../../gen/runtime/v1/StatusResponse';
 import type { Config } from '../../config';
 import type { HostReport } from '../../host/probe';
 import type { Cni } from '../../network/cni';
+import { recursiveReadOnlySupported } from '../../snapshot/volume_mounts';
 
 /**
  * RuntimeReady once the daemon serves with an OCI runtime; NetworkReady while a CNI network
@@ -17,7 +18,9 @@ export async function status(
   hostReport: () => Promise<HostReport | undefined>,
 ): Promise<StatusResponse> {
   const net = cni.status();
-  const features = { recursive_read_only_mounts: false, user_namespaces: false };
+  // Recursive read-only mounts are made by the daemon (mount_setattr), not by the OCI runtime,
+  // so every handler has them where the kernel does.
+  const features = { recursive_read_only_mounts: recursiveReadOnlySupported(), user_namespaces: false };
   const res: StatusResponse = {
     status: {
       conditions: [
@@ -28,7 +31,8 @@ export async function status(
       ],
     },
     runtime_handlers: [{ name: '', features }, ...handlers.map((name) => ({ name, features }))],
-    features: { supplemental_groups_policy: false },
+    // Strict and Merge are resolved by the daemon from the image's files (container/user.ts).
+    features: { supplemental_groups_policy: true },
   };
   if (req.verbose) {
     res.info = {

@@ -1,0 +1,125 @@
+// Host-side mounts that a container's volumes need before runc sees them: recursive read-only
+// clones of host trees (runc 1.1 has no "rro") and resolved sub paths of read-only image views.
+// runc then binds each as a plain read-only bind; a bind of a tree whose mounts are all
+// read-only keeps them read-only.
+
+import { promises as fs } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { InvalidArgumentError, NotFoundError } from '../errors';
+import { MNT_DETACH, mount, MS_PRIVATE, SysError, umount2 } from '../sys/libc';
+import {
+  AT_EMPTY_PATH,
+  AT_FDCWD,
+  AT_RECURSIVE,
+  close,
+  MOUNT_ATTR_RDONLY,
+  mountSetattr,
+  MOVE_MOUNT_F_EMPTY_PATH,
+  moveMount,
+  OPEN_TREE_CLOEXEC,
+  OPEN_TREE_CLONE,
+  openTree,
+} from '../sys/mount_api';
+import { readMountInfo } from '../sys/mountinfo';
+
+/** mount_setattr(2), and with it recursive read-only clones, came with Linux 5.12. */
+export function recursiveReadOnlySupported(release = os.release()): boolean {
+  // sys/mount_api.ts calls these by their x86_64 syscall numbers.
+  if (os.arch() !== 'x64') return false;
+  const m = /^(\d+)\.(\d+)/.exec(release);
+  if (!m) return false;
+  const [major, minor] = [Number(m[1]), Number(m[2])];
+  return major > 5 || (major === 5 && minor >= 12);
+}
+
+/**
+ * Clones the mount tree at `source` (submounts included), makes every mount of the clone
+ * read-only and private, and attaches it at `target` (created). The source is left as it was.
+ */
+export async function mountRecursiveReadOnly(source: string, target: string): Promise<void> {
+  await fs.mkdir(target, { recursive: true, mode: 0o755 });
+  const fd = openTree(source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+  try {
+    // Private: a mount appearing later under the host source must not reach the container,
+    // which is what the CRI's PRIVATE propagation (the only one allowed with rro) promises.
+    mountSetattr(fd, '', AT_EMPTY_PATH | AT_RECURSIVE, { attrSet: MOUNT_ATTR_RDONLY, propagation: MS_PRIVATE });
+    moveMount(fd, '', AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH);
+  } finally {
+    close(fd);
+  }
+}
+
+/** Takes the mount at `target` out of any peer group (a mount under a shared /run joins one). */
+export function makePrivate(target: string): void {
+  mount(null, target, null, MS_PRIVATE, null);
+}
+
+/**
+ * Detaches every mount at or below `dir` (deepest first) and removes `dir`. Idempotent: used on
+ * failure, at removal and by the start-up cleanup of containers whose records say little.
+ */
+export async function unmountAllUnder(dir: string): Promise<void> {
+  try {
+    await fs.lstat(dir);
+  } catch {
+    return;
+  }
+  const real = await fs.realpath(dir);
+  const below = readMountInfo()
+    .map((m) => m.mountPoint)
+    .filter((p) => p === real || p.startsWith(`${real}/`))
+    .sort((a, b) => b.length - a.length);
+  for (const p of new Set(below)) {
+    try {
+      umount2(p, MNT_DETACH);
+    } catch (err) {
+      // Gone with a parent detached just before.
+      if (!(err instanceof SysError) || (err.code !== 'EINVAL' && err.code !== 'ENOENT')) throw err;
+    }
+  }
+  await fs.rm(dir, { recursive: true, force: true });
+}
+
+const MAX_SYMLINKS = 40;
+
+/**
+ * Resolves `sub` inside the directory tree `root` as if `root` were `/` for the lookup, and
+ * refuses any path that would leave it: an absolute `sub`, `..` above the root, an absolute
+ * symlink or a relative one climbing out. The result must be a directory (an image volume
+ * mounts directories only, as in KEP 4639). Missing: NotFoundError.
+ */
+export async function resolveInRoot(root: string, sub: string): Promise<string> {
+  if (path.isAbsolute(sub)) throw new InvalidArgumentError(`sub path ${JSON.stringify(sub)} must be relative`);
+  const pending = sub.split('/').filter((c) => c !== '' && c !== '.');
+  const done: string[] = [];
+  let links = 0;
+  while (pending.length > 0) {
+    const part = pending.shift()!;
+    if (part === '..') {
+      if (done.length === 0) throw new InvalidArgumentError(`sub path ${JSON.stringify(sub)} escapes the image`);
+      done.pop();
+      continue;
+    }
+    const at = path.join(root, ...done, part);
+    let st;
+    try {
+      st = await fs.lstat(at);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new NotFoundError(`sub path ${JSON.stringify(sub)} does not exist in the image`);
+      throw err;
+    }
+    if (st.isSymbolicLink()) {
+      if (++links > MAX_SYMLINKS) throw new InvalidArgumentError(`sub path ${JSON.stringify(sub)}: too many symbolic links`);
+      const link = await fs.readlink(at);
+      if (path.isAbsolute(link)) throw new InvalidArgumentError(`sub path ${JSON.stringify(sub)} escapes the image (${part} -> ${link})`);
+      pending.unshift(...link.split('/').filter((c) => c !== '' && c !== '.'));
+      continue;
+    }
+    if (pending.length > 0 && !st.isDirectory()) throw new NotFoundError(`sub path ${JSON.stringify(sub)}: ${part} is not a directory`);
+    done.push(part);
+  }
+  const resolved = path.join(root, ...done);
+  if (!(await fs.stat(resolved)).isDirectory()) throw new InvalidArgumentError(`sub path ${JSON.stringify(sub)} is not a directory`);
+  return resolved;
+}
