@@ -9,7 +9,8 @@
 import koffi from 'koffi';
 import os from 'node:os';
 
-const libc = koffi.load('libc.so.6');
+// Exported for the other modules of sys/ that bind more of libc (mount_api.ts): one handle.
+export const libc = koffi.load('libc.so.6');
 
 // x86_64 / aarch64 glibc: mode_t is 32-bit, dev_t and size_t are 64-bit, ssize_t is signed 64-bit.
 const c = {
