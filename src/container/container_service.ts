@@ -26,7 +26,9 @@ import { settleAll } from '../util/settle';
 import { UndoStack } from '../util/undo';
 import { type ContainerRecord, containerName, criContainerState } from './container';
 import { ImageFileCache } from './image_files';
+import { mappedRoot } from '../sandbox/userns';
 import { buildSpec, type OciSpec, prepareMountSources, toOciResources } from './spec';
+import { idmapMountSources, mountLayerView, unmountBelow } from './userns_mounts';
 import { dirUsage } from './usage';
 
 export type ContainerEventType = 'CONTAINER_CREATED_EVENT' | 'CONTAINER_STARTED_EVENT' | 'CONTAINER_STOPPED_EVENT' | 'CONTAINER_DELETED_EVENT';
@@ -252,10 +254,18 @@ export class ContainerService implements PodContainers {
     image: NonNullable<ReturnType<ImageService['find']>>,
     undo: UndoStack,
   ): Promise<void> {
-    const lowerDirs = image.layers.map((l) => this.opts.images.layers.path(l.chainId)).reverse();
-    const mounted = mountRootfs({ lowerDirs, upperDir: rec.upperDir, workDir: rec.workDir, target: rec.rootfs }).then(() =>
-      undo.push('rootfs', () => unmountRootfs(rec.rootfs)),
-    );
+    let lowerDirs = image.layers.map((l) => this.opts.images.layers.path(l.chainId)).reverse();
+    // A pod with its own user namespace sees the layers through an idmapped view; everything
+    // mounted under the bundle goes with it (unmountBelow).
+    const userns = sandbox.userns && sandbox.namespaces.user;
+    if (userns) undo.push('idmapped mounts', () => unmountBelow(rec.bundle));
+    const view = userns ? mountLayerView(this.opts.images.layers.dir, lowerDirs, rec.bundle, userns) : Promise.resolve(lowerDirs);
+    const upperOwner = sandbox.userns ? mappedRoot(sandbox.userns) : undefined;
+    const mounted = view.then(async (dirs) => {
+      lowerDirs = dirs;
+      await mountRootfs({ lowerDirs, upperDir: rec.upperDir, workDir: rec.workDir, target: rec.rootfs, upperOwner });
+      undo.push('rootfs', () => unmountRootfs(rec.rootfs));
+    });
     // The spec needs the rootfs only for the image's account files, which the cache knows once
     // one container of the image was made: then it is built while the overlay is mounted.
     const [, spec] = await settleAll(mounted, this.spec(rec, sandbox, config, image, mounted));
@@ -271,7 +281,9 @@ export class ContainerService implements PodContainers {
   ): Promise<OciSpec> {
     // Like containerd, a missing host path is created as a directory, and symlinks in host
     // paths are resolved on the host.
-    const mounts = await prepareMountSources(config.mounts);
+    let mounts = await prepareMountSources(config.mounts);
+    const userns = sandbox.userns && sandbox.namespaces.user;
+    if (userns) mounts = await idmapMountSources(mounts, rec.bundle, userns);
     return buildSpec({
       id: rec.id,
       rootfs: rec.rootfs,
@@ -291,6 +303,7 @@ export class ContainerService implements PodContainers {
         resolvPath: sandbox.files!.resolvPath,
         hostnamePath: sandbox.files!.hostnamePath,
         shmPath: sandbox.files!.shmPath,
+        userns: userns ? { ...sandbox.userns!, path: userns } : undefined,
       },
       cgroupsPath: rec.cgroupsPath,
       restrictOomScoreAdj: this.opts.restrictOomScoreAdj,
@@ -471,6 +484,8 @@ export class ContainerService implements PodContainers {
   /** The rootfs mount, the bundle and the writable layer; each may already be gone. */
   private async removeFiles(bundle: string, persistent: string): Promise<void> {
     await unmountRootfs(path.join(bundle, 'rootfs'));
+    // The idmapped mounts of a pod with its own user namespace, and anything else left there.
+    unmountBelow(bundle);
     await fs.rm(bundle, { recursive: true, force: true });
     await fs.rm(persistent, { recursive: true, force: true });
   }
