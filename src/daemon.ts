@@ -46,6 +46,7 @@ import { Cni } from './network/cni';
 import { ConmonRuntime } from './oci/conmon_runtime';
 import type { OciRuntime } from './oci/runtime';
 import { SandboxService } from './sandbox/sandbox_service';
+import { probeIdmappedLayers, type UsernsSupport } from './snapshot/idmap_probe';
 import { hasSysResource } from './util/capabilities';
 import { which } from './util/which';
 
@@ -61,6 +62,7 @@ export class Daemon {
   private server?: grpc.Server;
   private listener?: net.Server;
   private injector?: ReturnType<grpc.Server['createConnectionInjector']>;
+  private usernsProbe?: Promise<UsernsSupport>;
 
   constructor(readonly cfg: Config, readonly log: Logger) {
     this.images = new ImageService({
@@ -109,6 +111,7 @@ export class Daemon {
       cni: this.cni,
       runtimeHandlers: [...this.runtimes.keys()],
       defaultRuntimeHandler: cfg.defaultRuntime,
+      usernsSupport: () => this.usernsSupport(),
       log,
     });
     this.containers = new ContainerService({
@@ -141,6 +144,8 @@ export class Daemon {
     const { cfg, log } = this;
     await fs.mkdir(cfg.root, { recursive: true, mode: 0o711 });
     await fs.mkdir(cfg.state, { recursive: true, mode: 0o711 });
+    // In the background: Status and the first pod with a user namespace wait for it.
+    void this.usernsSupport();
     await this.images.init();
     for (const dir of ['exits', 's', 'cni']) await fs.mkdir(path.join(cfg.state, dir), { recursive: true, mode: 0o711 });
     await this.cni.load().catch((err: unknown) => log.warn({ err }, 'no usable CNI network yet'));
@@ -161,7 +166,7 @@ export class Daemon {
       cri.runtime.v1.RuntimeService.service,
       implement('runtime.v1.RuntimeService', cri.runtime.v1.RuntimeService.service, {
         Version: (req) => version(req),
-        Status: (req) => status(req, cfg, this.cni, [...this.runtimes.keys()]),
+        Status: async (req) => status(req, cfg, this.cni, [...this.runtimes.keys()], (await this.usernsSupport()).ok),
         RuntimeConfig: () => runtimeConfig(cfg),
         UpdateRuntimeConfig: (req, ctx) => updateRuntimeConfig(req, ctx.log),
         RunPodSandbox: (req, ctx) => runPodSandbox(req, sandboxes, ctx),
@@ -247,8 +252,19 @@ export class Daemon {
       await fs.rm(socketPath(this.cfg), { force: true });
     }
     await this.streaming.stop();
+    await this.usernsProbe;
     await this.sandboxes.shutdown();
     await this.metrics.close();
+  }
+
+  /** Started once; its scratch mounts are gone when it resolves. */
+  usernsSupport(): Promise<UsernsSupport> {
+    this.usernsProbe ??= probeIdmappedLayers(this.cfg.root).then((r) => {
+      if (r.ok) this.log.info('user namespaces: supported (idmapped layers probe passed)');
+      else this.log.warn({ reason: r.reason }, 'user namespaces: not supported; Status reports them off');
+      return r;
+    });
+    return this.usernsProbe;
   }
 }
 

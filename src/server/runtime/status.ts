@@ -7,9 +7,12 @@ import type { Cni } from '../../network/cni';
  * RuntimeReady once the daemon serves with an OCI runtime; NetworkReady while a CNI network
  * with all its plugins is loaded (the kubelet keeps pods off a node whose network is not).
  */
-export async function status(req: StatusRequest__Output, cfg: Config, cni: Cni, handlers: string[]): Promise<StatusResponse> {
+export async function status(req: StatusRequest__Output, cfg: Config, cni: Cni, handlers: string[], userns: boolean): Promise<StatusResponse> {
   const net = cni.status();
-  const features = { recursive_read_only_mounts: false, user_namespaces: false };
+  // user_namespaces comes from the start-up probe (snapshot/idmap_probe.ts): the daemon makes
+  // the user namespace and the idmapped mounts itself, and every handler (runc, crun) joins a
+  // user namespace by path, so the answer is the node's, the same for each handler.
+  const features = { recursive_read_only_mounts: false, user_namespaces: userns };
   const res: StatusResponse = {
     status: {
       conditions: [
