@@ -20,6 +20,7 @@ import type { SandboxRecord } from '../sandbox/sandbox';
 import type { PodContainers, SandboxService } from '../sandbox/sandbox_service';
 import { mountRootfs, unmountRootfs } from '../snapshot/rootfs';
 import { JsonStore } from '../store/json_store';
+import { unmountBelow } from '../sys/unmount_below';
 import { isId, labelsMatch, matchId, msToNs, newId, nowNs } from '../util/ids';
 import { NameRegistry } from '../util/name_registry';
 import { settleAll } from '../util/settle';
@@ -28,7 +29,7 @@ import { type ContainerRecord, containerName, criContainerState } from './contai
 import { ImageFileCache } from './image_files';
 import { mappedRoot } from '../sandbox/userns';
 import { buildSpec, type OciSpec, prepareMountSources, toOciResources } from './spec';
-import { idmapMountSources, mountLayerView, unmountBelow } from './userns_mounts';
+import { idmapMountSources, mountLayerView } from './userns_mounts';
 import { dirUsage } from './usage';
 
 export type ContainerEventType = 'CONTAINER_CREATED_EVENT' | 'CONTAINER_STARTED_EVENT' | 'CONTAINER_STOPPED_EVENT' | 'CONTAINER_DELETED_EVENT';
@@ -254,15 +255,14 @@ export class ContainerService implements PodContainers {
     image: NonNullable<ReturnType<ImageService['find']>>,
     undo: UndoStack,
   ): Promise<void> {
-    let lowerDirs = image.layers.map((l) => this.opts.images.layers.path(l.chainId)).reverse();
+    const layerDirs = image.layers.map((l) => this.opts.images.layers.path(l.chainId)).reverse();
     // A pod with its own user namespace sees the layers through an idmapped view; everything
     // mounted under the bundle goes with it (unmountBelow).
     const userns = sandbox.userns && sandbox.namespaces.user;
     if (userns) undo.push('idmapped mounts', () => unmountBelow(rec.bundle));
-    const view = userns ? mountLayerView(this.opts.images.layers.dir, lowerDirs, rec.bundle, userns) : Promise.resolve(lowerDirs);
+    const view = userns ? mountLayerView(this.opts.images.layers.dir, layerDirs, rec.bundle, userns) : Promise.resolve(layerDirs);
     const upperOwner = sandbox.userns ? mappedRoot(sandbox.userns) : undefined;
-    const mounted = view.then(async (dirs) => {
-      lowerDirs = dirs;
+    const mounted = view.then(async (lowerDirs) => {
       await mountRootfs({ lowerDirs, upperDir: rec.upperDir, workDir: rec.workDir, target: rec.rootfs, upperOwner });
       undo.push('rootfs', () => unmountRootfs(rec.rootfs));
     });

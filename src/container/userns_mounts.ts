@@ -2,7 +2,7 @@
 // files must be seen through the namespace's mapping, or every file of host uid 0 (all of an
 // image) shows as nobody and root inside cannot write its own rootfs. The daemon makes the
 // idmapped mounts (runc 1.1 cannot), all under the container's bundle directory, and
-// unmountBelow(bundle) takes them away with the container.
+// unmountBelow(bundle) (sys/unmount_below.ts) takes them away with the container.
 //
 // The rootfs: an overlay mount itself cannot be idmapped, but overlayfs (5.19+) accepts idmapped
 // layers. One idmapped clone of the whole layer store serves every lowerdir of the container
@@ -15,8 +15,7 @@ import path from 'node:path';
 import { InvalidArgumentError, messageOf } from '../errors';
 import type { Mount__Output } from '../gen/runtime/v1/Mount';
 import { mountIdmapped } from '../sys/idmap';
-import { MNT_DETACH, SysError, umount2 } from '../sys/libc';
-import { readMountInfo } from '../sys/mountinfo';
+import { SysError } from '../sys/libc';
 
 /** Where the idmapped view of the layer store is, in a bundle. */
 export function layerViewPath(bundle: string): string {
@@ -68,24 +67,4 @@ export async function idmapMountSources(mounts: Mount__Output[], bundle: string,
     out.push({ ...m, host_path: target });
   }
   return out;
-}
-
-/**
- * Unmounts every mount strictly below `dir`, deepest first (detached: a container's last
- * process may still hold one). Idempotent; a restart's cleanup finds them by path.
- */
-export function unmountBelow(dir: string): void {
-  const prefix = path.resolve(dir) + '/';
-  const below = readMountInfo()
-    .filter((m) => m.mountPoint.startsWith(prefix))
-    .sort((a, b) => b.mountPoint.length - a.mountPoint.length || b.id - a.id);
-  for (const m of below) {
-    try {
-      umount2(m.mountPoint, MNT_DETACH);
-    } catch (err) {
-      if (!(err instanceof SysError && (err.code === 'EINVAL' || err.code === 'ENOENT'))) {
-        throw new Error(`failed to unmount ${m.mountPoint}: ${messageOf(err)}`, { cause: err });
-      }
-    }
-  }
 }

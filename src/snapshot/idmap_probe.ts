@@ -8,6 +8,7 @@ import path from 'node:path';
 import { messageOf } from '../errors';
 import { mountIdmapped } from '../sys/idmap';
 import { MNT_DETACH, mount, MS_RDONLY, umount2 } from '../sys/libc';
+import { unmountBelow } from '../sys/unmount_below';
 import { withUserNamespace } from '../sys/userns';
 
 export interface UsernsSupport {
@@ -21,11 +22,13 @@ const PROBE_HOST_ID = 1_000_000_000;
 
 /** Probes in a scratch directory under `root` (the filesystem of the layers); leaves nothing. */
 export async function probeIdmappedLayers(root: string): Promise<UsernsSupport> {
-  const dir = path.join(root, `.userns-probe-${process.pid}`);
+  const dir = path.join(root, '.userns-probe');
   const view = path.join(dir, 'view');
   const merged = path.join(dir, 'merged');
   const mounted: string[] = [];
   try {
+    // What a daemon that died mid-probe left.
+    unmountBelow(dir);
     await fs.rm(dir, { recursive: true, force: true });
     for (const d of ['layers/a', 'layers/b', 'view', 'merged']) await fs.mkdir(path.join(dir, d), { recursive: true, mode: 0o700 });
     await fs.writeFile(path.join(dir, 'layers/a/f'), '');
