@@ -252,6 +252,27 @@ describe('user namespaces (hostUsers: false)', { timeout: 240_000 }, () => {
     await cri().runtime.RemovePodSandbox({ pod_sandbox_id: podId });
   });
 
+  test('a daemon restart keeps the pod and its container; removal after it leaves nothing', async () => {
+    const pod = usernsPod('userns-restart');
+    const podId = await runPod(pod);
+    const id = await start(podId, pod, ctr('sleeper', pod, SLEEPER));
+    await daemon.restart();
+    assert.equal((await cri().runtime.ContainerStatus({ container_id: id })).status?.state, 'CONTAINER_RUNNING');
+    const r = await execIn(cri(), id, ['cat', '/proc/self/uid_map']);
+    assert.deepEqual(mapLines(r.stdout), [`0 ${HOST_ID} ${LENGTH}`], r.stderr);
+    // A second container after the restart gets the same user namespace.
+    const second = await start(podId, pod, ctr('second', pod, SLEEPER));
+    const ns = async (cid: string) => {
+      const { info } = await cri().runtime.ContainerStatus({ container_id: cid, verbose: true });
+      return fs.readlinkSync(`/proc/${JSON.parse(info.info ?? '{}').pid as number}/ns/user`);
+    };
+    assert.equal(await ns(second), await ns(id));
+    await cri().runtime.StopPodSandbox({ pod_sandbox_id: podId });
+    await cri().runtime.RemovePodSandbox({ pod_sandbox_id: podId });
+    const leaks = await waitNoLeaks(tracked.scope(daemon), baseline);
+    assert.deepEqual(leaks, {}, describeLeaks(leaks));
+  });
+
   test('refused as the CRI says: several mappings, container ID 0 unmapped, CONTAINER and TARGET modes, host namespaces', async () => {
     const two = [...MAPPING, { container_id: LENGTH, host_id: HOST_ID * 2, length: LENGTH }];
     const cases: [string, PodSandboxConfig][] = [
