@@ -13,6 +13,8 @@ export interface IdmapOptions {
   userns: number | string;
   /** The whole tree below `source` (what a CRI mount's rbind means), not just its top mount. */
   recursive?: boolean;
+  /** More MOUNT_ATTR_* flags set in the same call (MOUNT_ATTR_RDONLY for a read-only volume). */
+  attrSet?: number;
 }
 
 /**
@@ -26,7 +28,7 @@ export function mountIdmapped(source: string, target: string, opts: IdmapOptions
   try {
     const tree = openTree(source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | rec);
     try {
-      mountSetattr(tree, '', AT_EMPTY_PATH | rec, { attrSet: MOUNT_ATTR_IDMAP, usernsFd });
+      mountSetattr(tree, '', AT_EMPTY_PATH | rec, { attrSet: MOUNT_ATTR_IDMAP | (opts.attrSet ?? 0), usernsFd });
       moveMount(tree, '', AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH);
     } finally {
       closeFd(tree);
