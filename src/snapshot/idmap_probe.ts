@@ -1,6 +1,6 @@
 // The start-up probe behind Status's user_namespaces feature: does this node do what a pod with
 // its own user namespace needs? A user namespace made by the helper (sys/userns.ts), an idmapped
-// mount on the layer store's filesystem (ext4, xfs, btrfs: 5.12+; tmpfs: 6.3+), and an overlay
+// mount on the layer store's filesystem (ext4, xfs: 5.12+; btrfs: 5.15+; tmpfs: 6.3+), and an overlay
 // whose layers are idmapped mounts (5.19+), checked by the owner a file shows through it.
 
 import { promises as fs } from 'node:fs';
