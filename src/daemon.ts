@@ -48,6 +48,7 @@ import { ConmonRuntime } from './oci/conmon_runtime';
 import type { OciRuntime } from './oci/runtime';
 import { SandboxService } from './sandbox/sandbox_service';
 import { type HostReport, probeHost } from './host/probe';
+import { probeIdmappedLayers, type UsernsSupport } from './snapshot/idmap_probe';
 import { hasSysResource } from './util/capabilities';
 import { which } from './util/which';
 
@@ -65,6 +66,7 @@ export class Daemon {
   private injector?: ReturnType<grpc.Server['createConnectionInjector']>;
   /** The host check, started once the socket serves (it must not delay serving). */
   private hostReport?: Promise<HostReport | undefined>;
+  private usernsProbe?: Promise<UsernsSupport>;
 
   constructor(readonly cfg: Config, readonly log: Logger) {
     this.images = new ImageService({
@@ -113,6 +115,7 @@ export class Daemon {
       cni: this.cni,
       runtimeHandlers: [...this.runtimes.keys()],
       defaultRuntimeHandler: cfg.defaultRuntime,
+      usernsSupport: () => this.usernsSupport(),
       log,
     });
     this.containers = new ContainerService({
@@ -145,6 +148,8 @@ export class Daemon {
     const { cfg, log } = this;
     await fs.mkdir(cfg.root, { recursive: true, mode: 0o711 });
     await fs.mkdir(cfg.state, { recursive: true, mode: 0o711 });
+    // In the background: Status and the first pod with a user namespace wait for it.
+    void this.usernsSupport();
     await this.images.init();
     for (const dir of ['exits', 's', 'cni']) await fs.mkdir(path.join(cfg.state, dir), { recursive: true, mode: 0o711 });
     await this.cni.load().catch((err: unknown) => log.warn({ err }, 'no usable CNI network yet'));
@@ -167,7 +172,8 @@ export class Daemon {
       cri.runtime.v1.RuntimeService.service,
       implement('runtime.v1.RuntimeService', cri.runtime.v1.RuntimeService.service, {
         Version: (req) => version(req),
-        Status: (req) => status(req, cfg, this.cni, [...this.runtimes.keys()], () => this.hostReport ?? Promise.resolve(undefined)),
+        Status: async (req) =>
+          status(req, cfg, this.cni, [...this.runtimes.keys()], (await this.usernsSupport()).ok, () => this.hostReport ?? Promise.resolve(undefined)),
         RuntimeConfig: () => runtimeConfig(cfg),
         UpdateRuntimeConfig: (req, ctx) => updateRuntimeConfig(req, ctx.log),
         RunPodSandbox: (req, ctx) => runPodSandbox(req, sandboxes, ctx),
@@ -271,8 +277,19 @@ export class Daemon {
       await fs.rm(socketPath(this.cfg), { force: true });
     }
     await this.streaming.stop();
+    await this.usernsProbe;
     await this.sandboxes.shutdown();
     await this.metrics.close();
+  }
+
+  /** Started once; its scratch mounts are gone when it resolves. */
+  usernsSupport(): Promise<UsernsSupport> {
+    this.usernsProbe ??= probeIdmappedLayers(this.cfg.root).then((r) => {
+      if (r.ok) this.log.info('user namespaces: supported (idmapped layers probe passed)');
+      else this.log.warn({ reason: r.reason }, 'user namespaces: not supported; Status reports them off');
+      return r;
+    });
+    return this.usernsProbe;
   }
 }
 

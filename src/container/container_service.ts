@@ -18,8 +18,11 @@ import { processStartTimeMs } from '../oci/proc';
 import type { ExecResult, OciRuntime } from '../oci/runtime';
 import type { SandboxRecord } from '../sandbox/sandbox';
 import type { PodContainers, SandboxService } from '../sandbox/sandbox_service';
+import { mappedRoot } from '../sandbox/userns';
 import { mountRootfs, unmountRootfs } from '../snapshot/rootfs';
 import { JsonStore } from '../store/json_store';
+import { unmountBelow } from '../sys/unmount_below';
+import type { LayerDir } from './userns_mounts';
 import { isId, labelsMatch, matchId, msToNs, newId, nowNs } from '../util/ids';
 import { NameRegistry } from '../util/name_registry';
 import { settleAll } from '../util/settle';
@@ -27,6 +30,7 @@ import { UndoStack } from '../util/undo';
 import { type ContainerRecord, containerName, criContainerState } from './container';
 import { ImageFileCache } from './image_files';
 import { buildSpec, type OciSpec, prepareMountSources, toOciResources } from './spec';
+import { idmapMountSources, mountLayerView } from './userns_mounts';
 import { needsStaging, releaseVolumes, stageVolumes, validateVolumes } from './volumes';
 import { dirUsage } from './usage';
 
@@ -261,13 +265,24 @@ export class ContainerService implements PodContainers {
     image: NonNullable<ReturnType<ImageService['find']>>,
     undo: UndoStack,
   ): Promise<void> {
-    const lowerDirs = image.layers.map((l) => this.opts.images.layers.path(l.chainId)).reverse();
-    const mounted = mountRootfs({ lowerDirs, upperDir: rec.upperDir, workDir: rec.workDir, target: rec.rootfs }).then(() =>
-      undo.push('rootfs', () => unmountRootfs(rec.rootfs)),
-    );
+    const layers = this.opts.images.layers;
+    // A pod with its own user namespace sees the layers through an idmapped view, the rootfs
+    // and its image volumes alike; everything mounted under the bundle goes with it.
+    const userns = sandbox.userns && sandbox.namespaces.user;
+    if (userns) undo.push('idmapped mounts', () => unmountBelow(rec.bundle));
+    const view: Promise<LayerDir> = userns
+      ? mountLayerView(layers.dir, (chainId) => layers.path(chainId), rec.bundle, userns)
+      : Promise.resolve((chainId) => layers.path(chainId));
+    view.catch(() => undefined);
+    const upperOwner = sandbox.userns ? mappedRoot(sandbox.userns) : undefined;
+    const mounted = view.then(async (layerDir) => {
+      const lowerDirs = image.layers.map((l) => layerDir(l.chainId)).reverse();
+      await mountRootfs({ lowerDirs, upperDir: rec.upperDir, workDir: rec.workDir, target: rec.rootfs, upperOwner });
+      undo.push('rootfs', () => unmountRootfs(rec.rootfs));
+    });
     // The spec needs the rootfs only for the image's account files, which the cache knows once
     // one container of the image was made: then it is built while the overlay is mounted.
-    const [, spec] = await settleAll(mounted, this.spec(rec, sandbox, config, image, mounted, undo));
+    const [, spec] = await settleAll(mounted, this.spec(rec, sandbox, config, image, mounted, view, undo));
     await fs.writeFile(path.join(rec.bundle, 'config.json'), JSON.stringify(spec));
   }
 
@@ -277,15 +292,23 @@ export class ContainerService implements PodContainers {
     config: ContainerConfig__Output,
     image: NonNullable<ReturnType<ImageService['find']>>,
     mounted: Promise<void>,
+    view: Promise<LayerDir>,
     undo: UndoStack,
   ): Promise<OciSpec> {
     // Like containerd, a missing host path is created as a directory, and symlinks in host
     // paths are resolved on the host.
     let mounts = await prepareMountSources(config.mounts);
+    const userns = sandbox.userns && sandbox.namespaces.user;
+    // Plain host paths are idmapped here; rro trees and image volumes get theirs as they are
+    // staged (an overlay cannot be idmapped: its layers come through the idmapped view).
+    if (userns) mounts = await idmapMountSources(mounts, rec.bundle, userns);
     if (needsStaging(mounts)) {
       const dir = volumesDir(rec.bundle);
       undo.push('volumes', () => releaseVolumes(dir));
-      const staged = await stageVolumes(mounts, dir, this.opts.images, `container ${config.metadata!.name} (${rec.id})`);
+      const staged = await stageVolumes(mounts, dir, this.opts.images, `container ${config.metadata!.name} (${rec.id})`, {
+        layerDir: await view,
+        userns: userns || undefined,
+      });
       mounts = staged.mounts;
       rec.volumeLayers = staged.layers;
       if (staged.detachable) this.detachAfterCreate.add(rec.id);
@@ -309,6 +332,7 @@ export class ContainerService implements PodContainers {
         resolvPath: sandbox.files!.resolvPath,
         hostnamePath: sandbox.files!.hostnamePath,
         shmPath: sandbox.files!.shmPath,
+        userns: userns ? { ...sandbox.userns!, path: userns } : undefined,
       },
       cgroupsPath: rec.cgroupsPath,
       restrictOomScoreAdj: this.opts.restrictOomScoreAdj,
@@ -512,8 +536,9 @@ export class ContainerService implements PodContainers {
   /** The rootfs mount, the bundle and the writable layer; each may already be gone. */
   private async removeFiles(bundle: string, persistent: string): Promise<void> {
     await unmountRootfs(path.join(bundle, 'rootfs'));
-    // Before the bundle goes: nothing may be deleted through a volume still mounted in it.
-    await releaseVolumes(volumesDir(bundle));
+    // Before the bundle goes: nothing may be deleted through a mount still in it (volumes, the
+    // idmapped mounts of a pod with its own user namespace).
+    unmountBelow(bundle);
     await fs.rm(bundle, { recursive: true, force: true });
     await fs.rm(persistent, { recursive: true, force: true });
   }

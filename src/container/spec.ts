@@ -33,6 +33,7 @@ import {
 import { hostDevices, requestedDevices } from './devices';
 import { containerSeccomp, nativeArch, securityProfile } from './seccomp';
 import { type ImageFileReader, resolveUser, rootfsFiles } from './user';
+import { checkContainerUserns, type UsernsMappings } from '../sandbox/userns';
 
 export { resolveUser, rootfsFiles } from './user';
 export type { ResolvedUser } from './user';
@@ -54,6 +55,8 @@ export interface SandboxInfo {
   hostnamePath: string;
   /** A tmpfs directory shared by the pod; absent → each container gets its own /dev/shm tmpfs. */
   shmPath?: string;
+  /** The pod's own user namespace (pinned file) and its mappings, when hostUsers is false. */
+  userns?: UsernsMappings & { path: string };
 }
 
 /** Facts about this host that change the spec; detected once when not given (tests pass them). */
@@ -374,10 +377,11 @@ function namespaces(input: SpecInput, sc: LinuxContainerSecurityContext__Output 
   const podNs = sandbox.config.linux?.security_context?.namespace_options ?? null;
   const ctrNs = sc?.namespace_options ?? podNs;
   const mode = (m: NamespaceMode__Output | undefined): NamespaceMode__Output => m ?? 'POD';
-  if (ctrNs?.userns_options && ctrNs.userns_options.mode === 'POD') {
-    throw new UnimplementedError(`${what}: user namespaces are not supported`);
-  }
+  checkContainerUserns(sandbox.userns, sc?.namespace_options, what);
   const out: OciNamespace[] = [];
+  // runc joins the user namespace before the others whatever the order here; the pod's net,
+  // IPC and UTS namespaces belong to it (sys/userns.ts).
+  if (sandbox.userns) out.push({ type: 'user', path: sandbox.userns.path });
 
   // A NODE namespace is the host's: the container simply does not get a namespace of that type.
   switch (mode(ctrNs?.pid)) {
@@ -630,6 +634,14 @@ export async function buildSpec(input: SpecInput): Promise<OciSpec> {
     resources: resources(r, host, privileged, what),
   };
   if (rootfsPropagation) linux.rootfsPropagation = rootfsPropagation;
+  // runc 1.1 wants the mappings even when it joins the namespace by path (it derives the host
+  // ids of the container's root from them, for device nodes) and does not compare them with the
+  // namespace's own; they are the pod's, so they agree.
+  const userns = input.sandbox.userns;
+  if (userns) {
+    linux.uidMappings = userns.uids.map((m) => ({ containerID: m.containerId, hostID: m.hostId, size: m.length }));
+    linux.gidMappings = userns.gids.map((m) => ({ containerID: m.containerId, hostID: m.hostId, size: m.length }));
+  }
   // Devices: a privileged container gets every host device node (containerd's WithDevices of
   // /dev; the cgroup already allows all), others the ones the request names.
   const requested = await requestedDevices(input.config.devices ?? [], what);

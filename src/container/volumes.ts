@@ -8,6 +8,7 @@ import { InvalidArgumentError, NotFoundError, withContext } from '../errors';
 import type { Mount__Output } from '../gen/runtime/v1/Mount';
 import type { ImageService } from '../image/image_service';
 import { mountRootfs } from '../snapshot/rootfs';
+import type { LayerDir } from './userns_mounts';
 import { makePrivate, mountRecursiveReadOnly, resolveInRoot, unmountAllUnder } from '../snapshot/volume_mounts';
 
 export interface StagedVolumes {
@@ -56,7 +57,14 @@ export function needsStaging(mounts: Mount__Output[]): boolean {
  * entry per mount. Host paths must already be prepared (created, symlinks resolved). On
  * failure the caller unmounts `dir` with releaseVolumes.
  */
-export async function stageVolumes(mounts: Mount__Output[], dir: string, images: ImageService, what: string): Promise<StagedVolumes> {
+export interface StageOptions {
+  /** Where each layer is seen from: the store, or a user-namespace pod's idmapped view of it. */
+  layerDir: LayerDir;
+  /** The pinned user namespace of the pod, when it has one: rro trees are idmapped to it. */
+  userns?: string;
+}
+
+export async function stageVolumes(mounts: Mount__Output[], dir: string, images: ImageService, what: string, opts: StageOptions): Promise<StagedVolumes> {
   validateVolumes(mounts, what);
   const layers: string[] = [];
   const out: Mount__Output[] = [];
@@ -65,7 +73,7 @@ export async function stageVolumes(mounts: Mount__Output[], dir: string, images:
     const target = path.join(dir, String(i));
     try {
       if (m.recursive_read_only) {
-        await mountRecursiveReadOnly(m.host_path, target);
+        await mountRecursiveReadOnly(m.host_path, target, opts.userns);
         // What runc gets is already read-only all the way down: its plain "ro" rbind suffices.
         out.push({ ...m, host_path: target, recursive_read_only: false });
       } else if (m.image) {
@@ -75,7 +83,7 @@ export async function stageVolumes(mounts: Mount__Output[], dir: string, images:
         const chainIds = image.layers.map((l) => l.chainId);
         layers.push(...chainIds);
         // No upper dir: a read-only view of the layers, as a container's rootfs is built.
-        await mountRootfs({ lowerDirs: chainIds.map((c) => images.layers.path(c)).reverse(), target, readOnly: true });
+        await mountRootfs({ lowerDirs: chainIds.map(opts.layerDir).reverse(), target, readOnly: true });
         // Not a peer of the host's shared mounts: the container's copy must not follow it.
         makePrivate(target);
         const source = m.image_sub_path ? await resolveInRoot(target, m.image_sub_path) : target;

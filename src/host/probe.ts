@@ -4,8 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Config } from '../config';
-import { MNT_DETACH, umount2 } from '../sys/libc';
-import { readMountInfo } from '../sys/mountinfo';
+import { unmountBelow } from '../sys/unmount_below';
 import { type Finding } from './finding';
 import { probeCgroups, readCgroupLayout, systemdRunning } from './probe_cgroups';
 import { probeCni } from './probe_cni';
@@ -60,18 +59,7 @@ function sweepStaleScratch(parent: string): void {
     const pid = Number(name.slice(SCRATCH_PREFIX.length).split('-')[0]);
     if (Number.isInteger(pid) && pid > 0 && alive(pid)) continue;
     const dir = path.join(parent, name);
-    // Deepest first: a mount on top of another comes off before the one below it.
-    const below = readMountInfo()
-      .map((m) => m.mountPoint)
-      .filter((mp) => mp === dir || mp.startsWith(`${dir}/`))
-      .sort((a, b) => b.length - a.length);
-    for (const mp of below) {
-      try {
-        umount2(mp, MNT_DETACH);
-      } catch {
-        // Already gone with its parent: the lazy unmount above took the whole subtree.
-      }
-    }
+    unmountBelow(dir);
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }

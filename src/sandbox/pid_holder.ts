@@ -20,13 +20,23 @@ export interface PidHolder {
   nsPath: string;
 }
 
-export async function startPidHolder(): Promise<PidHolder> {
+/**
+ * `userns`: the pinned user namespace of a pod with one; the PID namespace is then made inside it
+ * (util-linux nsenter joins it and execs unshare, so the pid stays the same) and owned by it,
+ * which runc needs to mount /proc for the pod's containers.
+ */
+export async function startPidHolder(userns?: string): Promise<PidHolder> {
   const unshare = which('unshare');
   const sh = which('sh');
   const sleep = which('sleep');
+  const nsenter = userns ? which('nsenter') : undefined;
   if (!unshare || !sh || !sleep) throw new Error('shared PID namespace: util-linux unshare, sh or coreutils sleep not found');
+  if (userns && !nsenter) throw new Error('shared PID namespace in a user namespace: util-linux nsenter not found');
   // sleep's path comes in as $0, so it needs no quoting inside the script.
-  const child = spawnProcess(unshare, ['--pid', '--fork', sh, '-c', 'while :; do "$0" 3600 & wait; done', sleep], { detached: true });
+  const args = ['--pid', '--fork', sh, '-c', 'while :; do "$0" 3600 & wait; done', sleep];
+  const child = nsenter
+    ? spawnProcess(nsenter, [`--user=${userns}`, '--', unshare, ...args], { detached: true })
+    : spawnProcess(unshare, args, { detached: true });
   child.unref();
   // A failed start is already told by the missing pid below.
   child.on('error', () => undefined);

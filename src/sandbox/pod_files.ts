@@ -11,6 +11,15 @@ export interface PodFiles {
   shmPath: string;
 }
 
+/**
+ * Host ids to own the pod's files: its user namespace's root, so that they are the pod's own
+ * inside, as on a node without user namespaces (files of host uid 0 would show as nobody).
+ */
+export interface FileOwner {
+  uid: number;
+  gid: number;
+}
+
 const SHM_SIZE = '65536k';
 
 /**
@@ -20,7 +29,7 @@ const SHM_SIZE = '65536k';
  */
 export async function writePodFiles(
   dir: string,
-  opts: { hostname: string; dns: DNSConfig__Output | null; hostIpc: boolean },
+  opts: { hostname: string; dns: DNSConfig__Output | null; hostIpc: boolean; owner?: FileOwner },
 ): Promise<PodFiles> {
   const files: PodFiles = {
     hostnamePath: path.join(dir, 'hostname'),
@@ -30,17 +39,24 @@ export async function writePodFiles(
   };
   await fs.writeFile(files.hostnamePath, `${opts.hostname}\n`, { mode: 0o644 });
   await fs.writeFile(files.resolvPath, resolvConf(opts.dns) ?? (await readOr('/etc/resolv.conf', '')), { mode: 0o644 });
+  const { owner } = opts;
+  if (owner) {
+    await fs.chown(files.hostnamePath, owner.uid, owner.gid);
+    await fs.chown(files.resolvPath, owner.uid, owner.gid);
+  }
   if (!opts.hostIpc) {
     await fs.mkdir(files.shmPath, { recursive: true, mode: 0o1777 });
-    mount('shm', files.shmPath, 'tmpfs', MS_NOSUID | MS_NODEV | MS_NOEXEC, `mode=1777,size=${SHM_SIZE}`);
+    const ids = owner ? `,uid=${owner.uid},gid=${owner.gid}` : '';
+    mount('shm', files.shmPath, 'tmpfs', MS_NOSUID | MS_NODEV | MS_NOEXEC, `mode=1777,size=${SHM_SIZE}${ids}`);
   }
   return files;
 }
 
 /** The pod's /etc/hosts: the host's own for a host-network pod, else localhost and the pod IP. */
-export async function writePodHosts(files: PodFiles, opts: { hostname: string; ip?: string; hostNetwork: boolean }): Promise<void> {
+export async function writePodHosts(files: PodFiles, opts: { hostname: string; ip?: string; hostNetwork: boolean; owner?: FileOwner }): Promise<void> {
   const text = opts.hostNetwork ? await readOr('/etc/hosts', '') : podHosts(opts.hostname, opts.ip);
   await fs.writeFile(files.hostsPath, text, { mode: 0o644 });
+  if (opts.owner) await fs.chown(files.hostsPath, opts.owner.uid, opts.owner.gid);
 }
 
 /** Unmounts the pod's /dev/shm; idempotent. */

@@ -5,6 +5,7 @@ import type { PodSandboxStatus } from '../gen/runtime/v1/PodSandboxStatus';
 import type { PodNamespaces } from '../sys/namespaces';
 import type { PidHolder } from './pid_holder';
 import type { PodFiles } from './pod_files';
+import type { UsernsMappings } from './userns';
 
 /**
  * A pod sandbox's durable record. `phase` is the state machine: `creating` is written before
@@ -27,6 +28,8 @@ export interface SandboxRecord {
   /** State directory holding the pinned namespaces and pod files. */
   dir: string;
   namespaces: PodNamespaces;
+  /** The pod's own user namespace (hostUsers: false), pinned as namespaces.user. */
+  userns?: UsernsMappings;
   files?: PodFiles;
   /** The process holding the pod's shared PID namespace, when the pod asks for one. */
   pidHolder?: PidHolder;

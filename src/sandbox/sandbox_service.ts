@@ -2,7 +2,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { applyPodLimits } from '../cgroups/pod_limits';
 import type { CgroupDriver } from '../cgroups/paths';
-import { InvalidArgumentError, NotFoundError, withContext } from '../errors';
+import { InvalidArgumentError, NotFoundError, UnimplementedError, withContext } from '../errors';
 import type { LinuxContainerResources__Output } from '../gen/runtime/v1/LinuxContainerResources';
 import type { PodSandboxConfig__Output } from '../gen/runtime/v1/PodSandboxConfig';
 import type { PodSandboxFilter__Output } from '../gen/runtime/v1/PodSandboxFilter';
@@ -10,6 +10,7 @@ import type { Logger } from '../log';
 import type { Cni, PodNetworkArgs, PortMapping } from '../network/cni';
 import { JsonStore } from '../store/json_store';
 import { pinPath, pinPodNamespaces, type PodNamespaces, releaseNamespaceRoot, unpinNamespaces } from '../sys/namespaces';
+import { pinUserNamespace } from '../sys/userns';
 import { isId, labelsMatch, matchId, newId, nowNs } from '../util/ids';
 import { NameRegistry } from '../util/name_registry';
 import { settleAll } from '../util/settle';
@@ -18,6 +19,7 @@ import { startPidHolder, stopPidHolder } from './pid_holder';
 import { podTotals } from './pod_resources';
 import { podHostname, podShmPath, releasePodShm, unmountPodShm, writePodFiles, writePodHosts } from './pod_files';
 import { criState, type SandboxRecord, sandboxName } from './sandbox';
+import { checkSearchable, mappedRoot, type UsernsMappings } from './userns';
 import { validateSandboxConfig } from './validate';
 
 /** What the sandbox service needs from the containers of a pod. */
@@ -32,6 +34,8 @@ export interface SandboxServiceOptions {
   cni: Cni;
   runtimeHandlers: string[];
   defaultRuntimeHandler: string;
+  /** Whether pods can have user namespaces here (the start-up probe's answer), and why not. */
+  usernsSupport?: () => Promise<{ ok: boolean; reason?: string }>;
   log: Logger;
 }
 
@@ -85,7 +89,12 @@ export class SandboxService {
     for (const id of orphans) {
       this.opts.log.warn({ sandbox: id }, 'removing a pod sandbox that no record names');
       const pins = path.join(this.nsRoot(), id);
-      const namespaces: PodNamespaces = { net: pinPath(pins, 'net'), ipc: pinPath(pins, 'ipc'), uts: pinPath(pins, 'uts') };
+      const namespaces: PodNamespaces = {
+        net: pinPath(pins, 'net'),
+        ipc: pinPath(pins, 'ipc'),
+        uts: pinPath(pins, 'uts'),
+        user: pinPath(pins, 'user'),
+      };
       const dir = path.join(dirs, id);
       try {
         const args: PodNetworkArgs = { podId: id, netns: namespaces.net!, podName: '', podNamespace: '', podUid: '', portMappings: [] };
@@ -131,12 +140,24 @@ export class SandboxService {
         `RunPodSandbox ${config.metadata.name}: no runtime handler ${JSON.stringify(handler)} (configured: ${this.opts.runtimeHandlers.join(', ')})`,
       );
     }
-    validateSandboxConfig(config);
+    const userns = validateSandboxConfig(config);
+    if (userns) {
+      // Status reported user_namespaces false for every handler then: the kubelet does not ask.
+      const support = (await this.opts.usernsSupport?.()) ?? { ok: false, reason: 'no probe ran' };
+      if (!support.ok) throw new UnimplementedError(`RunPodSandbox ${config.metadata.name}: user namespaces are not supported on this node: ${support.reason}`);
+      await checkSearchable(this.opts.state, `RunPodSandbox ${config.metadata.name}`);
+    }
     const id = newId();
-    return this.names.reserveAndCreate(sandboxName(config), id, () => this.create(id, config, runtimeHandler, log));
+    return this.names.reserveAndCreate(sandboxName(config), id, () => this.create(id, config, runtimeHandler, userns, log));
   }
 
-  private async create(id: string, config: PodSandboxConfig__Output, runtimeHandler: string, log: Logger): Promise<SandboxRecord> {
+  private async create(
+    id: string,
+    config: PodSandboxConfig__Output,
+    runtimeHandler: string,
+    userns: UsernsMappings | undefined,
+    log: Logger,
+  ): Promise<SandboxRecord> {
     const ns = config.linux?.security_context?.namespace_options;
     const hostNetwork = ns?.network === 'NODE';
     const rec: SandboxRecord = {
@@ -152,6 +173,7 @@ export class SandboxService {
       hostname: podHostname(config.hostname),
       dir: path.join(this.opts.state, 'sandboxes', id),
       namespaces: {},
+      userns,
       ips: [],
       cgroupParent: config.linux?.cgroup_parent ?? '',
     };
@@ -177,7 +199,8 @@ export class SandboxService {
       }
       if (netArgs) undo.push('network', () => this.opts.cni.teardown(netArgs));
       // The pod's files do not wait for the CNI plugins; both are awaited before any undo runs.
-      const files = writePodFiles(rec.dir, { hostname: rec.hostname, dns: config.dns_config, hostIpc: rec.hostIpc }).then((f) => {
+      const owner = rec.userns ? mappedRoot(rec.userns) : undefined;
+      const files = writePodFiles(rec.dir, { hostname: rec.hostname, dns: config.dns_config, hostIpc: rec.hostIpc, owner }).then((f) => {
         rec.files = f;
         undo.push('shm', () => releasePodShm(f));
       });
@@ -185,7 +208,7 @@ export class SandboxService {
       // The ready record (serialized now) and /etc/hosts at once; the pod shows as ready only
       // once both are done.
       await settleAll(
-        writePodHosts(rec.files!, { hostname: rec.hostname, ip: rec.ips[0], hostNetwork }),
+        writePodHosts(rec.files!, { hostname: rec.hostname, ip: rec.ips[0], hostNetwork, owner }),
         this.store.put(id, { ...rec, phase: 'ready' }),
       );
       rec.phase = 'ready';
@@ -216,19 +239,16 @@ export class SandboxService {
       await fs.mkdir(rec.dir, { recursive: true, mode: 0o711 });
       undo.push('sandbox dir', () => fs.rm(rec.dir, { recursive: true, force: true }));
       // All pins under one directory: it is made a shared mount once (sys/namespaces.ts).
-      rec.namespaces = await pinPodNamespaces(path.join(this.nsRoot(), rec.id), {
-        net: !rec.hostNetwork,
-        ipc: !rec.hostIpc,
-        uts: !rec.hostNetwork,
-        hostname: rec.hostname,
-      });
+      const wanted = { net: !rec.hostNetwork, ipc: !rec.hostIpc, uts: !rec.hostNetwork, hostname: rec.hostname };
+      const pins = path.join(this.nsRoot(), rec.id);
+      rec.namespaces = rec.userns ? await pinUserNamespace(pins, { ...wanted, ...rec.userns }) : await pinPodNamespaces(pins, wanted);
       undo.push('namespaces', () => unpinNamespaces(rec.namespaces));
     })();
     await settleAll(recorded, made);
     // The CRI's enum default is POD, so only a pod that sends namespace options asks for a
     // shared PID namespace (the kubelet sends CONTAINER unless shareProcessNamespace is set).
     if (sharedPid) {
-      rec.pidHolder = await startPidHolder();
+      rec.pidHolder = await startPidHolder(rec.namespaces.user);
       undo.push('pid namespace', () => stopPidHolder(rec.pidHolder));
     }
   }

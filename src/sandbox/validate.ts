@@ -1,5 +1,6 @@
-import { InvalidArgumentError, UnimplementedError } from '../errors';
+import { InvalidArgumentError } from '../errors';
 import type { PodSandboxConfig__Output } from '../gen/runtime/v1/PodSandboxConfig';
+import { podUserns, type UsernsMappings } from './userns';
 
 /**
  * Sysctls a pod may set, by the namespace that makes them per-pod (the kubelet's
@@ -12,15 +13,14 @@ function sysctlNamespace(name: string): 'ipc' | 'net' | undefined {
   return undefined;
 }
 
-/** Refuses, before anything is created, what tscri cannot give a pod. */
-export function validateSandboxConfig(config: PodSandboxConfig__Output): void {
+/**
+ * Refuses, before anything is created, what tscri cannot give a pod. Returns the pod's user
+ * namespace mappings when it asks for a user namespace of its own.
+ */
+export function validateSandboxConfig(config: PodSandboxConfig__Output): UsernsMappings | undefined {
   const name = config.metadata?.name ?? '';
   const ns = config.linux?.security_context?.namespace_options;
-  const userns = ns?.userns_options;
-  if (userns && userns.mode !== 'NODE') {
-    // Status reports user_namespaces=false for every handler: runc 1.1 has no idmapped mounts.
-    throw new UnimplementedError(`RunPodSandbox ${name}: user namespaces are not supported by tscri's runtime handlers`);
-  }
+  const userns = podUserns(ns, `RunPodSandbox ${name}`);
   for (const key of Object.keys(config.linux?.sysctls ?? {})) {
     const kind = sysctlNamespace(key);
     if (!kind) throw new InvalidArgumentError(`RunPodSandbox ${name}: sysctl ${key} is not namespaced: it would change the node`);
@@ -31,4 +31,5 @@ export function validateSandboxConfig(config: PodSandboxConfig__Output): void {
       throw new InvalidArgumentError(`RunPodSandbox ${name}: sysctl ${key} needs the pod's own IPC namespace (the pod uses the host's)`);
     }
   }
+  return userns;
 }

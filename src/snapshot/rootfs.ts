@@ -24,6 +24,11 @@ export interface RootfsOptions {
   target: string;
   /** A view of the layers alone: no upper, nothing writable. */
   readOnly?: boolean;
+  /**
+   * Host ids to own the upper dir, whose root is the rootfs's `/`: a pod's user namespace root
+   * (its lowerdirs are then idmapped views of the layers).
+   */
+  upperOwner?: { uid: number; gid: number };
 }
 
 // The kernel copies mount(2)'s data argument into a single page, NUL included.
@@ -74,6 +79,7 @@ export async function mountRootfs(opts: RootfsOptions): Promise<void> {
   ]);
   // A target made just now has nothing mounted on it; mountinfo grows with every pod on the node.
   if (created === undefined && isMounted(target)) return;
+  if (upper !== undefined && opts.upperOwner) await fs.promises.chown(upper, opts.upperOwner.uid, opts.upperOwner.gid);
 
   // A single layer without an upper: overlayfs wants two lowerdirs for a read-only mount.
   if (readOnly && lowerDirs.length === 1) {

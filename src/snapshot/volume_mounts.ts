@@ -3,16 +3,17 @@
 // runc then binds each as a plain read-only bind; a bind of a tree whose mounts are all
 // read-only keeps them read-only.
 
-import { promises as fs } from 'node:fs';
+import fsSync, { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { InvalidArgumentError, NotFoundError } from '../errors';
-import { MNT_DETACH, mount, MS_PRIVATE, SysError, umount2 } from '../sys/libc';
+import { mount, MS_PRIVATE } from '../sys/libc';
 import {
   AT_EMPTY_PATH,
   AT_FDCWD,
   AT_RECURSIVE,
   close,
+  MOUNT_ATTR_IDMAP,
   MOUNT_ATTR_RDONLY,
   mountSetattr,
   MOVE_MOUNT_F_EMPTY_PATH,
@@ -21,7 +22,7 @@ import {
   OPEN_TREE_CLONE,
   openTree,
 } from '../sys/mount_api';
-import { readMountInfo } from '../sys/mountinfo';
+import { unmountBelow } from '../sys/unmount_below';
 
 /** mount_setattr(2), and with it recursive read-only clones, came with Linux 5.12. */
 export function recursiveReadOnlySupported(release = os.release()): boolean {
@@ -36,17 +37,24 @@ export function recursiveReadOnlySupported(release = os.release()): boolean {
 /**
  * Clones the mount tree at `source` (submounts included), makes every mount of the clone
  * read-only and private, and attaches it at `target` (created). The source is left as it was.
+ * With `userns` (a pinned user namespace), the clone is also idmapped to it, in the same call.
  */
-export async function mountRecursiveReadOnly(source: string, target: string): Promise<void> {
+export async function mountRecursiveReadOnly(source: string, target: string, userns?: string): Promise<void> {
   await fs.mkdir(target, { recursive: true, mode: 0o755 });
-  const fd = openTree(source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+  const usernsFd = userns === undefined ? undefined : fsSync.openSync(userns, 'r');
   try {
-    // Private: a mount appearing later under the host source must not reach the container,
-    // which is what the CRI's PRIVATE propagation (the only one allowed with rro) promises.
-    mountSetattr(fd, '', AT_EMPTY_PATH | AT_RECURSIVE, { attrSet: MOUNT_ATTR_RDONLY, propagation: MS_PRIVATE });
-    moveMount(fd, '', AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH);
+    const fd = openTree(source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+    try {
+      // Private: a mount appearing later under the host source must not reach the container,
+      // which is what the CRI's PRIVATE propagation (the only one allowed with rro) promises.
+      const idmap = usernsFd === undefined ? {} : { attrSet: MOUNT_ATTR_RDONLY | MOUNT_ATTR_IDMAP, usernsFd };
+      mountSetattr(fd, '', AT_EMPTY_PATH | AT_RECURSIVE, { attrSet: MOUNT_ATTR_RDONLY, propagation: MS_PRIVATE, ...idmap });
+      moveMount(fd, '', AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH);
+    } finally {
+      close(fd);
+    }
   } finally {
-    close(fd);
+    if (usernsFd !== undefined) fsSync.closeSync(usernsFd);
   }
 }
 
@@ -56,7 +64,7 @@ export function makePrivate(target: string): void {
 }
 
 /**
- * Detaches every mount at or below `dir` (deepest first) and removes `dir`. Idempotent: used on
+ * Detaches every mount below `dir` (deepest first) and removes `dir`. Idempotent: used on
  * failure, at removal and by the start-up cleanup of containers whose records say little.
  */
 export async function unmountAllUnder(dir: string): Promise<void> {
@@ -65,19 +73,7 @@ export async function unmountAllUnder(dir: string): Promise<void> {
   } catch {
     return;
   }
-  const real = await fs.realpath(dir);
-  const below = readMountInfo()
-    .map((m) => m.mountPoint)
-    .filter((p) => p === real || p.startsWith(`${real}/`))
-    .sort((a, b) => b.length - a.length);
-  for (const p of new Set(below)) {
-    try {
-      umount2(p, MNT_DETACH);
-    } catch (err) {
-      // Gone with a parent detached just before.
-      if (!(err instanceof SysError) || (err.code !== 'EINVAL' && err.code !== 'ENOENT')) throw err;
-    }
-  }
+  unmountBelow(await fs.realpath(dir));
   await fs.rm(dir, { recursive: true, force: true });
 }
 

@@ -19,6 +19,8 @@ export interface PodNamespaces {
   net?: string;
   ipc?: string;
   uts?: string;
+  /** A pod with its own user namespace (userns.ts); its net, IPC and UTS namespaces belong to it. */
+  user?: string;
 }
 
 export interface PinOptions {
@@ -82,7 +84,7 @@ export function releaseNamespaceRoot(root: string): void {
 }
 
 /** Where pinPodNamespaces(dir, …) pins a namespace of `kind` (the worker's own layout). */
-export function pinPath(dir: string, kind: NsKind): string {
+export function pinPath(dir: string, kind: NsKind | 'user'): string {
   return path.join(path.resolve(dir), kind);
 }
 
@@ -108,10 +110,24 @@ export async function pinPodNamespaces(dir: string, opts: PinOptions): Promise<P
   return reply.paths ?? {};
 }
 
+/**
+ * Sets the hostname in a pinned UTS namespace and brings `lo` up in a pinned network namespace,
+ * for namespaces made elsewhere (userns.ts) that pinPodNamespaces did not configure itself.
+ */
+export async function configureNamespaces(ns: { net?: string; uts?: string }, hostname?: string): Promise<void> {
+  if (!ns.net && !ns.uts) return;
+  const reply = await worker.request({ op: 'configure', net: ns.net, uts: ns.uts, hostname });
+  if (!reply.ok) {
+    throw Object.assign(new Error(`failed to configure namespaces ${[ns.net, ns.uts].filter(Boolean).join(', ')}: ${reply.message}`), {
+      code: reply.code,
+    });
+  }
+}
+
 /** Unmounts and removes each pin. Idempotent: a missing file or one no longer mounted is fine. */
 export async function unpinNamespaces(ns: PodNamespaces): Promise<void> {
   const errors: string[] = [];
-  for (const p of [ns.net, ns.ipc, ns.uts]) {
+  for (const p of [ns.net, ns.ipc, ns.uts, ns.user]) {
     if (!p) continue;
     try {
       // A pin can be stacked if an earlier attempt was interrupted after mounting twice.

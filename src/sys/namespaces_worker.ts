@@ -37,7 +37,20 @@ export interface StateRequest {
   op: 'state';
 }
 
-export type WorkerRequest = PinRequest | StateRequest;
+/**
+ * Enters namespaces pinned elsewhere (a pod's, made by a helper process inside its user
+ * namespace) to set the hostname and bring `lo` up, as `pin` does for the ones it makes itself.
+ * A thread in the initial user namespace may setns into namespaces owned by a child one.
+ */
+export interface ConfigureRequest {
+  id: number;
+  op: 'configure';
+  net?: string;
+  uts?: string;
+  hostname?: string;
+}
+
+export type WorkerRequest = PinRequest | StateRequest | ConfigureRequest;
 
 export type WorkerReply =
   | { id: number; ok: true; paths?: Partial<Record<NsKind, string>>; state?: Record<NsKind, string> }
@@ -125,11 +138,45 @@ function pin(req: PinRequest): Partial<Record<NsKind, string>> {
   return paths;
 }
 
+function configure(req: ConfigureRequest): void {
+  const targets: [NsKind, string][] = [];
+  if (req.net) targets.push(['net', req.net]);
+  if (req.uts) targets.push(['uts', req.uts]);
+  const entered: NsKind[] = [];
+  let failure: unknown;
+  try {
+    for (const [kind, p] of targets) {
+      const fd = fs.openSync(p, 'r');
+      try {
+        setns(fd, FLAG[kind], `${kind} namespace ${p}`);
+      } finally {
+        fs.closeSync(fd);
+      }
+      entered.push(kind);
+    }
+    if (req.hostname !== undefined && req.uts) sethostname(req.hostname);
+    if (req.net) linkUp('lo');
+  } catch (err) {
+    failure = err;
+  }
+  // As in pin(): home first, and a thread that cannot get home must die.
+  try {
+    goHome(entered);
+  } catch (err) {
+    const e = err as SysError;
+    throw Object.assign(new Error(`namespace worker cannot return to its namespaces: ${e.message}`), { code: e.code, fatal: true });
+  }
+  if (failure !== undefined) throw failure;
+}
+
 parentPort!.on('message', (req: WorkerRequest) => {
   let reply: WorkerReply;
   try {
     if (req.op === 'pin') reply = { id: req.id, ok: true, paths: pin(req) };
-    else reply = { id: req.id, ok: true, state: state() };
+    else if (req.op === 'configure') {
+      configure(req);
+      reply = { id: req.id, ok: true };
+    } else reply = { id: req.id, ok: true, state: state() };
   } catch (err) {
     const e = err as { message?: string; code?: string; fatal?: boolean };
     reply = { id: req.id, ok: false, message: e.message ?? String(err), code: e.code, fatal: e.fatal };

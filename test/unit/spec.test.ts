@@ -353,6 +353,29 @@ test('namespaces: pod, node and container modes', async () => {
   assert.ok(!v1.some((n) => n.type === 'cgroup'));
 });
 
+test('user namespace: the pod\'s pinned namespace first, its mappings for runc, and the same options from the container', async () => {
+  const ids = [{ container_id: 0, host_id: 196608, length: 65536 }];
+  const ns = nsOpts({ userns_options: { mode: 'POD', uids: ids, gids: ids } });
+  const mappings = [{ containerId: 0, hostId: 196608, length: 65536 }];
+  const userns = { path: '/run/tscri/ns/sb1/user', uids: mappings, gids: mappings };
+  const spec = await buildSpec(input({ config: containerConfig({}, sc({ namespace_options: ns })), sandbox: sandbox({ config: podConfig({ ns }), userns }) }));
+  assert.deepEqual(spec.linux.namespaces[0], { type: 'user', path: '/run/tscri/ns/sb1/user' });
+  assert.deepEqual(spec.linux.uidMappings, [{ containerID: 0, hostID: 196608, size: 65536 }]);
+  assert.deepEqual(spec.linux.gidMappings, [{ containerID: 0, hostID: 196608, size: 65536 }]);
+  // No options of its own: the pod's.
+  const inherited = await buildSpec(input({ config: containerConfig({}, sc()), sandbox: sandbox({ config: podConfig({ ns }), userns }) }));
+  assert.deepEqual(inherited.linux.namespaces[0], { type: 'user', path: '/run/tscri/ns/sb1/user' });
+  // Other mappings than the pod's, or the host's user namespace, are refused.
+  const other = nsOpts({ userns_options: { mode: 'POD', uids: [{ container_id: 0, host_id: 262144, length: 65536 }], gids: ids } });
+  await assert.rejects(buildSpec(input({ config: containerConfig({}, sc({ namespace_options: other })), sandbox: sandbox({ config: podConfig({ ns }), userns }) })), InvalidArgumentError);
+  const node = nsOpts({ userns_options: { mode: 'NODE', uids: [], gids: [] } });
+  await assert.rejects(buildSpec(input({ config: containerConfig({}, sc({ namespace_options: node })), sandbox: sandbox({ config: podConfig({ ns }), userns }) })), InvalidArgumentError);
+  // A pod without one: no user namespace, no mappings.
+  const plain = await buildSpec(input());
+  assert.ok(!plain.linux.namespaces.some((n) => n.type === 'user'));
+  assert.equal(plain.linux.uidMappings, undefined);
+});
+
 test('resources: CRI linux.resources to OCI, swap follows the memory limit', async () => {
   const r = resources({
     cpu_period: '100000',

@@ -15,12 +15,15 @@ export async function status(
   cfg: Config,
   cni: Cni,
   handlers: string[],
+  userns: boolean,
   hostReport: () => Promise<HostReport | undefined>,
 ): Promise<StatusResponse> {
   const net = cni.status();
-  // Recursive read-only mounts are made by the daemon (mount_setattr), not by the OCI runtime,
-  // so every handler has them where the kernel does.
-  const features = { recursive_read_only_mounts: recursiveReadOnlySupported(), user_namespaces: false };
+  // Recursive read-only mounts and the idmapped mounts of user namespaces are made by the
+  // daemon (mount_setattr), not by the OCI runtime, and every handler joins a user namespace by
+  // path: the answers are the node's, the same for each handler. user_namespaces comes from the
+  // start-up probe (snapshot/idmap_probe.ts).
+  const features = { recursive_read_only_mounts: recursiveReadOnlySupported(), user_namespaces: userns };
   const res: StatusResponse = {
     status: {
       conditions: [
