@@ -244,7 +244,7 @@ export class Daemon {
   /** `tscri check`'s report, in the log: what this host cannot give pods is said at start. */
   private async checkHost(): Promise<HostReport | undefined> {
     try {
-      const report = await probeHost(this.cfg);
+      const report = await probeHost(this.cfg, { userns: this.usernsSupport() });
       const summary = report.findings.map((f) => `${f.ok ? 'ok' : 'no'} ${f.feature}: ${f.detail}`);
       if (report.podsCanRun) this.log.info({ host: summary }, 'host check');
       else this.log.error({ host: summary }, 'host check: no pod can run on this host');

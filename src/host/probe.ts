@@ -4,17 +4,17 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Config } from '../config';
+import { probeIdmappedLayers, type UsernsSupport } from '../snapshot/idmap_probe';
 import { unmountBelow } from '../sys/unmount_below';
 import { type Finding } from './finding';
 import { probeCgroups, readCgroupLayout, systemdRunning } from './probe_cgroups';
 import { probeCni } from './probe_cni';
 import {
-  probeIdmappedMounts,
   probeOomScoreAdj,
   probePodNamespaces,
   probeRecursiveReadOnly,
   probeSeccomp,
-  probeUserNamespaces,
+  usernsFinding,
 } from './probe_kernel';
 import { probeConmon, probeRuntime } from './probe_runtime';
 import { probeOverlay } from './probe_storage';
@@ -65,7 +65,7 @@ function sweepStaleScratch(parent: string): void {
 }
 
 /** Runs every probe; each cleans up after itself, and the scratch dir goes at the end. */
-export async function probeHost(cfg: Config): Promise<HostReport> {
+export async function probeHost(cfg: Config, known: { userns?: Promise<UsernsSupport> } = {}): Promise<HostReport> {
   const parent = scratchParent(cfg);
   sweepStaleScratch(parent);
   const scratch = fs.mkdtempSync(path.join(parent, `${SCRATCH_PREFIX}${process.pid}-`));
@@ -79,11 +79,11 @@ export async function probeHost(cfg: Config): Promise<HostReport> {
       const dir = path.join(scratch, `runtime-${i}`);
       return probeRuntime({ handler, binary, essential: handler === cfg.defaultRuntime, cgroupDriver: cfg.cgroupDriver, scratch: dir });
     });
-    const [cni, conmon, userns, idmap, ...handlers] = await Promise.all([
+    const [cni, conmon, userns, ...handlers] = await Promise.all([
       probeCni(cfg),
       probeConmon(cfg.conmon),
-      probeUserNamespaces(),
-      probeIdmappedMounts(scratch),
+      // The daemon has run this probe already: its answer is what Status reports.
+      known.userns ?? probeIdmappedLayers(scratch),
       ...runtimes,
     ]);
     const findings: Finding[] = [
@@ -94,8 +94,7 @@ export async function probeHost(cfg: Config): Promise<HostReport> {
       conmon!,
       ...handlers,
       probeSeccomp(),
-      userns!,
-      idmap!,
+      usernsFinding(userns as UsernsSupport, scratch),
       probeRecursiveReadOnly(scratch),
       probeOomScoreAdj(cfg.restrictOomScoreAdj),
     ];

@@ -1,7 +1,6 @@
-// Kernel features, each probed by doing it: a user namespace made by a helper process, an
-// idmapped and a recursively read-only clone of a directory (detached, never attached
-// anywhere), pod namespaces pinned the way the daemon pins them.
-import { spawn } from 'node:child_process';
+// Kernel features, each probed by doing it: a recursively read-only clone of a directory
+// (detached, never attached anywhere), pod namespaces pinned the way the daemon pins them; user
+// namespaces come from the daemon's own probe (snapshot/idmap_probe.ts).
 import fs from 'node:fs';
 import path from 'node:path';
 import { readMountInfo } from '../sys/mountinfo';
@@ -10,17 +9,15 @@ import {
   AT_EMPTY_PATH,
   AT_RECURSIVE,
   close,
-  MOUNT_ATTR_IDMAP,
   MOUNT_ATTR_RDONLY,
   mountSetattr,
   OPEN_TREE_CLOEXEC,
   OPEN_TREE_CLONE,
   openTree,
 } from '../sys/mount_api';
+import type { UsernsSupport } from '../snapshot/idmap_probe';
 import { hasSysResource } from '../util/capabilities';
-import { which } from '../util/which';
 import { failed, found, messageOf, type Finding } from './finding';
-import { lastLine, runTool } from './run_tool';
 
 /** net, ipc and uts namespaces created and pinned in `scratch`, then removed. */
 export async function probePodNamespaces(scratch: string): Promise<Finding> {
@@ -36,13 +33,13 @@ export async function probePodNamespaces(scratch: string): Promise<Finding> {
   }
 }
 
-/** Whether a helper process can make a user namespace with a mapping (util-linux unshare). */
-export async function probeUserNamespaces(): Promise<Finding> {
-  const unshare = which('unshare');
-  if (!unshare) return failed('user namespaces', 'not probed: unshare(1) from util-linux is not installed');
-  const r = await runTool(unshare, ['--user', '--map-root-user', 'true']);
-  if (r.code !== 0) return failed('user namespaces', `a helper cannot create one: ${lastLine(r.stderr) || r.error || `exit ${r.code}`}${maxUserNamespaces()}`);
-  return found('user namespaces', `a helper process can create one${maxUserNamespaces()}`);
+/**
+ * The daemon's own start-up probe (snapshot/idmap_probe.ts: a user namespace made by the
+ * helper, an idmapped mount on the image store's filesystem, an overlay over it), as a finding.
+ */
+export function usernsFinding(support: UsernsSupport, dir: string): Finding {
+  if (!support.ok) return failed('user namespaces', `pods with hostUsers: false cannot run: ${support.reason ?? 'probe failed'}${maxUserNamespaces()}`);
+  return found('user namespaces', `a user namespace, idmapped mounts on ${fsName(dir)} and an overlay over idmapped layers work${maxUserNamespaces()}`);
 }
 
 function maxUserNamespaces(): string {
@@ -51,66 +48,6 @@ function maxUserNamespaces(): string {
   } catch {
     return '';
   }
-}
-
-/**
- * A user namespace held open by a helper (`unshare --user --map-root-user cat`, which waits on
- * its stdin): its fd is what MOUNT_ATTR_IDMAP takes. Undefined when it cannot be made.
- */
-async function withUserNamespace<T>(fn: (usernsFd: number) => T): Promise<T | undefined> {
-  const unshare = which('unshare');
-  if (!unshare) return undefined;
-  const child = spawn(unshare, ['--user', '--map-root-user', 'cat'], { stdio: ['pipe', 'ignore', 'ignore'] });
-  const exited = new Promise<void>((resolve) => child.once('close', () => resolve()));
-  child.once('error', () => undefined);
-  try {
-    const own = fs.readlinkSync('/proc/self/ns/user');
-    const until = Date.now() + 10_000;
-    // Ready once the helper is in its own user namespace and its map is written.
-    for (;;) {
-      if (child.exitCode !== null || child.pid === undefined) return undefined;
-      try {
-        const ns = fs.readlinkSync(`/proc/${child.pid}/ns/user`);
-        if (ns !== own && fs.readFileSync(`/proc/${child.pid}/uid_map`, 'utf8').trim() !== '') break;
-      } catch {
-        // Not started yet, or gone: the loop's checks decide.
-      }
-      if (Date.now() > until) return undefined;
-      await new Promise((r) => setTimeout(r, 5));
-    }
-    const fd = fs.openSync(`/proc/${child.pid}/ns/user`, 'r');
-    try {
-      return fn(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-  } finally {
-    child.stdin?.end();
-    child.kill('SIGKILL');
-    await exited;
-  }
-}
-
-/** An idmapped clone of `dir` (on the image store's filesystem), dropped at once. */
-export async function probeIdmappedMounts(dir: string): Promise<Finding> {
-  let err: unknown;
-  const done = await withUserNamespace((usernsFd) => {
-    try {
-      const tree = openTree(dir, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
-      try {
-        mountSetattr(tree, '', AT_EMPTY_PATH, { attrSet: MOUNT_ATTR_IDMAP, usernsFd });
-      } finally {
-        close(tree);
-      }
-      return true;
-    } catch (e) {
-      err = e;
-      return false;
-    }
-  });
-  if (done === undefined) return failed('idmapped mounts', 'not probed: no user namespace could be made for the mapping');
-  if (!done) return failed('idmapped mounts', `not on ${fsName(dir)}: ${messageOf(err)}`);
-  return found('idmapped mounts', `open_tree + mount_setattr(MOUNT_ATTR_IDMAP) work on ${fsName(dir)}`);
 }
 
 /** A recursively read-only clone of `dir` (mount_setattr with AT_RECURSIVE), dropped at once. */

@@ -105,7 +105,7 @@ describe('daemon host check', () => {
     const report = JSON.parse(st.info.host) as HostReport;
     assert.equal(report.podsCanRun, true);
     const features = report.findings.map((f) => f.feature);
-    for (const f of ['pods', 'overlay image store', 'cgroups', 'cni', 'conmon', 'runtime runc', 'seccomp', 'user namespaces', 'idmapped mounts', 'recursive read-only mounts', 'oom_score_adj']) {
+    for (const f of ['pods', 'overlay image store', 'cgroups', 'cni', 'conmon', 'runtime runc', 'seccomp', 'user namespaces', 'recursive read-only mounts', 'oom_score_adj']) {
       assert.ok(features.includes(f), `${f} missing from ${features.join(', ')}`);
     }
     assert.match(daemon.logs(), /"msg":"host check"/);
