@@ -133,7 +133,7 @@ export async function runScale(argv: string[]): Promise<number> {
     tag: 'sc',
     nets: NETS,
     logLevel: flags['log-level'],
-    env: cpuProf ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${cpuProf}` } : undefined,
+    nodeArgs: cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${cpuProf}`] : undefined,
   });
   const stop = () => stack.wasInterrupted;
   const load0 = os.loadavg();
