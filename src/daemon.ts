@@ -8,7 +8,8 @@ import type { Logger } from './log';
 import { Metrics } from './metrics';
 import { loadCri } from './proto';
 import { fixAuthority } from './server/authority_fix';
-import { implement } from './server/grpc';
+import { RecordEncodings } from './server/encoding';
+import { implement, passEncoded } from './server/grpc';
 import { imageFsInfo } from './server/image/image_fs_info';
 import { listImages } from './server/image/image_list';
 import { pullImage } from './server/image/image_pull';
@@ -153,12 +154,15 @@ export class Daemon {
       // Image lists and verbose statuses of large nodes exceed the 4 MiB default.
       'grpc.max_receive_message_length': 16 * 1024 * 1024,
       'grpc.max_send_message_length': 16 * 1024 * 1024,
+      // Channelz bookkeeping on every call, for an introspection service tscri does not serve.
+      'grpc.enable_channelz': 0,
     });
+    const enc = new RecordEncodings((rec) => this.images.isPinned(rec));
     const images = this.images;
     const sandboxes = this.sandboxes;
     const containers = this.containers;
     server.addService(
-      cri.runtime.v1.RuntimeService.service,
+      passEncoded(cri.runtime.v1.RuntimeService.service),
       implement('runtime.v1.RuntimeService', cri.runtime.v1.RuntimeService.service, {
         Version: (req) => version(req),
         Status: (req) => status(req, cfg, this.cni, [...this.runtimes.keys()]),
@@ -167,16 +171,16 @@ export class Daemon {
         RunPodSandbox: (req, ctx) => runPodSandbox(req, sandboxes, ctx),
         StopPodSandbox: (req, ctx) => stopPodSandbox(req, sandboxes, ctx),
         RemovePodSandbox: (req, ctx) => removePodSandbox(req, sandboxes, ctx),
-        PodSandboxStatus: (req) => podSandboxStatus(req, sandboxes, containers),
-        ListPodSandbox: (req) => listPodSandbox(req, sandboxes),
+        PodSandboxStatus: (req) => podSandboxStatus(req, sandboxes, containers, enc),
+        ListPodSandbox: (req) => listPodSandbox(req, sandboxes, enc),
         StreamPodSandboxes: { stream: (req, send) => streamPodSandboxes(req, sandboxes, send) },
         CreateContainer: (req, ctx) => createContainer(req, containers, ctx),
         StartContainer: (req, ctx) => startContainer(req, containers, ctx),
         StopContainer: (req, ctx) => stopContainer(req, containers, ctx),
         RemoveContainer: (req, ctx) => removeContainer(req, containers, ctx),
-        ListContainers: (req) => listContainers(req, containers),
+        ListContainers: (req) => listContainers(req, containers, enc),
         StreamContainers: { stream: (req, send) => streamContainers(req, containers, send) },
-        ContainerStatus: (req) => containerStatus(req, containers),
+        ContainerStatus: (req) => containerStatus(req, containers, enc),
         UpdateContainerResources: (req) => updateContainerResources(req, containers),
         ReopenContainerLog: (req) => reopenContainerLog(req, containers),
         ExecSync: (req) => execSync(req, containers),
@@ -195,10 +199,10 @@ export class Daemon {
       }, log, this.metrics),
     );
     server.addService(
-      cri.runtime.v1.ImageService.service,
+      passEncoded(cri.runtime.v1.ImageService.service),
       implement('runtime.v1.ImageService', cri.runtime.v1.ImageService.service, {
         PullImage: (req, ctx) => pullImage(req, images, ctx),
-        ListImages: (req) => listImages(req, images),
+        ListImages: (req) => listImages(req, images, enc),
         StreamImages: { stream: (req, send) => streamImages(req, images, send) },
         ImageStatus: (req) => imageStatus(req, images),
         RemoveImage: (req) => removeImage(req, images),
