@@ -43,6 +43,11 @@ export interface Config {
    * exactly then.
    */
   restrictOomScoreAdj: boolean | 'auto';
+  /**
+   * How long one reading of a cgroup (and of a pod's network counters) serves every stats and
+   * metrics caller: below the kubelet's 10 s housekeeping, so its numbers are fresh.
+   */
+  statsCachePeriodMs: number;
 }
 
 export const DEFAULT_CONFIG_FILE = '/etc/tscri/config.toml';
@@ -69,6 +74,7 @@ export function defaultConfig(): Config {
     defaultRuntime: 'runc',
     conmon: 'conmon',
     restrictOomScoreAdj: 'auto',
+    statsCachePeriodMs: 1_000,
   };
 }
 
@@ -152,6 +158,8 @@ function applyFile(cfg: Config, file: string): void {
   if (timeout !== undefined) {
     cfg.imagePullProgressTimeoutMs = parseDuration(timeout as string | number, 'image_pull_progress_timeout');
   }
+  const statsPeriod = doc['stats_cache_period'];
+  if (statsPeriod !== undefined) cfg.statsCachePeriodMs = parseDuration(statsPeriod as string | number, 'stats_cache_period');
 }
 
 /** Defaults, then the config file (explicit, or the default path when present), then flags. */

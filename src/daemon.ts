@@ -120,6 +120,7 @@ export class Daemon {
       runtimes: this.runtimes,
       cgroupDriver: cfg.cgroupDriver,
       restrictOomScoreAdj: cfg.restrictOomScoreAdj === 'auto' ? !hasSysResource() : cfg.restrictOomScoreAdj,
+      statsCachePeriodMs: cfg.statsCachePeriodMs,
       log,
     });
     this.sandboxes.containers = this.containers;
@@ -187,9 +188,9 @@ export class Daemon {
         ContainerStats: (req) => containerStats(req, containers),
         ListContainerStats: (req) => listContainerStats(req, containers),
         StreamContainerStats: { stream: (req, send) => streamContainerStats(req, containers, send) },
-        PodSandboxStats: (req) => podSandboxStats(req, sandboxes, containers, cfg.cgroupDriver),
-        ListPodSandboxStats: (req) => listPodSandboxStats(req, sandboxes, containers, cfg.cgroupDriver),
-        StreamPodSandboxStats: { stream: (req, send) => streamPodSandboxStats(req, sandboxes, containers, cfg.cgroupDriver, send) },
+        PodSandboxStats: (req) => podSandboxStats(req, sandboxes, containers),
+        ListPodSandboxStats: (req) => listPodSandboxStats(req, sandboxes, containers),
+        StreamPodSandboxStats: { stream: (req, send) => streamPodSandboxStats(req, sandboxes, containers, send) },
         GetContainerEvents: { stream: (_req, send, ctx) => getContainerEvents(containers, sandboxes, send, ctx) },
         ListMetricDescriptors: () => listMetricDescriptors(),
         ListPodSandboxMetrics: () => listPodSandboxMetrics(),

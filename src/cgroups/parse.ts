@@ -66,6 +66,10 @@ export function parseV2CpuStat(text: string): V2CpuStat {
 export interface MemoryStat {
   inactiveFile: number;
   rss: number;
+  /** Page cache (v1 `cache`, v2 `file`). */
+  cache: number;
+  /** File pages mapped into processes (v1 `mapped_file`, v2 `file_mapped`). */
+  mappedFile: number;
   pgfault: number;
   pgmajfault: number;
 }
@@ -83,6 +87,8 @@ export function parseMemoryStat(text: string, version: 1 | 2): MemoryStat {
   return {
     inactiveFile: pick('inactive_file', 'inactive_file'),
     rss: pick('rss', 'anon'),
+    cache: pick('cache', 'file'),
+    mappedFile: pick('mapped_file', 'file_mapped'),
     pgfault: pick('pgfault', 'pgfault'),
     pgmajfault: pick('pgmajfault', 'pgmajfault'),
   };
