@@ -30,7 +30,8 @@ import { containerStats, listContainerStats, streamContainerStats } from './serv
 import { containerStatus } from './server/runtime/container_status';
 import { stopContainer } from './server/runtime/container_stop';
 import { updateContainerResources } from './server/runtime/container_update_resources';
-import { listMetricDescriptors, listPodSandboxMetrics } from './server/runtime/metrics_descriptors';
+import { listMetricDescriptors } from './server/runtime/metrics_descriptors';
+import { listPodSandboxMetrics, streamPodSandboxMetrics } from './server/runtime/sandbox_metrics';
 import { updateRuntimeConfig } from './server/runtime/runtime_update_config';
 import { listPodSandbox, streamPodSandboxes } from './server/runtime/sandbox_list';
 import { removePodSandbox } from './server/runtime/sandbox_remove';
@@ -193,7 +194,8 @@ export class Daemon {
         StreamPodSandboxStats: { stream: (req, send) => streamPodSandboxStats(req, sandboxes, containers, send) },
         GetContainerEvents: { stream: (_req, send, ctx) => getContainerEvents(containers, sandboxes, send, ctx) },
         ListMetricDescriptors: () => listMetricDescriptors(),
-        ListPodSandboxMetrics: () => listPodSandboxMetrics(),
+        ListPodSandboxMetrics: () => listPodSandboxMetrics(sandboxes, containers),
+        StreamPodSandboxMetrics: { stream: (_req, send) => streamPodSandboxMetrics(sandboxes, containers, send) },
         Exec: (req) => exec(req, containers, this.streaming),
         Attach: (req) => attach(req, containers, this.streaming),
         PortForward: (req) => portForward(req, sandboxes, this.streaming),
