@@ -7,7 +7,7 @@ import { ImageService } from './image/image_service';
 import type { Logger } from './log';
 import { Metrics } from './metrics';
 import { loadCri } from './proto';
-import { fixAuthority } from './server/authority_fix';
+import { acceptConnection } from './server/authority_fix';
 import { RecordEncodings } from './server/encoding';
 import { implement, passEncoded } from './server/grpc';
 import { imageFsInfo } from './server/image/image_fs_info';
@@ -221,7 +221,7 @@ export class Daemon {
     // Connections are accepted here and handed to grpc-js, so that old clients' socket-path
     // authorities can be fixed on the way in (server/authority_fix.ts).
     const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
-    const listener = net.createServer((socket) => injector.injectConnection(fixAuthority(socket)));
+    const listener = net.createServer((socket) => acceptConnection(socket, (conn) => injector.injectConnection(conn)));
     await new Promise<void>((resolve, reject) => {
       listener.once('error', reject);
       listener.listen(sock, () => resolve());
