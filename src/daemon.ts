@@ -230,6 +230,7 @@ export class Daemon {
     this.server = server;
     this.listener = listener;
     this.injector = injector;
+    setImmediate(() => enc.warm(containers.list(null), sandboxes.list(null)));
     const metricsAt = await this.metrics.listen(cfg.metricsListen, log);
     log.info({ listen: cfg.listen, root: cfg.root, state: cfg.state, metrics: metricsAt }, 'tscri serving');
   }

@@ -164,6 +164,21 @@ export class RecordEncodings {
     (r) => [r.phase, r.config, r.runtimeHandler],
     (r) => this.codec.encode('PodSandbox', toPodSandbox(r)),
   );
+  /**
+   * Encodes every record once, so that the first lists after a start (the kubelet relists at
+   * once) cost what later ones do.
+   */
+  warm(containers: ContainerRecord[], sandboxes: SandboxRecord[]): void {
+    for (const c of containers) {
+      this.container.get(c);
+      this.containerStatus.get(c);
+    }
+    for (const s of sandboxes) {
+      this.sandbox.get(s);
+      this.sandboxStatus.get(s);
+    }
+  }
+
   readonly sandboxStatus = new EncodingCache<SandboxRecord>(
     (r) => [r.phase, r.config, r.runtimeHandler, r.hostNetwork, r.ips],
     (r) => this.codec.encode('PodSandboxStatus', toPodSandboxStatus(r)),
