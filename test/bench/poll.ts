@@ -3,14 +3,17 @@ import { cpuDelta, cpuOf, fleetRuntimes, pullImages, removePods, startPods, type
 import { BenchStack, type BenchNet, type Name } from './stack';
 import { fmtMB, fmtRatio, fmtSec, intFlag, parseFlags, percentile, secondsFlag, table } from './util';
 
-export const POLL_USAGE = `poll [--pods N] [--containers M] [--duration SECONDS] [--parallel P] [--log-level LEVEL]
+export const POLL_USAGE = `poll [--pods N] [--containers M] [--duration SECONDS] [--idle SECONDS] [--parallel P]
+      [--cpu-prof DIR] [--log-level LEVEL]
     A node's steady cost, tscri against containerd 1.6: N pods (default 100) of M running
     busybox sleep containers (default 1) on each runtime, then for SECONDS (default 60) a
     poller per runtime doing what the kubelet does: every second ListPodSandbox and
     ListContainers; every 10 s each pod's PodSandboxStatus and its containers'
     ContainerStatus, ListContainerStats and ListPodSandboxStats. Both pollers run at once.
     Reports CPU seconds per minute of each daemon and of its monitors (conmon processes
-    against containerd-shim processes).`;
+    against containerd-shim processes); before that, --idle SECONDS (default 20) with no
+    calls at all. --cpu-prof DIR: tscri is restarted (containers running) with --cpu-prof
+    before the idle phase and after the polling, so its profile in DIR covers those two.`;
 
 const TAG = 'poll';
 const TARGET_RATIO = 0.5;
@@ -79,16 +82,24 @@ async function poll(rt: FleetRuntime, pods: FleetPod[], durationMs: number, stop
 }
 
 export async function runPoll(argv: string[]): Promise<number> {
-  const flags = parseFlags(argv, { pods: '100', containers: '1', duration: '60', parallel: '2', 'log-level': 'warn' });
+  const flags = parseFlags(argv, { pods: '100', containers: '1', duration: '60', idle: '20', parallel: '2', 'cpu-prof': '', 'log-level': 'warn' });
   const nPods = intFlag(flags, 'pods', 1);
   const nContainers = intFlag(flags, 'containers', 1);
   const durationMs = secondsFlag(flags, 'duration') * 1000;
   const parallel = intFlag(flags, 'parallel', 1);
+  const idleMs = secondsFlag(flags, 'idle') * 1000;
+  const cpuProf = flags['cpu-prof']!;
 
-  const stack = new BenchStack({ tag: 'po', nets: NETS, logLevel: flags['log-level'] });
+  const stack = new BenchStack({
+    tag: 'po',
+    nets: NETS,
+    logLevel: flags['log-level'],
+    nodeArgs: cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${cpuProf}`] : undefined,
+  });
   const stop = () => stack.wasInterrupted;
   const load0 = os.loadavg();
   const results: Partial<Record<Name, PollResult>> = {};
+  const idle: Partial<Record<Name, { seconds: number; daemonCpu: number; monitorCpu: number }>> = {};
   let failed: string | undefined;
   try {
     console.log(`machine: ${os.cpus().length} CPUs, ${fmtMB(os.totalmem())} RAM, load average ${load0.map((l) => l.toFixed(2)).join(' ')}`);
@@ -103,12 +114,23 @@ export async function runPoll(argv: string[]): Promise<number> {
       console.log(`${rt.name}: ${pods[rt.name]!.length} pods x ${nContainers} containers running`);
     }
     if (!stop()) {
+      if (cpuProf) await stack.daemon!.restart();
       // The creates' after-effects (containerd's first stats, tscri's exit watchers) settle first.
       await sleep(5000);
+      if (idleMs > 0) {
+        console.log(`both idle for ${idleMs / 1000} s`);
+        const before = runtimes.map((rt) => ({ d: cpuOf([rt.pid()]), m: cpuOf(rt.monitorPids()), t: Date.now() }));
+        await sleep(idleMs);
+        runtimes.forEach((rt, i) => {
+          const b0 = before[i]!;
+          idle[rt.name] = { seconds: (Date.now() - b0.t) / 1000, daemonCpu: cpuDelta(b0.d, cpuOf([rt.pid()])), monitorCpu: cpuDelta(b0.m, cpuOf(rt.monitorPids())) };
+        });
+      }
       console.log(`polling both for ${durationMs / 1000} s`);
       const [t, c] = await Promise.all(runtimes.map((rt) => poll(rt, pods[rt.name]!, durationMs, stop)));
       results.tscri = t;
       results.containerd = c;
+      if (cpuProf) await stack.daemon!.restart();
     }
   } catch (err) {
     failed = stack.failure(err);
@@ -122,7 +144,7 @@ export async function runPoll(argv: string[]): Promise<number> {
   const t = results.tscri;
   const c = results.containerd;
   if (t && c) {
-    const perMin = (cpu: number, r: PollResult) => (cpu * 60) / r.seconds;
+    const perMin = (cpu: number, r: { seconds: number }) => (cpu * 60) / r.seconds;
     const pct = (cpu: number, r: PollResult) => `${((cpu / r.seconds) * 100).toFixed(1)} %`;
     console.log('');
     console.log(`Kubelet-like polling, ${nPods} pods x ${nContainers} containers per runtime, ${t.seconds.toFixed(0)} s, both at once`);
@@ -144,6 +166,12 @@ export async function runPoll(argv: string[]): Promise<number> {
             fmtSec(perMin(c.daemonCpu + c.monitorCpu, c)),
             fmtRatio((t.daemonCpu + t.monitorCpu) / t.seconds / ((c.daemonCpu + c.monitorCpu) / c.seconds)),
           ],
+          ...(idle.tscri && idle.containerd
+            ? [
+                ['idle daemon CPU s per minute (no calls)', fmtSec(perMin(idle.tscri.daemonCpu, idle.tscri)), fmtSec(perMin(idle.containerd.daemonCpu, idle.containerd)), ''],
+                ['idle monitors CPU s per minute', fmtSec(perMin(idle.tscri.monitorCpu, idle.tscri)), fmtSec(perMin(idle.containerd.monitorCpu, idle.containerd)), ''],
+              ]
+            : []),
           ['relists (1 s) done', String(t.relists), String(c.relists), ''],
           ['relist p50 / p95 (ms)', `${percentile(t.relistMs, 50)} / ${percentile(t.relistMs, 95)}`, `${percentile(c.relistMs, 50)} / ${percentile(c.relistMs, 95)}`, ''],
           ['10 s round p50 / max (ms)', `${percentile(t.roundMs, 50)} / ${Math.max(...t.roundMs)}`, `${percentile(c.roundMs, 50)} / ${Math.max(...c.roundMs)}`, ''],
