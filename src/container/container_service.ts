@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { containerCgroupsPath, removeCgroup } from '../cgroups';
+import { containerCgroupsPath, removeCgroup, type StatsDetail } from '../cgroups';
 import {
   DeadlineExceededError,
   FailedPreconditionError,
@@ -526,18 +526,18 @@ export class ContainerService implements PodContainers {
     await this.runtimeOf(rec).reopenLog(rec.id);
   }
 
-  async stats(rec: ContainerRecord): Promise<{ cgroup?: CgroupSample; writableBytes: number; writableInodes: number }> {
+  async stats(rec: ContainerRecord, detail: StatsDetail = 'basic'): Promise<{ cgroup?: CgroupSample; writableBytes: number; writableInodes: number }> {
     const [cgroup, usage] = await Promise.all([
-      rec.phase === 'running' ? this.statsCache.cgroup(rec.cgroupsPath) : Promise.resolve(undefined),
+      rec.phase === 'running' ? this.statsCache.cgroup(rec.cgroupsPath, detail) : Promise.resolve(undefined),
       dirUsage(rec.upperDir),
     ]);
     return { cgroup, writableBytes: usage.bytes, writableInodes: usage.inodes };
   }
 
   /** The pod cgroup's reading; undefined without one (or once it is gone). */
-  async podStats(sandbox: SandboxRecord): Promise<CgroupSample | undefined> {
+  async podStats(sandbox: SandboxRecord, detail: StatsDetail = 'basic'): Promise<CgroupSample | undefined> {
     if (!sandbox.cgroupParent) return undefined;
-    return this.statsCache.cgroup(sandbox.cgroupParent).catch(() => undefined);
+    return this.statsCache.cgroup(sandbox.cgroupParent, detail).catch(() => undefined);
   }
 
   /** The pod's interface counters, read through one of its running containers. */

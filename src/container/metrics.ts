@@ -167,7 +167,7 @@ function specMetrics(e: Emitter, rec: ContainerRecord): void {
 }
 
 async function containerMetrics(containers: ContainerService, sandbox: SandboxRecord, rec: ContainerRecord): Promise<ContainerMetrics> {
-  const { cgroup, writableBytes, writableInodes } = await containers.stats(rec);
+  const { cgroup, writableBytes, writableInodes } = await containers.stats(rec, 'full');
   const m = sandbox.config.metadata;
   const labels = [rec.config.metadata?.name ?? '', rec.cgroupsPath, rec.imageName, rec.id, m?.namespace ?? '', m?.name ?? ''];
   const now = BigInt(Date.now()) * 1_000_000n;
@@ -185,7 +185,7 @@ async function containerMetrics(containers: ContainerService, sandbox: SandboxRe
 export async function podSandboxMetrics(containers: ContainerService, sandbox: SandboxRecord): Promise<PodSandboxMetrics> {
   const running = containers.inSandbox(sandbox.id).filter((c) => c.phase === 'running');
   const [pod, network, perContainer] = await Promise.all([
-    containers.podStats(sandbox),
+    containers.podStats(sandbox, 'full'),
     containers.podNetwork(sandbox),
     Promise.all(running.map((c) => containerMetrics(containers, sandbox, c))),
   ]);

@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import { type CgroupDriver, type CgroupStats, type CgroupVersion, cgroupVersion, readStatsSync } from '../cgroups';
+import { type CgroupDriver, type CgroupStats, type CgroupVersion, cgroupVersion, readStatsSync, type StatsDetail } from '../cgroups';
 
 /** One reading of a cgroup, with the CPU rate since the reading before it. */
 export interface CgroupSample {
@@ -38,6 +38,8 @@ interface Entry<T> {
   at: number;
   usedAt: number;
   value: Promise<T>;
+  /** For cgroups: how much was read. */
+  detail?: StatsDetail;
 }
 
 /** A reading older than this gives no CPU rate: it says too little about now. */
@@ -76,9 +78,12 @@ export class StatsCache {
     return this.opts.periodMs;
   }
 
-  /** A cgroup's reading, at most one period old; undefined once the cgroup is gone. */
-  cgroup(cgroupsPath: string): Promise<CgroupSample | undefined> {
-    return this.cached(this.cgroups, cgroupsPath, () => this.readCgroup(cgroupsPath));
+  /**
+   * A cgroup's reading, at most one period old; undefined once the cgroup is gone. A `full`
+   * reading (the metrics) serves `basic` callers (the stats) too, not the other way round.
+   */
+  cgroup(cgroupsPath: string, detail: StatsDetail = 'basic'): Promise<CgroupSample | undefined> {
+    return this.cached(this.cgroups, cgroupsPath, () => this.readCgroup(cgroupsPath, detail), detail);
   }
 
   /**
@@ -96,11 +101,11 @@ export class StatsCache {
     this.networks.delete(key);
   }
 
-  private cached<T>(map: Map<string, Entry<T>>, key: string, read: () => T): Promise<T> {
+  private cached<T>(map: Map<string, Entry<T>>, key: string, read: () => T, detail?: StatsDetail): Promise<T> {
     const now = performance.now();
     if (now - this.lastSweep > IDLE_MS) this.sweep(now);
     const hit = map.get(key);
-    if (hit && now - hit.at < this.opts.periodMs) {
+    if (hit && now - hit.at < this.opts.periodMs && (detail !== 'full' || hit.detail === 'full')) {
       hit.usedAt = now;
       return hit.value;
     }
@@ -113,7 +118,7 @@ export class StatsCache {
         }
       });
     });
-    const entry = { at: now, usedAt: now, value };
+    const entry = { at: now, usedAt: now, value, detail };
     map.set(key, entry);
     // A failed reading is not kept: the next caller tries again.
     value.catch(() => {
@@ -135,8 +140,8 @@ export class StatsCache {
     setImmediate(step);
   }
 
-  private readCgroup(cgroupsPath: string): CgroupSample | undefined {
-    const stats = readStatsSync(cgroupsPath, this.opts.driver, this.version);
+  private readCgroup(cgroupsPath: string, detail: StatsDetail): CgroupSample | undefined {
+    const stats = readStatsSync(cgroupsPath, this.opts.driver, this.version, detail);
     if (!stats) {
       this.previous.delete(cgroupsPath);
       return undefined;

@@ -40,3 +40,14 @@ test('many cgroups asked at once are all answered (read in batches)', async () =
   const got = await Promise.all(paths.map((p) => cache.cgroup(p)));
   assert.equal(got.filter((g) => g !== undefined).length, 50);
 });
+
+test('a basic reading (the stats) leaves out the metrics-only files; a full one serves both', async () => {
+  const cache = new StatsCache({ periodMs: 10_000, driver: 'cgroupfs' });
+  const basic = await cache.cgroup('/');
+  assert.equal(basic!.stats.cpuUserNs, undefined, 'basic: no user/system split');
+  assert.equal(basic!.stats.processes, 0, 'basic: no cgroup.procs');
+  const full = await cache.cgroup('/', 'full');
+  assert.notEqual(full, basic, 'full after basic: a new reading');
+  assert.ok(full!.stats.cpuUserNs !== undefined && full!.stats.processes > 0, 'full: user time and processes of the root cgroup');
+  assert.equal(await cache.cgroup('/'), full, 'basic after full: the full reading serves');
+});
