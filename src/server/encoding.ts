@@ -145,13 +145,6 @@ export class RecordEncodings {
   readonly codec = new CriCodec();
   readonly image: EncodingCache<ImageRecord>;
 
-  constructor(isPinned: (rec: ImageRecord) => boolean) {
-    this.image = new EncodingCache<ImageRecord>(
-      (r) => [r.repoTags, r.repoDigests, r.size, r.config, isPinned(r)],
-      (r) => this.codec.encode('Image', imageToCri(r, isPinned(r))),
-    );
-  }
-
   readonly container = new EncodingCache<ContainerRecord>(
     (r) => [r.phase, r.config, r.imageName, r.imageRef, r.imageId],
     (r) => this.codec.encode('Container', toContainer(r)),
@@ -164,6 +157,18 @@ export class RecordEncodings {
     (r) => [r.phase, r.config, r.runtimeHandler],
     (r) => this.codec.encode('PodSandbox', toPodSandbox(r)),
   );
+  readonly sandboxStatus = new EncodingCache<SandboxRecord>(
+    (r) => [r.phase, r.config, r.runtimeHandler, r.hostNetwork, r.ips],
+    (r) => this.codec.encode('PodSandboxStatus', toPodSandboxStatus(r)),
+  );
+
+  constructor(isPinned: (rec: ImageRecord) => boolean) {
+    this.image = new EncodingCache<ImageRecord>(
+      (r) => [r.repoTags, r.repoDigests, r.size, r.config, isPinned(r)],
+      (r) => this.codec.encode('Image', imageToCri(r, isPinned(r))),
+    );
+  }
+
   /**
    * Encodes every record once, so that the first lists after a start (the kubelet relists at
    * once) cost what later ones do.
@@ -178,9 +183,4 @@ export class RecordEncodings {
       this.sandboxStatus.get(s);
     }
   }
-
-  readonly sandboxStatus = new EncodingCache<SandboxRecord>(
-    (r) => [r.phase, r.config, r.runtimeHandler, r.hostNetwork, r.ips],
-    (r) => this.codec.encode('PodSandboxStatus', toPodSandboxStatus(r)),
-  );
 }
