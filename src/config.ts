@@ -44,6 +44,11 @@ export interface Config {
    * exactly then.
    */
   restrictOomScoreAdj: boolean | 'auto';
+  /**
+   * How long one reading of a cgroup (and of a pod's network counters) serves every stats and
+   * metrics caller: below the kubelet's 10 s housekeeping, so its numbers are fresh.
+   */
+  statsCachePeriodMs: number;
 }
 
 export const DEFAULT_CONFIG_FILE = '/etc/tscri/config.toml';

@@ -188,6 +188,7 @@ export const OPTIONS: readonly AnyOption[] = [
   opt('defaultRuntime', 'default_runtime', withMetavar(string, 'NAME'), 'runc', 'Runtime handler for pods that name none; must be a key of [runtimes].'),
   opt('conmon', 'conmon', withMetavar(string, 'BIN'), 'conmon', 'The container monitor: a path, or a name searched in PATH and the sbin dirs.'),
   opt('restrictOomScoreAdj', 'restrict_oom_score_adj', autoBool, 'auto', "Clamp containers' oom_score_adj to the daemon's own; auto: when root lacks CAP_SYS_RESOURCE."),
+  opt('statsCachePeriodMs', 'stats_cache_period', duration, 1_000, 'One reading of each cgroup serves every stats and metrics call for this long.'),
   opt('runtimes', 'runtimes', stringTable, { runc: 'runc', crun: 'crun' }, 'Runtime handlers (RuntimeClass handler names) and their OCI runtime binaries.', true),
 ];
 

@@ -7,8 +7,9 @@ import { ImageService } from './image/image_service';
 import type { Logger } from './log';
 import { Metrics } from './metrics';
 import { loadCri } from './proto';
-import { fixAuthority } from './server/authority_fix';
-import { implement } from './server/grpc';
+import { acceptConnection } from './server/authority_fix';
+import { RecordEncodings } from './server/encoding';
+import { implement, passEncoded } from './server/grpc';
 import { imageFsInfo } from './server/image/image_fs_info';
 import { listImages } from './server/image/image_list';
 import { pullImage } from './server/image/image_pull';
@@ -29,7 +30,8 @@ import { containerStats, listContainerStats, streamContainerStats } from './serv
 import { containerStatus } from './server/runtime/container_status';
 import { stopContainer } from './server/runtime/container_stop';
 import { updateContainerResources } from './server/runtime/container_update_resources';
-import { listMetricDescriptors, listPodSandboxMetrics } from './server/runtime/metrics_descriptors';
+import { listMetricDescriptors } from './server/runtime/metrics_descriptors';
+import { listPodSandboxMetrics, streamPodSandboxMetrics } from './server/runtime/sandbox_metrics';
 import { updateRuntimeConfig } from './server/runtime/runtime_update_config';
 import { listPodSandbox, streamPodSandboxes } from './server/runtime/sandbox_list';
 import { removePodSandbox } from './server/runtime/sandbox_remove';
@@ -126,6 +128,7 @@ export class Daemon {
       runtimes: this.runtimes,
       cgroupDriver: cfg.cgroupDriver,
       restrictOomScoreAdj: cfg.restrictOomScoreAdj === 'auto' ? !hasSysResource() : cfg.restrictOomScoreAdj,
+      statsCachePeriodMs: cfg.statsCachePeriodMs,
       log,
     });
     this.sandboxes.containers = this.containers;
@@ -164,12 +167,15 @@ export class Daemon {
       // Image lists and verbose statuses of large nodes exceed the 4 MiB default.
       'grpc.max_receive_message_length': 16 * 1024 * 1024,
       'grpc.max_send_message_length': 16 * 1024 * 1024,
+      // Channelz bookkeeping on every call, for an introspection service tscri does not serve.
+      'grpc.enable_channelz': 0,
     });
+    const enc = new RecordEncodings((rec) => this.images.isPinned(rec));
     const images = this.images;
     const sandboxes = this.sandboxes;
     const containers = this.containers;
     server.addService(
-      cri.runtime.v1.RuntimeService.service,
+      passEncoded(cri.runtime.v1.RuntimeService.service),
       implement('runtime.v1.RuntimeService', cri.runtime.v1.RuntimeService.service, {
         Version: (req) => version(req),
         Status: async (req) =>
@@ -179,39 +185,40 @@ export class Daemon {
         RunPodSandbox: (req, ctx) => runPodSandbox(req, sandboxes, ctx),
         StopPodSandbox: (req, ctx) => stopPodSandbox(req, sandboxes, ctx),
         RemovePodSandbox: (req, ctx) => removePodSandbox(req, sandboxes, ctx),
-        PodSandboxStatus: (req) => podSandboxStatus(req, sandboxes, containers),
+        PodSandboxStatus: (req) => podSandboxStatus(req, sandboxes, containers, enc),
         UpdatePodSandboxResources: (req, ctx) => updatePodSandboxResources(req, sandboxes, cfg.cgroupDriver, ctx),
-        ListPodSandbox: (req) => listPodSandbox(req, sandboxes),
+        ListPodSandbox: (req) => listPodSandbox(req, sandboxes, enc),
         StreamPodSandboxes: { stream: (req, send) => streamPodSandboxes(req, sandboxes, send) },
         CreateContainer: (req, ctx) => createContainer(req, containers, ctx),
         StartContainer: (req, ctx) => startContainer(req, containers, ctx),
         StopContainer: (req, ctx) => stopContainer(req, containers, ctx),
         RemoveContainer: (req, ctx) => removeContainer(req, containers, ctx),
-        ListContainers: (req) => listContainers(req, containers),
+        ListContainers: (req) => listContainers(req, containers, enc),
         StreamContainers: { stream: (req, send) => streamContainers(req, containers, send) },
-        ContainerStatus: (req) => containerStatus(req, containers),
+        ContainerStatus: (req) => containerStatus(req, containers, enc),
         UpdateContainerResources: (req) => updateContainerResources(req, containers),
         ReopenContainerLog: (req) => reopenContainerLog(req, containers),
         ExecSync: (req) => execSync(req, containers),
         ContainerStats: (req) => containerStats(req, containers),
         ListContainerStats: (req) => listContainerStats(req, containers),
         StreamContainerStats: { stream: (req, send) => streamContainerStats(req, containers, send) },
-        PodSandboxStats: (req) => podSandboxStats(req, sandboxes, containers, cfg.cgroupDriver),
-        ListPodSandboxStats: (req) => listPodSandboxStats(req, sandboxes, containers, cfg.cgroupDriver),
-        StreamPodSandboxStats: { stream: (req, send) => streamPodSandboxStats(req, sandboxes, containers, cfg.cgroupDriver, send) },
+        PodSandboxStats: (req) => podSandboxStats(req, sandboxes, containers),
+        ListPodSandboxStats: (req) => listPodSandboxStats(req, sandboxes, containers),
+        StreamPodSandboxStats: { stream: (req, send) => streamPodSandboxStats(req, sandboxes, containers, send) },
         GetContainerEvents: { stream: (_req, send, ctx) => getContainerEvents(containers, sandboxes, send, ctx) },
         ListMetricDescriptors: () => listMetricDescriptors(),
-        ListPodSandboxMetrics: () => listPodSandboxMetrics(),
+        ListPodSandboxMetrics: () => listPodSandboxMetrics(sandboxes, containers),
+        StreamPodSandboxMetrics: { stream: (_req, send) => streamPodSandboxMetrics(sandboxes, containers, send) },
         Exec: (req) => exec(req, containers, this.streaming),
         Attach: (req) => attach(req, containers, this.streaming),
         PortForward: (req) => portForward(req, sandboxes, this.streaming),
       }, log, this.metrics),
     );
     server.addService(
-      cri.runtime.v1.ImageService.service,
+      passEncoded(cri.runtime.v1.ImageService.service),
       implement('runtime.v1.ImageService', cri.runtime.v1.ImageService.service, {
         PullImage: (req, ctx) => pullImage(req, images, ctx),
-        ListImages: (req) => listImages(req, images),
+        ListImages: (req) => listImages(req, images, enc),
         StreamImages: { stream: (req, send) => streamImages(req, images, send) },
         ImageStatus: (req) => imageStatus(req, images),
         RemoveImage: (req) => removeImage(req, images),
@@ -227,7 +234,7 @@ export class Daemon {
     // Connections are accepted here and handed to grpc-js, so that old clients' socket-path
     // authorities can be fixed on the way in (server/authority_fix.ts).
     const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
-    const listener = net.createServer((socket) => injector.injectConnection(fixAuthority(socket)));
+    const listener = net.createServer((socket) => acceptConnection(socket, (conn) => injector.injectConnection(conn)));
     await new Promise<void>((resolve, reject) => {
       listener.once('error', reject);
       listener.listen(sock, () => resolve());
@@ -236,6 +243,7 @@ export class Daemon {
     this.server = server;
     this.listener = listener;
     this.injector = injector;
+    setImmediate(() => enc.warm(containers.list(null), sandboxes.list(null)));
     const metricsAt = await this.metrics.listen(cfg.metricsListen, log);
     log.info({ listen: cfg.listen, root: cfg.root, state: cfg.state, metrics: metricsAt }, 'tscri serving');
     this.hostReport = this.checkHost();

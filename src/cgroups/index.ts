@@ -1,4 +1,4 @@
 export * from './paths';
 export * from './parse';
-export { readLimits, readStats, type CgroupLimits, type CgroupStats } from './stats';
+export { readLimits, readStats, readStatsSync, type CgroupLimits, type CgroupStats, type StatsDetail } from './stats';
 export { removeCgroup } from './remove';

@@ -66,6 +66,10 @@ export function parseV2CpuStat(text: string): V2CpuStat {
 export interface MemoryStat {
   inactiveFile: number;
   rss: number;
+  /** Page cache (v1 `cache`, v2 `file`). */
+  cache: number;
+  /** File pages mapped into processes (v1 `mapped_file`, v2 `file_mapped`). */
+  mappedFile: number;
   pgfault: number;
   pgmajfault: number;
 }
@@ -77,15 +81,43 @@ export interface MemoryStat {
  * and names resident anonymous memory `anon` where v1 says `rss`.
  */
 export function parseMemoryStat(text: string, version: 1 | 2): MemoryStat {
-  const kv = parseKeyed(text);
-  const pick = (v1: string, v2: string): number =>
-    version === 1 ? (num(kv.get(`total_${v1}`)) ?? num(kv.get(v1)) ?? 0) : (num(kv.get(v2)) ?? 0);
+  const kv = memoryStatKeys(text, version === 1 ? V1_MEMORY_KEYS : V2_MEMORY_KEYS);
+  const pick = (v1: string, v2: string): number => (version === 1 ? (kv.get(`total_${v1}`) ?? kv.get(v1) ?? 0) : (kv.get(v2) ?? 0));
   return {
     inactiveFile: pick('inactive_file', 'inactive_file'),
     rss: pick('rss', 'anon'),
+    cache: pick('cache', 'file'),
+    mappedFile: pick('mapped_file', 'file_mapped'),
     pgfault: pick('pgfault', 'pgfault'),
     pgmajfault: pick('pgmajfault', 'pgmajfault'),
   };
+}
+
+const V1_MEMORY_FIELDS = ['inactive_file', 'rss', 'cache', 'mapped_file', 'pgfault', 'pgmajfault'];
+const V1_MEMORY_KEYS = new Set([...V1_MEMORY_FIELDS, ...V1_MEMORY_FIELDS.map((k) => `total_${k}`)]);
+const V2_MEMORY_KEYS = new Set(['inactive_file', 'anon', 'file', 'file_mapped', 'pgfault', 'pgmajfault']);
+
+/**
+ * The wanted lines of memory.stat only, as numbers: the file has ~40 lines (~70 on v2) and is
+ * parsed for every container at every stats round; byte counts stay far below 2^53.
+ */
+function memoryStatKeys(text: string, wanted: Set<string>): Map<string, number> {
+  const out = new Map<string, number>();
+  let start = 0;
+  while (start < text.length) {
+    let end = text.indexOf('\n', start);
+    if (end < 0) end = text.length;
+    const sp = text.indexOf(' ', start);
+    if (sp > start && sp < end) {
+      const key = text.slice(start, sp);
+      if (wanted.has(key)) {
+        const value = text.slice(sp + 1, end).trim();
+        if (/^\d+$/.test(value)) out.set(key, Number(value));
+      }
+    }
+    start = end + 1;
+  }
+  return out;
 }
 
 /**

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { type CgroupStats, containerCgroupsPath, readStats, removeCgroup } from '../cgroups';
+import { containerCgroupsPath, removeCgroup, type StatsDetail } from '../cgroups';
 import {
   DeadlineExceededError,
   FailedPreconditionError,
@@ -32,6 +32,7 @@ import { ImageFileCache } from './image_files';
 import { buildSpec, type OciSpec, prepareMountSources, toOciResources } from './spec';
 import { idmapMountSources, mountLayerView } from './userns_mounts';
 import { needsStaging, releaseVolumes, stageVolumes, validateVolumes } from './volumes';
+import { type CgroupSample, type NetworkSample, StatsCache } from './stats_cache';
 import { dirUsage } from './usage';
 
 export type ContainerEventType = 'CONTAINER_CREATED_EVENT' | 'CONTAINER_STARTED_EVENT' | 'CONTAINER_STOPPED_EVENT' | 'CONTAINER_DELETED_EVENT';
@@ -51,6 +52,8 @@ export interface ContainerServiceOptions {
   runtimes: Map<string, OciRuntime>;
   cgroupDriver: 'cgroupfs' | 'systemd';
   restrictOomScoreAdj: boolean;
+  /** How long one reading of a cgroup serves every stats caller. */
+  statsCachePeriodMs: number;
   log: Logger;
 }
 
@@ -70,6 +73,8 @@ export class ContainerService implements PodContainers {
   /** `runc delete` started when a container exits, so RemoveContainer has less left to do. */
   private readonly runtimeDeletes = new Map<string, Promise<boolean>>();
   readonly events = new EventEmitter();
+  /** Cgroup and network readings shared by the stats and metrics RPCs. */
+  readonly statsCache: StatsCache;
 
   constructor(private readonly opts: ContainerServiceOptions) {
     // No directory fsync, as for sandboxes (sandbox_service.ts): after a power loss every
@@ -79,6 +84,7 @@ export class ContainerService implements PodContainers {
     // Image volumes keep their layers while the container exists, even once RemoveImage took
     // the image's names away: containerd keeps them the same way (a lease on the snapshot).
     opts.images.addLayerUser(() => [...this.containers.values()].flatMap((r) => r.volumeLayers ?? []));
+    this.statsCache = new StatsCache({ periodMs: opts.statsCachePeriodMs, driver: opts.cgroupDriver });
   }
 
   async init(): Promise<void> {
@@ -476,6 +482,7 @@ export class ContainerService implements PodContainers {
     await this.release(rec);
     await this.store.delete(rec.id);
     this.containers.delete(rec.id);
+    this.statsCache.forget(rec.cgroupsPath);
     this.names.release(rec.name, rec.id);
     // Layers of an image removed while this container mounted it are free now.
     if (rec.volumeLayers?.length) {
@@ -587,12 +594,25 @@ export class ContainerService implements PodContainers {
     await this.runtimeOf(rec).reopenLog(rec.id);
   }
 
-  async stats(rec: ContainerRecord): Promise<{ cgroup?: CgroupStats; writableBytes: number; writableInodes: number }> {
+  async stats(rec: ContainerRecord, detail: StatsDetail = 'basic'): Promise<{ cgroup?: CgroupSample; writableBytes: number; writableInodes: number }> {
     const [cgroup, usage] = await Promise.all([
-      rec.phase === 'running' ? readStats(rec.cgroupsPath, this.opts.cgroupDriver) : Promise.resolve(undefined),
+      rec.phase === 'running' ? this.statsCache.cgroup(rec.cgroupsPath, detail) : Promise.resolve(undefined),
       dirUsage(rec.upperDir),
     ]);
     return { cgroup, writableBytes: usage.bytes, writableInodes: usage.inodes };
+  }
+
+  /** The pod cgroup's reading; undefined without one (or once it is gone). */
+  async podStats(sandbox: SandboxRecord, detail: StatsDetail = 'basic'): Promise<CgroupSample | undefined> {
+    if (!sandbox.cgroupParent) return undefined;
+    return this.statsCache.cgroup(sandbox.cgroupParent, detail).catch(() => undefined);
+  }
+
+  /** The pod's interface counters, read through one of its running containers. */
+  async podNetwork(sandbox: SandboxRecord): Promise<NetworkSample | undefined> {
+    if (sandbox.hostNetwork) return undefined;
+    const running = this.inSandbox(sandbox.id).find((c) => c.phase === 'running');
+    return running ? this.statsCache.network(`pod:${sandbox.id}`, running.pid) : undefined;
   }
 }
 

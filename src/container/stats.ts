@@ -1,5 +1,3 @@
-import { promises as fs } from 'node:fs';
-import { type CgroupStats, readStats } from '../cgroups';
 import type { ContainerStats } from '../gen/runtime/v1/ContainerStats';
 import type { CpuUsage } from '../gen/runtime/v1/CpuUsage';
 import type { MemoryUsage } from '../gen/runtime/v1/MemoryUsage';
@@ -8,28 +6,17 @@ import type { PodSandboxStats } from '../gen/runtime/v1/PodSandboxStats';
 import type { SandboxRecord } from '../sandbox/sandbox';
 import type { ContainerRecord } from './container';
 import type { ContainerService } from './container_service';
+import type { CgroupSample, NetworkSample } from './stats_cache';
 
-/**
- * usage_nano_cores is a rate: it needs the previous sample of the same cgroup. Samples are kept
- * per cgroup path; one older than a minute is too stale to divide by.
- */
-const lastCpu = new Map<string, { ns: bigint; at: bigint }>();
-
-function cpuUsage(key: string, s: CgroupStats): CpuUsage {
-  const prev = lastCpu.get(key);
-  lastCpu.set(key, { ns: s.cpuUsageNs, at: s.timestampNs });
-  let nanoCores: string | undefined;
-  if (prev && s.timestampNs > prev.at && s.timestampNs - prev.at < 60_000_000_000n && s.cpuUsageNs >= prev.ns) {
-    nanoCores = (((s.cpuUsageNs - prev.ns) * 1_000_000_000n) / (s.timestampNs - prev.at)).toString();
-  }
+function cpuUsage(s: CgroupSample): CpuUsage {
   return {
-    timestamp: s.timestampNs.toString(),
-    usage_core_nano_seconds: { value: s.cpuUsageNs.toString() },
-    usage_nano_cores: nanoCores === undefined ? null : { value: nanoCores },
+    timestamp: s.stats.timestampNs.toString(),
+    usage_core_nano_seconds: { value: s.stats.cpuUsageNs.toString() },
+    usage_nano_cores: s.nanoCores === undefined ? null : { value: s.nanoCores.toString() },
   };
 }
 
-function memoryUsage(s: CgroupStats): MemoryUsage {
+function memoryUsage({ stats: s }: CgroupSample): MemoryUsage {
   const available = s.memoryLimitBytes !== undefined && s.memoryLimitBytes > 0 ? Math.max(0, s.memoryLimitBytes - s.memoryWorkingSetBytes) : undefined;
   return {
     timestamp: s.timestampNs.toString(),
@@ -42,12 +29,14 @@ function memoryUsage(s: CgroupStats): MemoryUsage {
   };
 }
 
+const nowNs = () => (BigInt(Date.now()) * 1_000_000n).toString();
+
 export async function containerStats(containers: ContainerService, rec: ContainerRecord): Promise<ContainerStats> {
   const { cgroup, writableBytes, writableInodes } = await containers.stats(rec);
-  const now = (BigInt(Date.now()) * 1_000_000n).toString();
+  const now = nowNs();
   return {
     attributes: { id: rec.id, metadata: rec.config.metadata, labels: rec.config.labels, annotations: rec.config.annotations },
-    cpu: cgroup ? cpuUsage(rec.cgroupsPath, cgroup) : { timestamp: now, usage_core_nano_seconds: { value: 0 }, usage_nano_cores: { value: 0 } },
+    cpu: cgroup ? cpuUsage(cgroup) : { timestamp: now, usage_core_nano_seconds: { value: 0 }, usage_nano_cores: { value: 0 } },
     memory: cgroup ? memoryUsage(cgroup) : { timestamp: now, working_set_bytes: { value: 0 } },
     writable_layer: {
       timestamp: now,
@@ -58,38 +47,33 @@ export async function containerStats(containers: ContainerService, rec: Containe
   };
 }
 
-/** Interface counters of the pod's network namespace, read through one of its processes. */
-async function networkUsage(pid: number): Promise<NetworkUsage | null> {
-  let text: string;
-  try {
-    text = await fs.readFile(`/proc/${pid}/net/dev`, 'utf8');
-  } catch {
-    return null;
-  }
-  const interfaces = [];
-  for (const line of text.split('\n').slice(2)) {
-    const m = /^\s*([^:]+):\s*(.*)$/.exec(line);
-    if (!m || m[1] === 'lo') continue;
-    const f = m[2]!.trim().split(/\s+/).map(Number);
-    interfaces.push({ name: m[1]!, rx_bytes: { value: f[0]! }, rx_errors: { value: f[2]! }, tx_bytes: { value: f[8]! }, tx_errors: { value: f[10]! } });
-  }
+function networkUsage(n: NetworkSample): NetworkUsage {
+  const interfaces = n.interfaces.map((i) => ({
+    name: i.name,
+    rx_bytes: { value: i.rxBytes },
+    rx_errors: { value: i.rxErrors },
+    tx_bytes: { value: i.txBytes },
+    tx_errors: { value: i.txErrors },
+  }));
   return {
-    timestamp: (BigInt(Date.now()) * 1_000_000n).toString(),
+    timestamp: n.timestampNs.toString(),
     default_interface: interfaces.find((i) => i.name === 'eth0') ?? interfaces[0] ?? null,
     interfaces,
   };
 }
 
-export async function podSandboxStats(containers: ContainerService, sandbox: SandboxRecord, driver: 'cgroupfs' | 'systemd'): Promise<PodSandboxStats> {
+export async function podSandboxStats(containers: ContainerService, sandbox: SandboxRecord): Promise<PodSandboxStats> {
   const members = containers.inSandbox(sandbox.id);
-  const stats = await Promise.all(members.map((c) => containerStats(containers, c)));
-  const running = members.find((c) => c.phase === 'running');
-  const pod = sandbox.cgroupParent ? await readStats(sandbox.cgroupParent, driver).catch(() => undefined) : undefined;
-  const now = (BigInt(Date.now()) * 1_000_000n).toString();
+  const [stats, pod, network] = await Promise.all([
+    Promise.all(members.map((c) => containerStats(containers, c))),
+    containers.podStats(sandbox),
+    containers.podNetwork(sandbox),
+  ]);
+  const now = nowNs();
   let cpu: CpuUsage;
   let memory: MemoryUsage;
   if (pod) {
-    cpu = cpuUsage(`pod:${sandbox.cgroupParent}`, pod);
+    cpu = cpuUsage(pod);
     memory = memoryUsage(pod);
   } else {
     // No pod cgroup: the pod is the sum of its containers.
@@ -102,8 +86,8 @@ export async function podSandboxStats(containers: ContainerService, sandbox: San
     linux: {
       cpu,
       memory,
-      network: running && !sandbox.hostNetwork ? await networkUsage(running.pid) : null,
-      process: { timestamp: now, process_count: { value: pod?.pids ?? 0 } },
+      network: network ? networkUsage(network) : null,
+      process: { timestamp: now, process_count: { value: pod?.stats.pids ?? 0 } },
       containers: stats,
     },
   };

@@ -1,4 +1,4 @@
-import { promises as fs } from 'node:fs';
+import fs from 'node:fs';
 import path from 'node:path';
 
 interface Usage {
@@ -21,35 +21,84 @@ export function dirUsage(dir: string): Promise<Usage> {
   return usage;
 }
 
-async function walk(dir: string): Promise<Usage> {
-  const total: Usage = { bytes: 0, inodes: 0 };
-  const seen = new Set<number>();
-  const stack = [dir];
-  while (stack.length) {
-    const d = stack.pop()!;
-    let names: string[];
-    try {
-      names = await fs.readdir(d);
-    } catch {
-      continue;
+interface Walk {
+  /** Directories still to list. */
+  dirs: string[];
+  /** The listed directory whose entries are being looked at, and how far. */
+  current?: { dir: string; names: string[]; next: number };
+  seen: Set<number>;
+  total: Usage;
+  done: (u: Usage) => void;
+}
+
+/** Entries looked at per turn of the event loop, all walks together (a few ms). */
+const BUDGET = 2048;
+const walks: Walk[] = [];
+let draining = false;
+
+/**
+ * The walk is synchronous (lstat of an entry costs a few us, a trip through libuv's pool and a
+ * promise several times that, for every entry of every container at each stats round) but
+ * cooperative: at most BUDGET entries per turn of the event loop, so a huge writable layer
+ * never holds up the calls around it.
+ */
+function walk(dir: string): Promise<Usage> {
+  return new Promise((done) => {
+    walks.push({ dirs: [dir], seen: new Set(), total: { bytes: 0, inodes: 0 }, done });
+    if (!draining) {
+      draining = true;
+      setImmediate(step);
     }
-    for (const n of names) {
-      const p = path.join(d, n);
-      let st;
+  });
+}
+
+function step(): void {
+  let budget = BUDGET;
+  while (walks.length > 0 && budget > 0) {
+    const w = walks[0]!;
+    budget = advance(w, budget);
+    if (!w.current && w.dirs.length === 0) {
+      walks.shift();
+      w.done(w.total);
+    }
+  }
+  if (walks.length > 0) setImmediate(step);
+  else draining = false;
+}
+
+/** Looks at up to `budget` entries of `w`; returns the budget left. */
+function advance(w: Walk, budget: number): number {
+  while (budget > 0) {
+    if (!w.current) {
+      const dir = w.dirs.pop();
+      if (dir === undefined) return budget;
+      budget--;
       try {
-        st = await fs.lstat(p);
+        w.current = { dir, names: fs.readdirSync(dir), next: 0 };
+      } catch {
+        continue;
+      }
+    }
+    const c = w.current;
+    while (budget > 0 && c.next < c.names.length) {
+      budget--;
+      const p = path.join(c.dir, c.names[c.next++]!);
+      let st: fs.Stats;
+      try {
+        st = fs.lstatSync(p);
       } catch {
         continue;
       }
       // A hard-linked file is counted once, as du does.
-      if (st.nlink > 1) {
-        if (seen.has(st.ino)) continue;
-        seen.add(st.ino);
+      if (st.nlink > 1 && !st.isDirectory()) {
+        if (w.seen.has(st.ino)) continue;
+        w.seen.add(st.ino);
       }
-      total.inodes++;
-      total.bytes += st.blocks * 512;
-      if (st.isDirectory()) stack.push(p);
+      w.total.inodes++;
+      w.total.bytes += st.blocks * 512;
+      if (st.isDirectory()) w.dirs.push(p);
     }
+    if (c.next >= c.names.length) w.current = undefined;
   }
-  return total;
+  return budget;
 }

@@ -22,7 +22,18 @@ export interface CgroupMount {
   controllers: string[];
 }
 
+let knownMounts: CgroupMount[] | undefined;
+
+/**
+ * The host's cgroup mounts, read once: they are set up at boot, while mountinfo grows with every
+ * container (a rootfs and pins per pod) and was read at every create.
+ */
 function cgroupMounts(): CgroupMount[] {
+  knownMounts ??= readCgroupMounts();
+  return knownMounts;
+}
+
+function readCgroupMounts(): CgroupMount[] {
   const out: CgroupMount[] = [];
   for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
     // mountinfo: id parent major:minor root mountpoint options [optional…] - fstype source superopts

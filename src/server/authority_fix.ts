@@ -194,11 +194,119 @@ function hpackInt(value: number, prefixBits: number, firstByteFlags: number): Bu
 }
 
 /** The connection as the HTTP/2 server sees it: the socket, with client bytes fixed up. */
-export function fixAuthority(socket: Socket): Duplex {
+export function fixAuthority(socket: Socket, alreadyRead?: Buffer): Duplex {
   const fix = new AuthorityFix();
+  if (alreadyRead?.length) fix.write(alreadyRead);
   socket.pipe(fix);
   const duplex = Duplex.from({ readable: fix, writable: socket });
   socket.on('error', (err) => duplex.destroy(err));
   duplex.on('close', () => socket.destroy());
   return duplex;
+}
+
+const TYPE_SETTINGS = 0x4;
+const FLAG_ACK = 0x1;
+/** A server preface that changes no setting: an empty SETTINGS frame. */
+const EMPTY_SETTINGS = Buffer.from([0, 0, 0, TYPE_SETTINGS, 0, 0, 0, 0, 0]);
+/** A client with no request by then has its connection go through the rewriting stream. */
+const DECIDE_TIMEOUT_MS = 5_000;
+
+/**
+ * Hands a new connection to the HTTP/2 server (`inject`): the socket itself when its first
+ * request's authority is one nghttp2 accepts, so that Node's native HTTP/2 reads it directly;
+ * otherwise the rewriting stream (fixAuthority), which costs a JS stream hop per read and write.
+ *
+ * Deciding needs the first request's headers, and clients such as grpc-go send them only after
+ * the server's preface; so this sends an empty SETTINGS frame first, reads until both the first
+ * header block and the client's ACK of that SETTINGS have arrived, drops that ACK (the HTTP/2
+ * server never sent those settings and would refuse an ACK it does not expect) and gives the
+ * server everything else, from the client preface on.
+ */
+export function acceptConnection(socket: Socket, inject: (conn: Duplex) => void): void {
+  let buffered: Buffer = Buffer.alloc(0);
+  let offset = PREFACE_LENGTH;
+  let ack: { start: number; end: number } | undefined;
+  let block: Buffer[] | undefined;
+  let blockDone = false;
+  let decided = false;
+
+  const cleanup = (): void => {
+    decided = true;
+    clearTimeout(timer);
+    socket.off('data', onData);
+    socket.off('error', onClose);
+    socket.off('close', onClose);
+    socket.pause();
+  };
+  const withoutAck = (): Buffer => (ack ? Buffer.concat([buffered.subarray(0, ack.start), buffered.subarray(ack.end)]) : buffered);
+  const handOver = (passthrough: boolean): void => {
+    const bytes = withoutAck();
+    cleanup();
+    if (passthrough) {
+      if (bytes.length > 0) socket.unshift(bytes);
+      inject(socket);
+    } else {
+      inject(fixAuthority(socket, bytes));
+    }
+  };
+  const onClose = (): void => {
+    if (decided) return;
+    cleanup();
+    socket.destroy();
+  };
+  const onData = (chunk: Buffer): void => {
+    buffered = buffered.length ? Buffer.concat([buffered, chunk]) : chunk;
+    while (buffered.length >= offset + FRAME_HEADER) {
+      const length = buffered.readUIntBE(offset, 3);
+      const end = offset + FRAME_HEADER + length;
+      if (buffered.length < end) return;
+      const type = buffered[offset + 3]!;
+      const flags = buffered[offset + 4]!;
+      if (type === TYPE_SETTINGS && flags & FLAG_ACK && !ack) {
+        ack = { start: offset, end };
+      } else if (type === TYPE_HEADERS && !block) {
+        let payload = buffered.subarray(offset + FRAME_HEADER, end);
+        let pad = 0;
+        if (flags & FLAG_PADDED) {
+          pad = payload[0]!;
+          payload = payload.subarray(1);
+        }
+        if (flags & FLAG_PRIORITY) payload = payload.subarray(5);
+        block = [payload.subarray(0, payload.length - pad)];
+        blockDone = (flags & FLAG_END_HEADERS) !== 0;
+      } else if (type === TYPE_CONTINUATION && block && !blockDone) {
+        block.push(buffered.subarray(offset + FRAME_HEADER, end));
+        blockDone = (flags & FLAG_END_HEADERS) !== 0;
+      }
+      offset = end;
+      if (ack && blockDone) {
+        handOver(firstAuthorityValid(Buffer.concat(block!)));
+        return;
+      }
+    }
+  };
+  const timer = setTimeout(() => {
+    // No ACK: not an HTTP/2 client that follows the protocol.
+    if (!ack) onClose();
+    else handOver(false);
+  }, DECIDE_TIMEOUT_MS);
+  timer.unref();
+  socket.on('data', onData);
+  socket.once('error', onClose);
+  socket.once('close', onClose);
+  socket.write(EMPTY_SETTINGS);
+}
+
+/** Whether the first header block of a connection carries an authority nghttp2 accepts. */
+function firstAuthorityValid(encoded: Buffer): boolean {
+  const decoder = hpack.decompressor.create({ table: { maxSize: HEADER_TABLE_SIZE } });
+  let failed = false;
+  decoder.on('error', () => (failed = true));
+  decoder.write(encoded);
+  decoder.execute();
+  if (failed) return false;
+  for (let h = decoder.read(); h !== null; h = decoder.read()) {
+    if (h.name === ':authority') return isValidAuthority(h.value);
+  }
+  return true;
 }

@@ -14,6 +14,7 @@ import {
 } from '../errors';
 import type { Logger } from '../log';
 import type { Metrics } from '../metrics';
+import { Encoded } from './encoding';
 
 /** A unary RPC: request in, response out; `signal` fires when the client goes away. */
 export type UnaryHandler = (req: any, ctx: CallContext) => Promise<unknown>;
@@ -58,14 +59,29 @@ export function implement(
   for (const [name, method] of Object.entries(definition)) {
     const full = `${serviceName}/${name}`;
     const handler = handlers[name];
+    // One labelled child per status code: prom-client hashes the label set on every call otherwise.
+    const observers = new Map<grpc.status, { requests: { inc(): void }; duration: { observe(v: number): void } }>();
+    const observer = (code: grpc.status) => {
+      let o = observers.get(code);
+      if (!o) {
+        const labels = { method: full, code: grpc.status[code] };
+        o = { requests: metrics.grpcRequests.labels(labels), duration: metrics.grpcDuration.labels(labels) };
+        observers.set(code, o);
+      }
+      return o;
+    };
     const finish = (start: bigint, err: unknown, reqLog: Logger): grpc.status => {
       const code = err === undefined ? grpc.status.OK : statusOf(err);
       const seconds = Number(process.hrtime.bigint() - start) / 1e9;
-      metrics.grpcRequests.inc({ method: full, code: grpc.status[code] });
-      metrics.grpcDuration.observe({ method: full, code: grpc.status[code] }, seconds);
+      const o = observer(code);
+      o.requests.inc();
+      o.duration.observe(seconds);
+      if (err === undefined) {
+        if (reqLog.isLevelEnabled('debug')) reqLog.debug({ method: full, ms: Math.round(seconds * 1e6) / 1e3, code: grpc.status[code] }, 'rpc');
+        return code;
+      }
       const fields = { method: full, ms: Math.round(seconds * 1e6) / 1e3, code: grpc.status[code] };
-      if (err === undefined) reqLog.debug(fields, 'rpc');
-      else if (code === grpc.status.UNIMPLEMENTED || code === grpc.status.NOT_FOUND) reqLog.debug({ ...fields, err: (err as Error).message }, 'rpc');
+      if (code === grpc.status.UNIMPLEMENTED || code === grpc.status.NOT_FOUND) reqLog.debug({ ...fields, err: (err as Error).message }, 'rpc');
       else reqLog.error({ ...fields, err }, 'rpc failed');
       return code;
     };
@@ -75,17 +91,17 @@ export function implement(
       const fn = typeof handler === 'function' ? handler : undefined;
       impl[name] = (call: grpc.ServerUnaryCall<any, any>, callback: grpc.sendUnaryData<any>) => {
         const start = process.hrtime.bigint();
-        const abort = new AbortController();
-        call.on('cancelled', () => abort.abort(new CancelledError(`${full}: cancelled by the client`)));
-        const reqLog = log;
-        const run = fn ? fn(call.request, { log: reqLog, signal: abort.signal }) : Promise.reject(unimplemented);
+        const ctx = callContext(call, full, log);
+        const run = fn ? fn(call.request, ctx) : Promise.reject(unimplemented);
         run.then(
           (res) => {
-            finish(start, undefined, reqLog);
+            ctx.finished();
+            finish(start, undefined, log);
             callback(null, res ?? {});
           },
           (err: unknown) => {
-            const code = finish(start, err, reqLog);
+            ctx.finished();
+            const code = finish(start, err, log);
             callback({ code, details: (err as Error)?.message ?? String(err) });
           },
         );
@@ -94,19 +110,17 @@ export function implement(
       const fn = handler && typeof handler === 'object' ? handler.stream : undefined;
       impl[name] = (call: grpc.ServerWritableStream<any, any>) => {
         const start = process.hrtime.bigint();
-        const abort = new AbortController();
-        call.on('cancelled', () => abort.abort(new CancelledError(`${full}: cancelled by the client`)));
-        const reqLog = log;
-        const run = fn
-          ? fn(call.request, (msg) => call.write(msg), { log: reqLog, signal: abort.signal })
-          : Promise.reject(unimplemented);
+        const ctx = callContext(call, full, log);
+        const run = fn ? fn(call.request, (msg) => call.write(msg), ctx) : Promise.reject(unimplemented);
         run.then(
           () => {
-            finish(start, undefined, reqLog);
+            ctx.finished();
+            finish(start, undefined, log);
             call.end();
           },
           (err: unknown) => {
-            const code = finish(start, err, reqLog);
+            ctx.finished();
+            const code = finish(start, err, log);
             call.emit('error', { code, details: (err as Error)?.message ?? String(err) });
           },
         );
@@ -114,4 +128,46 @@ export function implement(
     }
   }
   return impl;
+}
+
+/**
+ * A call's context, its abort signal made only when a handler asks for it. grpc-js reports
+ * every call as cancelled once its status is sent, so a cancellation after the handler finished
+ * is not one.
+ */
+function callContext(call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>, full: string, log: Logger): CallContext & { finished(): void } {
+  let abort: AbortController | undefined;
+  let cancelled = false;
+  let done = false;
+  call.once('cancelled', () => {
+    if (done) return;
+    cancelled = true;
+    abort?.abort(new CancelledError(`${full}: cancelled by the client`));
+  });
+  return {
+    log,
+    get signal(): AbortSignal {
+      if (!abort) {
+        abort = new AbortController();
+        if (cancelled) abort.abort(new CancelledError(`${full}: cancelled by the client`));
+      }
+      return abort.signal;
+    },
+    finished() {
+      done = true;
+    },
+  };
+}
+
+/**
+ * The service definition with serializers that pass an `Encoded` response through as it is
+ * (server/encoding.ts) and encode anything else as before.
+ */
+export function passEncoded(definition: ServiceDefinition): ServiceDefinition {
+  const out: Record<string, ServiceDefinition[string]> = {};
+  for (const [name, method] of Object.entries(definition)) {
+    const serialize = method.responseSerialize;
+    out[name] = { ...method, responseSerialize: (value: unknown) => (value instanceof Encoded ? value.bytes : serialize(value)) };
+  }
+  return out as ServiceDefinition;
 }

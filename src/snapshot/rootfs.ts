@@ -129,11 +129,13 @@ export async function mountRootfs(opts: RootfsOptions): Promise<void> {
 /**
  * Unmounts whatever is mounted on `target`. Idempotent. A busy mount (a process still has its cwd
  * inside, e.g. a lingering exec) is detached: it disappears from the tree now and is freed when
- * the last user lets go, which is what RemoveContainer needs.
+ * the last user lets go, which is what RemoveContainer needs. The kernel's EINVAL says that
+ * nothing (more) is mounted there: mountinfo is not read, since it grows with every container on
+ * the node and a node removing its pods would read it twice per container.
  */
 export async function unmountRootfs(target: string): Promise<void> {
   // Bounded: each pass removes one stacked mount; a loop that never ends would hang removal.
-  for (let i = 0; i < 16 && isMounted(target); i++) {
+  for (let i = 0; i < 16; i++) {
     try {
       umount2(target, 0);
     } catch (err) {

@@ -28,8 +28,14 @@ export interface Containerd {
   readonly base: string;
   readonly root: string;
   readonly socket: string;
+  /** A client for the current containerd process; replaced by restart(). */
   readonly cri: CriClient;
   readonly pid: number | undefined;
+  /**
+   * SIGTERM (its shims and containers keep running), then a new containerd on the same dirs;
+   * resolves once it answers Version. `beforeSpawn` runs once the old process is gone.
+   */
+  restart(beforeSpawn?: () => void): Promise<void>;
   /** The CNI conf dir (holding `cniConfList` as 10-bench.conflist when given). */
   readonly cniConfDir: string;
   /** Where containerd keeps blobs: `<root>/io.containerd.content.v1.content/blobs/sha256`. */
@@ -175,44 +181,63 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
   const root = path.join(base, 'root');
 
   let log = '';
-  const child = spawn(CONTAINERD_BIN, ['--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
-  live.add(child);
-  child.stdout?.setEncoding('utf8').on('data', (d: string) => (log += d));
-  child.stderr?.setEncoding('utf8').on('data', (d: string) => (log += d));
-  child.once('exit', () => live.delete(child));
+  let child!: ChildProcess;
+  let cri!: CriClient;
+  const spawnChild = (): void => {
+    const proc = spawn(CONTAINERD_BIN, ['--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    child = proc;
+    live.add(proc);
+    proc.stdout?.setEncoding('utf8').on('data', (d: string) => (log += d));
+    proc.stderr?.setEncoding('utf8').on('data', (d: string) => (log += d));
+    proc.once('exit', () => live.delete(proc));
+  };
 
-  const cleanup = async (): Promise<void> => {
+  const stopChild = async (): Promise<void> => {
     if (child.exitCode === null && child.signalCode === null) {
       child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-      await waitExit(child);
+      const proc = child;
+      const timer = setTimeout(() => proc.kill('SIGKILL'), 10_000);
+      await waitExit(proc);
       clearTimeout(timer);
     }
+  };
+
+  const cleanup = async (): Promise<void> => {
+    await stopChild();
     const left = unmountAll(base);
     if (left.length > 0) throw new Error(`containerd left mounts that would not unmount: ${left.join(', ')}`);
     fs.rmSync(base, { recursive: true, force: true });
   };
 
-  const cri = connectCri(socket);
-  try {
+  const waitReady = async (): Promise<void> => {
+    const client = connectCri(socket);
     const timeoutMs = opts.readyTimeoutMs ?? 30_000;
     const until = Date.now() + timeoutMs;
     let lastErr = '';
     for (;;) {
       if (child.exitCode !== null || child.signalCode !== null) {
+        client.close();
         throw new Error(`containerd exited (${child.exitCode ?? child.signalCode}) before its CRI answered; log:\n${log}`);
       }
       try {
-        await cri.runtime.Version({ version: 'v1' }, { timeoutMs: 1_000 });
+        await client.runtime.Version({ version: 'v1' }, { timeoutMs: 1_000 });
         break;
       } catch (err) {
         lastErr = String(err);
       }
-      if (Date.now() > until) throw new Error(`containerd CRI did not answer Version within ${timeoutMs} ms (${lastErr}); log:\n${log}`);
+      if (Date.now() > until) {
+        client.close();
+        throw new Error(`containerd CRI did not answer Version within ${timeoutMs} ms (${lastErr}); log:\n${log}`);
+      }
       await new Promise((r) => setTimeout(r, 100));
     }
+    cri = client;
+  };
+
+  spawnChild();
+  try {
+    await waitReady();
   } catch (err) {
-    cri.close();
     await cleanup();
     throw err;
   }
@@ -221,9 +246,18 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
     base,
     root,
     socket,
-    cri,
+    get cri() {
+      return cri;
+    },
     get pid() {
       return child.pid;
+    },
+    async restart(beforeSpawn) {
+      cri.close();
+      await stopChild();
+      beforeSpawn?.();
+      spawnChild();
+      await waitReady();
     },
     cniConfDir: path.join(base, 'cni-conf'),
     contentDir: path.join(root, 'io.containerd.content.v1.content', 'blobs', 'sha256'),

@@ -1,6 +1,8 @@
 import { EXEC_USAGE, runExec } from './exec';
 import { LIFECYCLE_USAGE, runLifecycle } from './lifecycle';
+import { POLL_USAGE, runPoll } from './poll';
 import { PULL_USAGE, runPull } from './pull';
+import { SCALE_USAGE, runScale } from './scale';
 import { UsageError } from './util';
 
 interface Command {
@@ -12,6 +14,8 @@ const COMMANDS: Record<string, Command> = {
   pull: { usage: PULL_USAGE, run: runPull },
   lifecycle: { usage: LIFECYCLE_USAGE, run: runLifecycle },
   exec: { usage: EXEC_USAGE, run: runExec },
+  scale: { usage: SCALE_USAGE, run: runScale },
+  poll: { usage: POLL_USAGE, run: runPoll },
 };
 
 function usage(): string {

@@ -56,6 +56,8 @@ export interface BenchStackOptions {
   tscriConfig?: string[];
   /** tscri's --log-level; the daemon helper's default otherwise. */
   logLevel?: string;
+  /** More node options for tscri (--cpu-prof…). */
+  nodeArgs?: string[];
 }
 
 /** Removes one runtime's pods, while its daemon can still stop them. */
@@ -144,6 +146,7 @@ export class BenchStack {
     fs.writeFileSync(path.join(confDir, '10-bench.conflist'), JSON.stringify(cniConfList(this.opts.nets.tscri, path.join(this.work, 'tscri', 'ipam')), null, 2));
     this.daemon = await startDaemon({
       logLevel: this.opts.logLevel,
+      nodeArgs: this.opts.nodeArgs,
       config: [
         `cni_conf_dir = ${JSON.stringify(confDir)}`,
         'cni_bin_dirs = ["/usr/lib/cni"]',

@@ -360,6 +360,90 @@ describe('pod sandboxes', () => {
     assert.deepEqual(byLabel, [podA, podB].sort(), 'ListPodSandboxStats with tier=web');
   });
 
+  test('CRI metrics: descriptors, then cAdvisor-named cpu, memory, process and per-interface network metrics of a running pod', async () => {
+    const { descriptors } = await cri().runtime.ListMetricDescriptors({});
+    const keys = new Map(descriptors.map((d) => [d.name, d.label_keys]));
+    const base = ['container', 'id', 'image', 'name', 'namespace', 'pod'];
+    for (const name of [
+      'container_cpu_usage_seconds_total',
+      'container_memory_working_set_bytes',
+      'container_memory_usage_bytes',
+      'container_memory_rss',
+      'container_memory_cache',
+      'container_network_receive_bytes_total',
+      'container_network_transmit_bytes_total',
+      'container_network_receive_errors_total',
+      'container_network_receive_packets_dropped_total',
+      'container_fs_usage_bytes',
+      'container_processes',
+      'container_threads',
+      'container_last_seen',
+      'container_start_time_seconds',
+    ]) {
+      assert.ok(keys.has(name), `ListMetricDescriptors: expected ${name}, saw ${[...keys.keys()].join(', ')}`);
+      assert.deepEqual(keys.get(name)!.slice(0, base.length), base, `${name} label keys`);
+    }
+    assert.deepEqual(keys.get('container_network_receive_bytes_total'), [...base, 'interface']);
+    assert.deepEqual(keys.get('container_cpu_usage_seconds_total'), [...base, 'cpu']);
+
+    // A whole CPU second is the smallest step the CRI's integer values can show.
+    const spinner = await runContainer(cri(), podB, podBConfig, containerConfig('spinner', image.tagRef!, ['sh', '-c', 'while :; do :; done']));
+    tracked.containerIds.push(spinner);
+    assert.ok(hostPing(ipB), 'ping so the pod interface has traffic');
+    type M = { name: string; label_values: string[]; value: { value: string } | null; metric_type: string; timestamp: string };
+    const value = (ms: M[], name: string, extra?: string) => {
+      const m = ms.find((x) => x.name === name && (extra === undefined || x.label_values[x.label_values.length - 1] === extra));
+      return m ? Number(m.value?.value ?? 0) : undefined;
+    };
+    let last = '';
+    const { pod: podMetrics, ctr } = await waitFor(
+      'container_cpu_usage_seconds_total >= 1 for the spinning container',
+      async () => {
+        const { pod_metrics } = await cri().runtime.ListPodSandboxMetrics({});
+        const p = pod_metrics.find((x) => x.pod_sandbox_id === podB);
+        const c = p?.container_metrics.find((x) => x.container_id === spinner);
+        last = JSON.stringify(c?.metrics.filter((m) => m.name.startsWith('container_cpu')) ?? p ?? pod_metrics.map((x) => x.pod_sandbox_id));
+        return c && (value(c.metrics as M[], 'container_cpu_usage_seconds_total', 'total') ?? 0) >= 1 ? { pod: p!, ctr: c } : undefined;
+      },
+      60_000,
+      () => last,
+    );
+    await cri().runtime.StopContainer({ container_id: spinner, timeout: 0 });
+    await cri().runtime.RemoveContainer({ container_id: spinner });
+
+    const all = [...podMetrics.metrics, ...podMetrics.container_metrics.flatMap((c) => c.metrics)] as M[];
+    for (const m of all) {
+      assert.ok(keys.has(m.name), `metric ${m.name} has no descriptor`);
+      assert.equal(m.label_values.length, keys.get(m.name)!.length, `${m.name}: label values ${JSON.stringify(m.label_values)} against keys ${JSON.stringify(keys.get(m.name))}`);
+      assert.ok(BigInt(m.timestamp) > 0n, `${m.name}: timestamp`);
+    }
+    const cm = ctr.metrics as M[];
+    const labels = cm[0]!.label_values;
+    assert.deepEqual([labels[0], labels[3], labels[4], labels[5]], ['spinner', spinner, podBConfig.metadata!.namespace, podBConfig.metadata!.name], `container labels: ${JSON.stringify(labels)}`);
+    assert.equal(labels[2], image.tagRef, 'image label');
+    assert.ok((value(cm, 'container_memory_working_set_bytes') ?? 0) > 0, `working set: ${JSON.stringify(cm)}`);
+    assert.ok((value(cm, 'container_memory_usage_bytes') ?? 0) > 0, 'memory usage');
+    assert.ok((value(cm, 'container_processes') ?? 0) >= 1, `processes: ${value(cm, 'container_processes')}`);
+    assert.ok((value(cm, 'container_threads') ?? 0) >= 1, `threads: ${value(cm, 'container_threads')}`);
+    const now = Date.now() / 1000;
+    const started = value(cm, 'container_start_time_seconds') ?? 0;
+    assert.ok(started > now - 600 && started <= now + 1, `start time ${started}, now ${now}`);
+    assert.ok(Math.abs((value(cm, 'container_last_seen') ?? 0) - now) < 120, 'last seen is about now');
+    assert.equal(cm.find((m) => m.name === 'container_cpu_usage_seconds_total')?.metric_type, 'COUNTER');
+    assert.equal(cm.find((m) => m.name === 'container_memory_working_set_bytes')?.metric_type, 'GAUGE');
+
+    const net = podMetrics.metrics as M[];
+    const rx = net.find((m) => m.name === 'container_network_receive_bytes_total' && m.label_values[6] === 'eth0');
+    assert.ok(rx, `pod metrics: expected container_network_receive_bytes_total for eth0, saw ${JSON.stringify(net.map((m) => [m.name, m.label_values]))}`);
+    assert.ok(Number(rx.value?.value) > 0, `eth0 received bytes after a ping: ${JSON.stringify(rx)}`);
+    assert.ok((value(net, 'container_network_transmit_bytes_total', 'eth0') ?? 0) > 0, 'eth0 transmitted bytes');
+    assert.equal(rx.label_values[0], 'POD', 'network metrics are the pod\'s (container POD)');
+    assert.ok(!net.some((m) => m.label_values[6] === 'lo'), 'no loopback interface');
+
+    const streamed = (await cri().runtime.StreamPodSandboxMetrics({})).flatMap((r) => r.pod_sandbox_metrics.map((p) => p.pod_sandbox_id));
+    assert.ok(streamed.includes(podB), `StreamPodSandboxMetrics: expected ${podB}, saw ${streamed.join(', ')}`);
+  });
+
   test('StopPodSandbox: NOTREADY, its IP is freed, and a second stop is OK', async () => {
     const c = await startSleeper(podB, podBConfig, 'stop-me');
     await cri().runtime.StopPodSandbox({ pod_sandbox_id: podB });

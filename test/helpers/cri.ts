@@ -128,15 +128,18 @@ function wrap<D extends grpc.ServiceDefinition>(client: grpc.Client, service: D)
   return api as unknown as PromiseClient<D>;
 }
 
-/** A CRI client on a unix socket path (with or without the unix:// prefix). */
-export function connectCri(socket: string): CriClient {
+/**
+ * A CRI client on a unix socket path (with or without the unix:// prefix); `channelOptions`
+ * add to (or override) the defaults.
+ */
+export function connectCri(socket: string, channelOptions: grpc.ChannelOptions = {}): CriClient {
   const proto = loadProto();
   const target = socket.startsWith('unix://') ? socket : `unix://${socket}`;
   const v1 = proto.runtime.v1;
   const creds = grpc.credentials.createInsecure();
   // The kubelet accepts replies up to 16 MiB; a test client that rejected less would report
   // failures the kubelet would never see.
-  const channelOpts = { 'grpc.max_receive_message_length': 16 * 1024 * 1024 };
+  const channelOpts = { 'grpc.max_receive_message_length': 16 * 1024 * 1024, ...channelOptions };
   const imageClient = new v1.ImageService(target, creds, channelOpts);
   const runtimeClient = new v1.RuntimeService(target, creds, channelOpts);
   return {

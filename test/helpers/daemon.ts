@@ -15,6 +15,8 @@ export interface DaemonOptions {
   readyTimeoutMs?: number;
   /** Extra environment for the daemon process. */
   env?: NodeJS.ProcessEnv;
+  /** Extra node options before the script (--cpu-prof, which NODE_OPTIONS refuses). */
+  nodeArgs?: string[];
 }
 
 export interface StopOptions {
@@ -90,6 +92,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
     const args = [
       // As the tscri command and npm run setup start it (src/main.ts's first line).
       '--max-semi-space-size=1',
+      ...(opts.nodeArgs ?? []),
       mainJs(),
       '--listen', `unix://${socket}`,
       '--root', root,

@@ -1,6 +1,15 @@
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
-import { AuthorityFix, isValidAuthority } from '../../src/server/authority_fix';
+import fs from 'node:fs';
+import http2 from 'node:http2';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import type { Duplex } from 'node:stream';
+import { after, before, describe, test } from 'node:test';
+import * as grpc from '@grpc/grpc-js';
+import { loadCri } from '../../src/proto';
+import { acceptConnection, AuthorityFix, isValidAuthority } from '../../src/server/authority_fix';
+import { connectCri } from '../helpers/cri';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const hpack = require('hpack.js');
 
@@ -112,4 +121,142 @@ test('a header block split over CONTINUATION frames is rewritten whole', async (
   const seen = serverView(out);
   assert.equal(seen[0]!.headers[':authority'], 'localhost');
   assert.equal(seen[0]!.headers['content-type'], 'application/grpc');
+});
+
+describe('acceptConnection: the socket itself for a valid authority, the rewriting stream otherwise', () => {
+  let dir: string;
+  let sock: string;
+  let server: grpc.Server;
+  let listener: net.Server;
+  const handed: Duplex[] = [];
+
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tscri-authority-'));
+    sock = path.join(dir, 'cri.sock');
+    const cri = loadCri();
+    server = new grpc.Server();
+    server.addService(cri.runtime.v1.RuntimeService.service, {
+      Version: (_call: unknown, cb: grpc.sendUnaryData<object>) => cb(null, { version: '0.1.0', runtime_name: 'test', runtime_version: '1', runtime_api_version: 'v1' }),
+    });
+    const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+    listener = net.createServer((socket) =>
+      acceptConnection(socket, (conn) => {
+        handed.push(conn);
+        injector.injectConnection(conn);
+      }),
+    );
+    await new Promise<void>((resolve) => listener.listen(sock, resolve));
+  });
+
+  after(async () => {
+    await new Promise<void>((resolve) => listener.close(() => resolve()));
+    server.forceShutdown();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('a grpc-js client (authority "localhost") is served on the socket itself', async () => {
+    const client = connectCri(sock);
+    try {
+      const v = await client.runtime.Version({ version: 'v1' });
+      assert.equal(v.runtime_name, 'test');
+      assert.equal(await client.runtime.Version({ version: 'v1' }).then((r) => r.runtime_api_version), 'v1', 'a second call on the same connection');
+    } finally {
+      client.close();
+    }
+    assert.equal(handed.length, 1);
+    assert.ok(handed[0] instanceof net.Socket, 'the connection went to the HTTP/2 server as the socket itself');
+  });
+
+  /**
+   * A client that, as grpc-go does, sends its request only once the server's SETTINGS came, and
+   * ACKs every SETTINGS: the frame types the server sent back on the connection.
+   */
+  async function waitingClient(authority: string): Promise<number[]> {
+    const enc = clientEncoder();
+    const conn = net.connect(sock);
+    const types: number[] = [];
+    let buf = Buffer.alloc(0);
+    let sent = false;
+    const msg = Buffer.from(loadCri().runtime.v1.RuntimeService.service.Version.requestSerialize({ version: 'v1' }));
+    const prefix = Buffer.alloc(5);
+    prefix.writeUInt32BE(msg.length, 1);
+    const done = new Promise<void>((resolve, reject) => {
+      conn.on('error', reject);
+      conn.on('close', () => resolve());
+      conn.on('data', (chunk: Buffer) => {
+        buf = Buffer.concat([buf, chunk]);
+        while (buf.length >= 9 && buf.length >= 9 + buf.readUIntBE(0, 3)) {
+          const len = buf.readUIntBE(0, 3);
+          const type = buf[3]!;
+          const flags = buf[4]!;
+          const streamId = buf.readUInt32BE(5) & 0x7fffffff;
+          buf = buf.subarray(9 + len);
+          types.push(type);
+          if (type === 4 && !(flags & 1)) {
+            conn.write(frame(4, 1, 0, Buffer.alloc(0)));
+            if (!sent) {
+              sent = true;
+              conn.write(frame(1, 4, 1, enc([...request(authority), ['te', 'trailers']])));
+              conn.write(frame(0, 1, 1, Buffer.concat([prefix, msg])));
+            }
+          }
+          // The response's trailers end stream 1: the call is over.
+          if (streamId === 1 && flags & 1 && (type === 1 || type === 0)) conn.end();
+          if (type === 7 || type === 3) conn.end();
+        }
+      });
+    });
+    conn.write(Buffer.concat([PREFACE, frame(4, 0, 0, Buffer.alloc(0))]));
+    const timer = setTimeout(() => conn.destroy(new Error(`no answer; frames so far: ${types.join(',')}`)), 10_000);
+    await done.finally(() => clearTimeout(timer));
+    return types;
+  }
+
+  test('a client that waits for the server preface gets it, then is served: natively, or through the rewrite', async () => {
+    for (const [authority, native] of [['localhost', true], [sock, false]] as const) {
+      const before = handed.length;
+      const types = await waitingClient(authority);
+      assert.ok(!types.includes(7) && !types.includes(3), `${authority}: no GOAWAY or RST_STREAM, saw frame types ${types.join(',')}`);
+      assert.ok(types.filter((t) => t === 1).length >= 1, `${authority}: response headers, saw frame types ${types.join(',')}`);
+      assert.equal(handed.length, before + 1);
+      assert.equal(handed[before] instanceof net.Socket, native, `${authority}: handed over ${native ? 'natively' : 'through the rewrite'}`);
+    }
+  });
+
+  test('a socket-path authority (grpc-go < 1.52) is rewritten and served', async () => {
+    const session = http2.connect('http://localhost', { createConnection: () => net.connect(sock) });
+    try {
+      const msg = Buffer.from(loadCri().runtime.v1.RuntimeService.service.Version.requestSerialize({ version: 'v1' }));
+      const call = async () => {
+        const req = session.request({
+          ':method': 'POST',
+          ':path': '/runtime.v1.RuntimeService/Version',
+          ':authority': sock,
+          'content-type': 'application/grpc',
+          te: 'trailers',
+        });
+        const prefix = Buffer.alloc(5);
+        prefix.writeUInt32BE(msg.length, 1);
+        req.end(Buffer.concat([prefix, msg]));
+        const trailers = new Promise<http2.IncomingHttpHeaders>((resolve) => req.once('trailers', resolve));
+        const headers = await new Promise<http2.IncomingHttpHeaders>((resolve, reject) => {
+          req.once('response', resolve);
+          req.once('error', reject);
+        });
+        const body: Buffer[] = [];
+        req.on('data', (c: Buffer) => body.push(c));
+        await new Promise((resolve) => req.once('end', resolve));
+        return { status: headers[':status'], grpcStatus: (await trailers)['grpc-status'], bytes: Buffer.concat(body).length };
+      };
+      for (let i = 0; i < 2; i++) {
+        const r = await call();
+        assert.deepEqual([r.status, r.grpcStatus], [200, '0'], `call ${i + 1} with a socket-path authority`);
+        assert.ok(r.bytes > 5, 'a response message');
+      }
+    } finally {
+      session.close();
+    }
+    const last = handed[handed.length - 1]!;
+    assert.ok(!(last instanceof net.Socket), 'the connection went through the rewriting stream');
+  });
 });

@@ -138,12 +138,16 @@ test('memory.stat: v2 anon/inactive_file, v1 hierarchical total_* fields', () =>
   assert.deepEqual(parseMemoryStat(V2_MEMORY_STAT, 2), {
     inactiveFile: 40960000,
     rss: 21299200,
+    cache: 56782848,
+    mappedFile: 30457856,
     pgfault: 97314,
     pgmajfault: 211,
   });
   assert.deepEqual(parseMemoryStat(V1_MEMORY_STAT, 1), {
     inactiveFile: 112029696,
     rss: 710160384,
+    cache: 353050624,
+    mappedFile: 7438336,
     pgfault: 26949456,
     pgmajfault: 2867,
   });
@@ -274,6 +278,7 @@ test('v1: limits written to a real cgroup read back; stats of a process in it; r
     assert.ok(stats.pageFaults > 0);
     assert.equal(stats.memoryLimitBytes, 64 << 20);
     assert.equal(stats.pids, 1);
+    assert.equal(stats.processes, 1);
     assert.equal(stats.oomKills, 0);
     const nowNs = BigInt(Date.now()) * 1_000_000n;
     assert.ok(nowNs - stats.timestampNs < 5_000_000_000n && stats.timestampNs <= nowNs + 1_000_000_000n);

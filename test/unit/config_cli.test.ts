@@ -41,6 +41,7 @@ const NOT_DEFAULT: Record<string, string> = {
   'default-runtime': 'kata',
   conmon: '/usr/local/bin/conmon',
   'restrict-oom-score-adj': 'false',
+  'stats-cache-period': '2500ms',
   runtimes: 'kata=/opt/kata/bin/kata-runtime,runc=/usr/sbin/runc,my.handler="q"=/x',
 };
 

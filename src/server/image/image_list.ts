@@ -1,10 +1,10 @@
 import type { ListImagesRequest__Output } from '../../gen/runtime/v1/ListImagesRequest';
-import type { ListImagesResponse } from '../../gen/runtime/v1/ListImagesResponse';
 import type { ImageService } from '../../image/image_service';
-import { imageToCri } from './image_to_cri';
+import { Encoded, MessageBuilder, type RecordEncodings } from '../encoding';
 
-export async function listImages(req: ListImagesRequest__Output, images: ImageService): Promise<ListImagesResponse> {
+export async function listImages(req: ListImagesRequest__Output, images: ImageService, enc: RecordEncodings): Promise<Encoded> {
   const wanted = req.filter?.image?.image;
   const records = wanted ? [images.find(wanted)].filter((r) => r !== undefined) : images.list();
-  return { images: records.map((r) => imageToCri(r, images.isPinned(r))) };
+  // ListImagesResponse: repeated Image images = 1.
+  return new Encoded(new MessageBuilder().repeated(1, records.map((r) => enc.image.get(r))).finish());
 }

@@ -1,7 +1,7 @@
 import type { StreamImagesRequest__Output } from '../../gen/runtime/v1/StreamImagesRequest';
 import type { StreamImagesResponse } from '../../gen/runtime/v1/StreamImagesResponse';
 import type { ImageService } from '../../image/image_service';
-import { listImages } from './image_list';
+import { imageToCri } from './image_to_cri';
 
 /** Pages of images, so a node with thousands of them never builds one huge message. */
 const PAGE = 500;
@@ -11,6 +11,8 @@ export async function streamImages(
   images: ImageService,
   send: (msg: StreamImagesResponse) => void,
 ): Promise<void> {
-  const all = (await listImages(req, images)).images ?? [];
+  const wanted = req.filter?.image?.image;
+  const records = wanted ? [images.find(wanted)].filter((r) => r !== undefined) : images.list();
+  const all = records.map((r) => imageToCri(r, images.isPinned(r)));
   for (let i = 0; i < all.length; i += PAGE) send({ images: all.slice(i, i + PAGE) });
 }

@@ -1,13 +1,14 @@
 import { toContainer } from '../../container/container';
 import type { ContainerService } from '../../container/container_service';
 import type { ListContainersRequest__Output } from '../../gen/runtime/v1/ListContainersRequest';
-import type { ListContainersResponse } from '../../gen/runtime/v1/ListContainersResponse';
 import type { StreamContainersRequest__Output } from '../../gen/runtime/v1/StreamContainersRequest';
 import type { StreamContainersResponse } from '../../gen/runtime/v1/StreamContainersResponse';
+import { Encoded, MessageBuilder, type RecordEncodings } from '../encoding';
 
-/** From memory: the kubelet lists containers every second. */
-export async function listContainers(req: ListContainersRequest__Output, containers: ContainerService): Promise<ListContainersResponse> {
-  return { containers: containers.list(req.filter).map(toContainer) };
+/** From memory and each container's kept encoding: the kubelet lists containers every second. */
+export async function listContainers(req: ListContainersRequest__Output, containers: ContainerService, enc: RecordEncodings): Promise<Encoded> {
+  // ListContainersResponse: repeated Container containers = 1.
+  return new Encoded(new MessageBuilder().repeated(1, containers.list(req.filter).map((r) => enc.container.get(r))).finish());
 }
 
 const PAGE = 500;

@@ -2,9 +2,16 @@ import { toContainerStatus } from '../../container/container';
 import type { ContainerService } from '../../container/container_service';
 import type { ContainerStatusRequest__Output } from '../../gen/runtime/v1/ContainerStatusRequest';
 import type { ContainerStatusResponse } from '../../gen/runtime/v1/ContainerStatusResponse';
+import { Encoded, MessageBuilder, type RecordEncodings } from '../encoding';
 
-export async function containerStatus(req: ContainerStatusRequest__Output, containers: ContainerService): Promise<ContainerStatusResponse> {
+export async function containerStatus(
+  req: ContainerStatusRequest__Output,
+  containers: ContainerService,
+  enc: RecordEncodings,
+): Promise<ContainerStatusResponse | Encoded> {
   const rec = containers.get(req.container_id);
+  // ContainerStatusResponse: ContainerStatus status = 1; the info map only when verbose.
+  if (!req.verbose) return new Encoded(new MessageBuilder().bytes(1, enc.containerStatus.get(rec)).finish());
   const res: ContainerStatusResponse = { status: toContainerStatus(rec), info: {} };
   if (req.verbose) {
     res.info = {

@@ -1,15 +1,7 @@
+import { METRIC_DESCRIPTORS } from '../../container/metrics';
 import type { ListMetricDescriptorsResponse } from '../../gen/runtime/v1/ListMetricDescriptorsResponse';
-import type { ListPodSandboxMetricsResponse } from '../../gen/runtime/v1/ListPodSandboxMetricsResponse';
 
-/**
- * The kubelet's CRI-based metrics (PodAndContainerStatsFromCRI) ask which cAdvisor-style
- * metrics the runtime serves. tscri serves its stats through the *Stats RPCs and offers no
- * extra metric families yet: an empty answer, which the kubelet accepts.
- */
+/** The metric families ListPodSandboxMetrics serves; the kubelet asks once, at start. */
 export async function listMetricDescriptors(): Promise<ListMetricDescriptorsResponse> {
-  return { descriptors: [] };
-}
-
-export async function listPodSandboxMetrics(): Promise<ListPodSandboxMetricsResponse> {
-  return { pod_metrics: [] };
+  return { descriptors: METRIC_DESCRIPTORS };
 }

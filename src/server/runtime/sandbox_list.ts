@@ -1,13 +1,14 @@
 import type { ListPodSandboxRequest__Output } from '../../gen/runtime/v1/ListPodSandboxRequest';
-import type { ListPodSandboxResponse } from '../../gen/runtime/v1/ListPodSandboxResponse';
 import type { StreamPodSandboxesRequest__Output } from '../../gen/runtime/v1/StreamPodSandboxesRequest';
 import type { StreamPodSandboxesResponse } from '../../gen/runtime/v1/StreamPodSandboxesResponse';
 import { toPodSandbox } from '../../sandbox/sandbox';
 import type { SandboxService } from '../../sandbox/sandbox_service';
+import { Encoded, MessageBuilder, type RecordEncodings } from '../encoding';
 
-/** From memory: the kubelet lists pods every second. */
-export async function listPodSandbox(req: ListPodSandboxRequest__Output, sandboxes: SandboxService): Promise<ListPodSandboxResponse> {
-  return { items: sandboxes.list(req.filter).map(toPodSandbox) };
+/** From memory and each pod's kept encoding: the kubelet lists pods every second. */
+export async function listPodSandbox(req: ListPodSandboxRequest__Output, sandboxes: SandboxService, enc: RecordEncodings): Promise<Encoded> {
+  // ListPodSandboxResponse: repeated PodSandbox items = 1.
+  return new Encoded(new MessageBuilder().repeated(1, sandboxes.list(req.filter).map((r) => enc.sandbox.get(r))).finish());
 }
 
 const PAGE = 500;

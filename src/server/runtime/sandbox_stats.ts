@@ -7,34 +7,29 @@ import type { PodSandboxStatsResponse } from '../../gen/runtime/v1/PodSandboxSta
 import type { StreamPodSandboxStatsResponse } from '../../gen/runtime/v1/StreamPodSandboxStatsResponse';
 import type { SandboxService } from '../../sandbox/sandbox_service';
 
-type Driver = 'cgroupfs' | 'systemd';
-
 export async function podSandboxStats(
   req: PodSandboxStatsRequest__Output,
   sandboxes: SandboxService,
   containers: ContainerService,
-  driver: Driver,
 ): Promise<PodSandboxStatsResponse> {
-  return { stats: await statsOf(containers, sandboxes.get(req.pod_sandbox_id), driver) };
+  return { stats: await statsOf(containers, sandboxes.get(req.pod_sandbox_id)) };
 }
 
 export async function listPodSandboxStats(
   req: { filter: PodSandboxStatsFilter__Output | null },
   sandboxes: SandboxService,
   containers: ContainerService,
-  driver: Driver,
 ): Promise<ListPodSandboxStatsResponse> {
   const selected = sandboxes
     .list({ id: req.filter?.id ?? '', label_selector: req.filter?.label_selector ?? {}, state: { state: 'SANDBOX_READY' } });
-  return { stats: await Promise.all(selected.map((s) => statsOf(containers, s, driver))) };
+  return { stats: await Promise.all(selected.map((s) => statsOf(containers, s))) };
 }
 
 export async function streamPodSandboxStats(
   req: { filter: PodSandboxStatsFilter__Output | null },
   sandboxes: SandboxService,
   containers: ContainerService,
-  driver: Driver,
   send: (msg: StreamPodSandboxStatsResponse) => void,
 ): Promise<void> {
-  send({ pod_sandbox_stats: (await listPodSandboxStats(req, sandboxes, containers, driver)).stats ?? [] });
+  send({ pod_sandbox_stats: (await listPodSandboxStats(req, sandboxes, containers)).stats ?? [] });
 }
