@@ -157,6 +157,20 @@ export function descendants(pid: number): number[] {
 // USER_HZ, the unit of /proc/<pid>/stat's times: 100 on every Linux architecture.
 const CLOCK_TICKS_PER_SECOND = 100;
 
+/** A process's state letter and start time (clock ticks after boot), from /proc/<pid>/stat. */
+export function procStat(pid: number): { state: string; startTicks: number } | undefined {
+  let stat: string;
+  try {
+    stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  // Fields after "(comm) ": state is field 3, starttime field 22.
+  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const startTicks = Number(rest[19]);
+  return Number.isFinite(startTicks) ? { state: rest[0], startTicks } : undefined;
+}
+
 /** When a process started, in ms since the epoch (10 ms resolution); undefined once it is gone. */
 export function processStartTimeMs(pid: number): number | undefined {
   try {

@@ -10,6 +10,7 @@ import type * as grpc from '@grpc/grpc-js';
 import { expectCriError, type CriClient } from '../helpers/cri';
 import { startDaemon, type Daemon } from '../helpers/daemon';
 import { startRegistry, type Registry } from '../helpers/registry';
+import { evictFromCgroups } from '../helpers/cgroup_evict';
 import type { PushedImage } from '../helpers/images';
 import {
   BRIDGE,
@@ -449,6 +450,33 @@ describe('containers', () => {
     });
     assert.ok(err.codeName !== 'OK', err.message);
     await removeContainer(id);
+  });
+
+  test('StopContainer and StopPodSandbox succeed when the cgroup went before the kill: EXITED with the kill\'s code', async () => {
+    // critest saw StopPodSandbox answer NotFound when a container's init exited and its cgroup
+    // went while `runc kill --all` ran. Here runc's state still names a live init, but its
+    // cgroup dirs are gone, so runc fails on them the same way (openat2 freezer.state, lstat
+    // devices): stop must decide from what is left of the container, not from runc's words.
+    const alone = await start('cgroup-gone', ['sleep', '1000']);
+    const other = await runPod('ctr-cgroup-gone');
+    const inPod = await start('cgroup-gone-pod', ['sleep', '1000'], {}, other);
+    for (const id of [alone, inPod]) {
+      await waitForState(cri(), id, 'CONTAINER_RUNNING');
+      const pid = Number(fs.readFileSync(path.join(daemon.state, 'containers', id, 'pidfile'), 'utf8'));
+      assert.ok(evictFromCgroups(pid, id).length > 0, `container ${id} (init ${pid}) had cgroup dirs to remove`);
+    }
+    await cri().runtime.StopContainer({ container_id: alone, timeout: 0 });
+    const a = await status(alone);
+    assert.equal(a.state, 'CONTAINER_EXITED', `StopContainer with the cgroup gone: saw ${show(a)}\n${daemonLog(alone)}`);
+    assert.equal(a.exit_code, 137, `killed by SIGKILL: saw ${show(a)}`);
+    await cri().runtime.StopPodSandbox({ pod_sandbox_id: other.id }).catch((e: Error) => {
+      throw new Error(`${e.message}\n${daemonLog(inPod)}`);
+    });
+    const b = await status(inPod);
+    assert.equal(b.state, 'CONTAINER_EXITED', `StopPodSandbox with the cgroup gone: saw ${show(b)}\n${daemonLog(inPod)}`);
+    assert.equal(b.exit_code, 137, `killed by SIGKILL: saw ${show(b)}`);
+    await cri().runtime.RemoveContainer({ container_id: alone });
+    await cri().runtime.RemovePodSandbox({ pod_sandbox_id: other.id });
   });
 
   test('a daemon killed with SIGKILL finds its containers again: the running one still runs, the one that exited meanwhile has its code', async () => {
