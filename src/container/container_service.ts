@@ -49,6 +49,14 @@ export interface ContainerServiceOptions {
   log: Logger;
 }
 
+/** StartContainer's start time, in ns, in a file of the bundle: see start and reconcileStarted. */
+const STARTED_AT_FILE = 'started-at';
+
+/** The later of two ns timestamps: keeps created ≤ started ≤ finished whatever a clock said. */
+function notBefore(ns: string, floor: string): string {
+  return BigInt(ns) < BigInt(floor) ? floor : ns;
+}
+
 /** How long a SIGKILLed container may take to be reported dead before stop gives up. */
 const KILL_WAIT_MS = 10_000;
 
@@ -310,7 +318,12 @@ export class ContainerService implements PodContainers {
     // start returns, and started must not come after finished.
     const startedAt = nowNs();
     try {
-      await this.runtimeOf(rec).start(rec.id);
+      // The start time goes to a file of its own beside the start, not waiting for the record:
+      // a daemon that dies before the record lands learns it back exactly (reconcileStarted).
+      const noted = fs.writeFile(path.join(rec.bundle, STARTED_AT_FILE), startedAt).catch((err: unknown) =>
+        log.warn({ err, container: rec.id }, 'cannot note the start time'),
+      );
+      await settleAll(this.runtimeOf(rec).start(rec.id), noted);
     } catch (err) {
       throw withContext(err, `failed to start container ${rec.id}`);
     } finally {
@@ -351,9 +364,19 @@ export class ContainerService implements PodContainers {
     }
     if (st?.status !== 'running') return;
     rec.phase = 'running';
-    rec.startedAt = msToNs(processStartTimeMs(st.pid) ?? Date.now());
+    rec.startedAt = (await this.notedStart(rec)) ?? notBefore(msToNs(processStartTimeMs(st.pid) ?? Date.now()), rec.createdAt);
     await this.store.put(rec.id, rec);
     this.opts.log.info({ container: rec.id }, 'container found running though recorded as created');
+  }
+
+  /** The start time StartContainer noted beside the bundle, when it got there. */
+  private async notedStart(rec: ContainerRecord): Promise<string | undefined> {
+    try {
+      const text = (await fs.readFile(path.join(rec.bundle, STARTED_AT_FILE), 'utf8')).trim();
+      return /^\d+$/.test(text) && text !== '0' ? text : undefined;
+    } catch {
+      return undefined;
+    }
   }
 
   /** Records an exit conmon reported; a no-op for containers that did not exit. */
@@ -362,11 +385,13 @@ export class ContainerService implements PodContainers {
     if (!rec || (rec.phase !== 'running' && rec.phase !== 'created')) return;
     const exit = await this.runtimeOf(rec).exitOf(id);
     if (!exit || rec.phase === ('exited' as string)) return;
-    if (rec.phase === 'created' && rec.startedAt === '0') rec.startedAt = msToNs(exit.finishedAt);
+    if (rec.phase === 'created' && rec.startedAt === '0') {
+      rec.startedAt = notBefore((await this.notedStart(rec)) ?? msToNs(exit.finishedAt), rec.createdAt);
+    }
     rec.phase = 'exited';
     rec.exitCode = exit.exitCode;
     // The exit file's mtime has millisecond precision here; never report finishing before starting.
-    rec.finishedAt = BigInt(msToNs(exit.finishedAt)) < BigInt(rec.startedAt) ? rec.startedAt : msToNs(exit.finishedAt);
+    rec.finishedAt = notBefore(msToNs(exit.finishedAt), rec.startedAt);
     rec.reason = exit.oomKilled ? 'OOMKilled' : exit.exitCode === 0 ? 'Completed' : 'Error';
     await this.store.put(id, rec);
     this.emit(rec, 'CONTAINER_STOPPED_EVENT');
