@@ -21,6 +21,11 @@ export interface Config {
   maxConcurrentDownloads: number;
   /** A pull that moves no byte for this long is cancelled; a slow pull that moves is not. */
   imagePullProgressTimeoutMs: number;
+  /**
+   * Bytes per second a pull must average over each progress-timeout window, or it is cancelled:
+   * a registry that trickles bytes must not hold the kubelet's serialized pulls forever. 0: off.
+   */
+  imagePullMinThroughput: number;
   /** Prometheus endpoint, `host:port`; empty disables it. Loopback by default. */
   metricsListen: string;
   /** Exec/attach/port-forward HTTP server, `host:port`; port 0 picks one. Loopback by default. */
@@ -57,6 +62,7 @@ export function defaultConfig(): Config {
     pinnedImages: [],
     maxConcurrentDownloads: 3,
     imagePullProgressTimeoutMs: 60_000,
+    imagePullMinThroughput: 4096,
     metricsListen: '127.0.0.1:9099',
     streamingAddress: '127.0.0.1:0',
     logLevel: 'info',
@@ -80,6 +86,16 @@ export function parseDuration(value: string | number, what: string): number {
   const n = Number(m[1]);
   const unit = m[2] ?? 's';
   return n * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[unit]!;
+}
+
+const BYTE_UNITS: Record<string, number> = { b: 1, kb: 1e3, mb: 1e6, gb: 1e9, kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3 };
+
+/** Parses a byte rate: "4KiB/s", "1MB/s", "512B/s", or a bare number of bytes per second. */
+export function parseByteRate(value: string | number, what: string): number {
+  if (typeof value === 'number' && Number.isFinite(value) && value >= 0) return value;
+  const m = typeof value === 'string' ? /^(\d+(?:\.\d+)?)\s*([kmg]i?b|b)?(?:\/s)?$/i.exec(value.trim()) : null;
+  if (!m) throw new InvalidArgumentError(`${what}: invalid byte rate ${JSON.stringify(value)} (want e.g. "4KiB/s")`);
+  return Number(m[1]) * BYTE_UNITS[(m[2] ?? 'b').toLowerCase()]!;
 }
 
 type Toml = Record<string, unknown>;
@@ -152,6 +168,8 @@ function applyFile(cfg: Config, file: string): void {
   if (timeout !== undefined) {
     cfg.imagePullProgressTimeoutMs = parseDuration(timeout as string | number, 'image_pull_progress_timeout');
   }
+  const floor = doc['image_pull_min_throughput'];
+  if (floor !== undefined) cfg.imagePullMinThroughput = parseByteRate(floor as string | number, 'image_pull_min_throughput');
 }
 
 /** Defaults, then the config file (explicit, or the default path when present), then flags. */
