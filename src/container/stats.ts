@@ -11,13 +11,26 @@ import type { ContainerService } from './container_service';
 
 /**
  * usage_nano_cores is a rate: it needs the previous sample of the same cgroup. Samples are kept
- * per cgroup path; one older than a minute is too stale to divide by.
+ * per cgroup path; one older than a minute is too stale to divide by, and is dropped once the
+ * map has doubled since the last sweep, so the samples of removed containers do not pile up.
  */
 const lastCpu = new Map<string, { ns: bigint; at: bigint }>();
+const SAMPLE_TTL_NS = 60_000_000_000n;
+const MIN_SWEEP_SIZE = 1024;
+let sweepAt = MIN_SWEEP_SIZE;
 
-function cpuUsage(key: string, s: CgroupStats): CpuUsage {
+/** How many CPU samples are kept (for tests). */
+export function cpuSamplesKept(): number {
+  return lastCpu.size;
+}
+
+export function cpuUsage(key: string, s: CgroupStats): CpuUsage {
   const prev = lastCpu.get(key);
   lastCpu.set(key, { ns: s.cpuUsageNs, at: s.timestampNs });
+  if (lastCpu.size > sweepAt) {
+    for (const [k, v] of lastCpu) if (s.timestampNs - v.at >= SAMPLE_TTL_NS) lastCpu.delete(k);
+    sweepAt = Math.max(MIN_SWEEP_SIZE, 2 * lastCpu.size);
+  }
   let nanoCores: string | undefined;
   if (prev && s.timestampNs > prev.at && s.timestampNs - prev.at < 60_000_000_000n && s.cpuUsageNs >= prev.ns) {
     nanoCores = (((s.cpuUsageNs - prev.ns) * 1_000_000_000n) / (s.timestampNs - prev.at)).toString();
