@@ -27,7 +27,7 @@ import { UndoStack } from '../util/undo';
 import { type ContainerRecord, containerName, criContainerState } from './container';
 import { ImageFileCache } from './image_files';
 import { buildSpec, type OciSpec, prepareMountSources, toOciResources } from './spec';
-import { dirUsage } from './usage';
+import { dirUsage, forgetDirUsage } from './usage';
 
 export type ContainerEventType = 'CONTAINER_CREATED_EVENT' | 'CONTAINER_STARTED_EVENT' | 'CONTAINER_STOPPED_EVENT' | 'CONTAINER_DELETED_EVENT';
 
@@ -385,20 +385,20 @@ export class ContainerService implements PodContainers {
     if (!rec || (rec.phase !== 'running' && rec.phase !== 'created')) return;
     const exit = await this.runtimeOf(rec).exitOf(id);
     if (!exit || rec.phase === ('exited' as string)) return;
-    if (rec.phase === 'created' && rec.startedAt === '0') {
-      rec.startedAt = notBefore((await this.notedStart(rec)) ?? msToNs(exit.finishedAt), rec.createdAt);
-    }
+    const noted = rec.phase === 'created' && rec.startedAt === '0' ? await this.notedStart(rec) : undefined;
+    // Reports of one exit can overlap (the watcher, a stop's wait, a restart): the first wins.
+    if (rec.phase === ('exited' as string)) return;
+    if (rec.phase === 'created' && rec.startedAt === '0') rec.startedAt = notBefore(noted ?? msToNs(exit.finishedAt), rec.createdAt);
     rec.phase = 'exited';
     rec.exitCode = exit.exitCode;
     // The exit file's mtime has millisecond precision here; never report finishing before starting.
     rec.finishedAt = notBefore(msToNs(exit.finishedAt), rec.startedAt);
     rec.reason = exit.oomKilled ? 'OOMKilled' : exit.exitCode === 0 ? 'Completed' : 'Error';
-    await this.store.put(id, rec);
-    this.emit(rec, 'CONTAINER_STOPPED_EVENT');
-    for (const w of this.exitWaiters.get(id) ?? []) w();
-    this.exitWaiters.delete(id);
     // containerd deletes the task when it exits; doing the same here takes runc's ~10 ms off
-    // RemoveContainer. A failure is retried (forced) at removal.
+    // RemoveContainer. Registered with the phase change, before any await: a StopContainer sees
+    // the container exited from here on, and the RemoveContainer after it must find (and
+    // clear) this delete, or the entry would outlive the container. A failure is retried
+    // (forced) at removal.
     const rt = this.runtimeOf(rec);
     this.runtimeDeletes.set(
       id,
@@ -410,6 +410,10 @@ export class ContainerService implements PodContainers {
         },
       ),
     );
+    await this.store.put(id, rec);
+    this.emit(rec, 'CONTAINER_STOPPED_EVENT');
+    for (const w of this.exitWaiters.get(id) ?? []) w();
+    this.exitWaiters.delete(id);
   }
 
   private waitExit(rec: ContainerRecord, ms: number): Promise<boolean> {
@@ -509,6 +513,7 @@ export class ContainerService implements PodContainers {
     // The exit file outlives `runc delete` so the exit stays readable; it goes with the container.
     await rt?.forget(rec.id);
     await this.removeFiles(rec.bundle, path.dirname(rec.upperDir));
+    forgetDirUsage(rec.upperDir);
     await removeCgroup(rec.cgroupsPath, this.opts.cgroupDriver).catch(() => undefined);
   }
 

@@ -21,6 +21,11 @@ export function dirUsage(dir: string): Promise<Usage> {
   return usage;
 }
 
+/** Drops the cached usage of a removed container's writable layer. */
+export function forgetDirUsage(dir: string): void {
+  cache.delete(dir);
+}
+
 async function walk(dir: string): Promise<Usage> {
   const total: Usage = { bytes: 0, inodes: 0 };
   const seen = new Set<number>();
