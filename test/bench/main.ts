@@ -1,3 +1,4 @@
+import { CHURN_USAGE, runChurn } from './churn';
 import { EXEC_USAGE, runExec } from './exec';
 import { LIFECYCLE_USAGE, runLifecycle } from './lifecycle';
 import { PULL_USAGE, runPull } from './pull';
@@ -12,6 +13,7 @@ const COMMANDS: Record<string, Command> = {
   pull: { usage: PULL_USAGE, run: runPull },
   lifecycle: { usage: LIFECYCLE_USAGE, run: runLifecycle },
   exec: { usage: EXEC_USAGE, run: runExec },
+  churn: { usage: CHURN_USAGE, run: runChurn },
 };
 
 function usage(): string {
