@@ -1,6 +1,7 @@
 // Memory over pod churn: one tscri daemon, N pod lifecycles one after another, the daemon's RSS
 // after the first W (warm-up) and after all N, and two heap snapshots (each taken after a full
 // GC) compared by object count per constructor, to show what, if anything, is retained.
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -11,12 +12,14 @@ import { containerConfig, daemonConfig, makeCniFixture, podConfig, removeTestCgr
 import { memOf } from './procs';
 import { fmtMB, intFlag, parseFlags, table } from './util';
 
-export const CHURN_USAGE = `churn [--n N] [--warmup W] [--top K]
+export const CHURN_USAGE = `churn [--n N] [--warmup W] [--top K] [--trim yes] [--snapshots no]
     Memory over churn: N pod lifecycles (default 1000) on one tscri daemon, one after
     another (RunPodSandbox, CreateContainer, StartContainer, the kubelet's lists, status
     and stats, StopContainer, RemoveContainer, StopPodSandbox, RemovePodSandbox). Prints the daemon's RSS after W
     (default 100) and after N, and the K (default 15) constructors whose live object
-    count grew most between two heap snapshots taken at those points.`;
+    count grew most between two heap snapshots taken at those points. --trim yes then has
+    glibc return its free memory (malloc_trim(0) through gdb) and prints the RSS again:
+    what it gives back was fragmentation, not a leak. --snapshots no: RSS figures only.`;
 
 const NET: TestNetwork = { bridge: 'tscri-bn-ch', subnet: '10.95.0.0/24', gateway: '10.95.0.1', name: 'tscri-bench-churn' };
 const SLEEP = ['/bin/sh', '-c', "trap 'kill $!; exit 0' TERM; sleep 3600 & wait"];
@@ -53,6 +56,23 @@ function countHeap(file: string): HeapCounts {
     total += bytes;
   }
   return { count, size, total };
+}
+
+/** Resident bytes by kind of mapping, from /proc/<pid>/smaps: where an RSS change comes from. */
+function rssByKind(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  let kind = '';
+  for (const line of fs.readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+    const head = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (head) {
+      const name = head[1]!;
+      kind = name === '' ? 'anonymous (V8 heap, malloc arenas, stacks)' : name === '[heap]' ? '[heap] (brk malloc)' : name.startsWith('[') ? name : 'file-backed (code, libraries)';
+      continue;
+    }
+    const m = /^Rss:\s+(\d+) kB/.exec(line);
+    if (m) out.set(kind, (out.get(kind) ?? 0) + Number(m[1]) * 1024);
+  }
+  return out;
 }
 
 /** Asks the daemon for a heap snapshot (--heapsnapshot-signal) and waits until it is written. */
@@ -97,7 +117,8 @@ async function lifecycle(daemon: Daemon, image: string, logDir: string, i: numbe
 }
 
 export async function runChurn(argv: string[]): Promise<number> {
-  const flags = parseFlags(argv, { n: '1000', warmup: '100', top: '15' });
+  const flags = parseFlags(argv, { n: '1000', warmup: '100', top: '15', trim: 'no', snapshots: 'yes' });
+  const snapshots = flags['snapshots'] !== 'no';
   const n = intFlag(flags, 'n', 1);
   const warmup = Math.min(intFlag(flags, 'warmup', 1), n);
   const top = intFlag(flags, 'top', 1);
@@ -123,25 +144,39 @@ export async function runChurn(argv: string[]): Promise<number> {
     const rss0 = rss();
     const t0 = Date.now();
     for (let i = 0; i < warmup; i++) await lifecycle(daemon, img.tagRef!, logDir, i);
-    const snapA = await heapSnapshot(daemon, snapDir);
+    // RSS first: a heap snapshot's own work leaves freed memory in the process for a while.
     const rssA = rss();
+    const kindsA = rssByKind(daemon.pid!);
+    const snapA = snapshots ? await heapSnapshot(daemon, snapDir) : undefined;
     const t1 = Date.now();
     for (let i = warmup; i < n; i++) await lifecycle(daemon, img.tagRef!, logDir, i);
-    const snapB = await heapSnapshot(daemon, snapDir);
     const rssB = rss();
+    const kindsB = rssByKind(daemon.pid!);
     const t2 = Date.now();
-    const a = countHeap(snapA);
-    const b = countHeap(snapB);
+    let trimmed = '';
+    if (flags['trim'] === 'yes') {
+      const r = spawnSync('gdb', ['-p', String(daemon.pid!), '-batch', '-ex', 'call (int) malloc_trim(0)'], { encoding: 'utf8' });
+      trimmed = r.status !== 0 ? `gdb malloc_trim failed: ${(r.stderr || String(r.error)).slice(0, 300)}` : `RSS after malloc_trim(0): ${fmtMB(rss())} (${fmtMB(rssB - rss())} given back)`;
+    }
+    const snapB = snapshots ? await heapSnapshot(daemon, snapDir) : undefined;
+    const a = snapA ? countHeap(snapA) : undefined;
+    const b = snapB ? countHeap(snapB) : undefined;
     console.log(`${n} pod lifecycles (${((t1 - t0) / warmup).toFixed(0)} ms each for the first ${warmup}, ${n > warmup ? ((t2 - t1) / (n - warmup)).toFixed(0) : '-'} ms after)`);
     console.log(
       table(
         ['daemon', 'at start', `after ${warmup}`, `after ${n}`, 'change'],
         [
           ['RSS', fmtMB(rss0), fmtMB(rssA), fmtMB(rssB), `${(((rssB - rssA) / rssA) * 100).toFixed(1)} %`],
-          ['live heap (snapshot)', '-', fmtMB(a.total), fmtMB(b.total), `${(((b.total - a.total) / a.total) * 100).toFixed(1)} %`],
+          ...(a && b ? [['live heap (snapshot)', '-', fmtMB(a.total), fmtMB(b.total), `${(((b.total - a.total) / a.total) * 100).toFixed(1)} %`]] : []),
+          ...[...new Set([...kindsA.keys(), ...kindsB.keys()])]
+            .filter((k) => (kindsA.get(k) ?? 0) + (kindsB.get(k) ?? 0) >= 1e6)
+            .map((k) => [`  RSS ${k}`, '-', fmtMB(kindsA.get(k) ?? 0), fmtMB(kindsB.get(k) ?? 0), fmtMB((kindsB.get(k) ?? 0) - (kindsA.get(k) ?? 0))]),
         ],
       ),
     );
+    console.log(`open file descriptors of the daemon: ${fs.readdirSync(`/proc/${daemon.pid!}/fd`).length}`);
+    if (trimmed) console.log(trimmed);
+    if (!a || !b) return 0;
     const keys = new Set([...a.count.keys(), ...b.count.keys()]);
     const grown = [...keys]
       .map((k) => ({ k, dc: (b.count.get(k) ?? 0) - (a.count.get(k) ?? 0), ds: (b.size.get(k) ?? 0) - (a.size.get(k) ?? 0) }))
@@ -150,7 +185,7 @@ export async function runChurn(argv: string[]): Promise<number> {
       .slice(0, top);
     console.log(`\nlive objects that grew between the two snapshots (${n - warmup} lifecycles apart):`);
     console.log(table(['type and constructor', 'count +', 'bytes +'], grown.map((g) => [g.k, String(g.dc), String(g.ds)])));
-    console.log(`\nheap snapshots kept in ${snapDir}`);
+    console.log(`heap snapshots kept in ${snapDir}`);
     return 0;
   } finally {
     await daemon?.stop();
