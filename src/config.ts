@@ -22,6 +22,11 @@ export interface Config {
   maxConcurrentDownloads: number;
   /** A pull that moves no byte for this long is cancelled; a slow pull that moves is not. */
   imagePullProgressTimeoutMs: number;
+  /**
+   * Bytes per second a pull must average over each progress-timeout window, or it is cancelled:
+   * a registry that trickles bytes must not hold the kubelet's serialized pulls forever. 0: off.
+   */
+  imagePullMinThroughput: number;
   /** Prometheus endpoint, `host:port`; empty disables it. Loopback by default. */
   metricsListen: string;
   /** Exec/attach/port-forward HTTP server, `host:port`; port 0 picks one. Loopback by default. */
@@ -53,7 +58,7 @@ export interface Config {
 
 export const DEFAULT_CONFIG_FILE = '/etc/tscri/config.toml';
 
-export { parseDuration } from './config_options';
+export { parseByteRate, parseDuration } from './config_options';
 
 export function defaultConfig(): Config {
   const cfg: Partial<Config> = {};

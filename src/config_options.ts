@@ -105,6 +105,35 @@ const duration: Codec<number> = {
   toFlag: formatDuration,
 };
 
+const BYTE_UNITS: Record<string, number> = { b: 1, kb: 1e3, mb: 1e6, gb: 1e9, kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3 };
+
+/** Parses a byte rate: "4KiB/s", "1MB/s", "512B/s", or a bare number of bytes per second. */
+export function parseByteRate(value: string | number, what: string): number {
+  if (typeof value === 'number' && Number.isFinite(value) && value >= 0) return value;
+  const m = typeof value === 'string' ? /^(\d+(?:\.\d+)?)\s*([kmg]i?b|b)?(?:\/s)?$/i.exec(value.trim()) : null;
+  if (!m) throw new InvalidArgumentError(`${what}: invalid byte rate ${JSON.stringify(value)} (want e.g. "4KiB/s")`);
+  return Number(m[1]) * BYTE_UNITS[(m[2] ?? 'b').toLowerCase()]!;
+}
+
+/** The largest binary unit that divides `n` evenly, so that parseByteRate gives `n` back. */
+function formatByteRate(n: number): string {
+  for (const [unit, size] of [['GiB', 1024 ** 3], ['MiB', 1024 ** 2], ['KiB', 1024]] as const) {
+    if (n > 0 && n % size === 0) return `${n / size}${unit}/s`;
+  }
+  return `${n}B/s`;
+}
+
+const byteRate: Codec<number> = {
+  metavar: 'RATE',
+  fromToml(v, key) {
+    if (typeof v !== 'string' && typeof v !== 'number') throw new BadValue(`${key} must be a byte rate such as "4KiB/s"`);
+    return parseByteRate(v, key);
+  },
+  fromFlag: (s, flag) => parseByteRate(s, flag),
+  toToml: (v) => tomlString(formatByteRate(v)),
+  toFlag: formatByteRate,
+};
+
 function oneOf<T extends string>(...choices: T[]): Codec<T> {
   const check = (v: unknown, where: string): T => {
     if (typeof v !== 'string' || !(choices as string[]).includes(v)) {
@@ -177,6 +206,7 @@ export const OPTIONS: readonly AnyOption[] = [
   opt('pinnedImages', 'pinned_images', list, [], 'Images never removed by image garbage collection.'),
   opt('maxConcurrentDownloads', 'max_concurrent_downloads', positiveInt, 3, 'Layers of one image downloaded at once.'),
   opt('imagePullProgressTimeoutMs', 'image_pull_progress_timeout', duration, 60_000, 'A pull that moves no byte for this long is cancelled.'),
+  opt('imagePullMinThroughput', 'image_pull_min_throughput', byteRate, 4096, 'A pull whose layers move slower than this over a progress window is cancelled; 0 turns it off.'),
   opt('metricsListen', 'metrics_listen', withMetavar(string, 'HOST:PORT'), '127.0.0.1:9099', 'Prometheus /metrics endpoint; empty turns it off.'),
   opt('streamingAddress', 'streaming_address', withMetavar(string, 'HOST:PORT'), '127.0.0.1:0', 'Exec/attach/port-forward server; port 0 picks one at start.'),
   opt('logLevel', 'log_level', oneOf('trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'), 'info', 'Log level (pino); debug logs one line per RPC.'),

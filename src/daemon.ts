@@ -78,6 +78,7 @@ export class Daemon {
       pinnedImages: cfg.pinnedImages,
       maxConcurrentDownloads: cfg.maxConcurrentDownloads,
       progressTimeoutMs: cfg.imagePullProgressTimeoutMs,
+      minThroughput: cfg.imagePullMinThroughput,
       metrics: this.metrics,
       log,
     });

@@ -33,7 +33,7 @@ import { buildSpec, type OciSpec, prepareMountSources, toOciResources } from './
 import { idmapMountSources, mountLayerView } from './userns_mounts';
 import { needsStaging, releaseVolumes, stageVolumes, validateVolumes } from './volumes';
 import { type CgroupSample, type NetworkSample, StatsCache } from './stats_cache';
-import { dirUsage } from './usage';
+import { dirUsage, forgetDirUsage } from './usage';
 
 export type ContainerEventType = 'CONTAINER_CREATED_EVENT' | 'CONTAINER_STARTED_EVENT' | 'CONTAINER_STOPPED_EVENT' | 'CONTAINER_DELETED_EVENT';
 
@@ -55,6 +55,14 @@ export interface ContainerServiceOptions {
   /** How long one reading of a cgroup serves every stats caller. */
   statsCachePeriodMs: number;
   log: Logger;
+}
+
+/** StartContainer's start time, in ns, in a file of the bundle: see start and reconcileStarted. */
+const STARTED_AT_FILE = 'started-at';
+
+/** The later of two ns timestamps: keeps created ≤ started ≤ finished whatever a clock said. */
+function notBefore(ns: string, floor: string): string {
+  return BigInt(ns) < BigInt(floor) ? floor : ns;
 }
 
 /** How long a SIGKILLed container may take to be reported dead before stop gives up. */
@@ -361,7 +369,12 @@ export class ContainerService implements PodContainers {
     // start returns, and started must not come after finished.
     const startedAt = nowNs();
     try {
-      await this.runtimeOf(rec).start(rec.id);
+      // The start time goes to a file of its own beside the start, not waiting for the record:
+      // a daemon that dies before the record lands learns it back exactly (reconcileStarted).
+      const noted = fs.writeFile(path.join(rec.bundle, STARTED_AT_FILE), startedAt).catch((err: unknown) =>
+        log.warn({ err, container: rec.id }, 'cannot note the start time'),
+      );
+      await settleAll(this.runtimeOf(rec).start(rec.id), noted);
     } catch (err) {
       throw withContext(err, `failed to start container ${rec.id}`);
     } finally {
@@ -402,9 +415,19 @@ export class ContainerService implements PodContainers {
     }
     if (st?.status !== 'running') return;
     rec.phase = 'running';
-    rec.startedAt = msToNs(processStartTimeMs(st.pid) ?? Date.now());
+    rec.startedAt = (await this.notedStart(rec)) ?? notBefore(msToNs(processStartTimeMs(st.pid) ?? Date.now()), rec.createdAt);
     await this.store.put(rec.id, rec);
     this.opts.log.info({ container: rec.id }, 'container found running though recorded as created');
+  }
+
+  /** The start time StartContainer noted beside the bundle, when it got there. */
+  private async notedStart(rec: ContainerRecord): Promise<string | undefined> {
+    try {
+      const text = (await fs.readFile(path.join(rec.bundle, STARTED_AT_FILE), 'utf8')).trim();
+      return /^\d+$/.test(text) && text !== '0' ? text : undefined;
+    } catch {
+      return undefined;
+    }
   }
 
   /** Records an exit conmon reported; a no-op for containers that did not exit. */
@@ -413,18 +436,20 @@ export class ContainerService implements PodContainers {
     if (!rec || (rec.phase !== 'running' && rec.phase !== 'created')) return;
     const exit = await this.runtimeOf(rec).exitOf(id);
     if (!exit || rec.phase === ('exited' as string)) return;
-    if (rec.phase === 'created' && rec.startedAt === '0') rec.startedAt = msToNs(exit.finishedAt);
+    const noted = rec.phase === 'created' && rec.startedAt === '0' ? await this.notedStart(rec) : undefined;
+    // Reports of one exit can overlap (the watcher, a stop's wait, a restart): the first wins.
+    if (rec.phase === ('exited' as string)) return;
+    if (rec.phase === 'created' && rec.startedAt === '0') rec.startedAt = notBefore(noted ?? msToNs(exit.finishedAt), rec.createdAt);
     rec.phase = 'exited';
     rec.exitCode = exit.exitCode;
     // The exit file's mtime has millisecond precision here; never report finishing before starting.
-    rec.finishedAt = BigInt(msToNs(exit.finishedAt)) < BigInt(rec.startedAt) ? rec.startedAt : msToNs(exit.finishedAt);
+    rec.finishedAt = notBefore(msToNs(exit.finishedAt), rec.startedAt);
     rec.reason = exit.oomKilled ? 'OOMKilled' : exit.exitCode === 0 ? 'Completed' : 'Error';
-    await this.store.put(id, rec);
-    this.emit(rec, 'CONTAINER_STOPPED_EVENT');
-    for (const w of this.exitWaiters.get(id) ?? []) w();
-    this.exitWaiters.delete(id);
     // containerd deletes the task when it exits; doing the same here takes runc's ~10 ms off
-    // RemoveContainer. A failure is retried (forced) at removal.
+    // RemoveContainer. Registered with the phase change, before any await: a StopContainer sees
+    // the container exited from here on, and the RemoveContainer after it must find (and
+    // clear) this delete, or the entry would outlive the container. A failure is retried
+    // (forced) at removal.
     const rt = this.runtimeOf(rec);
     this.runtimeDeletes.set(
       id,
@@ -436,6 +461,10 @@ export class ContainerService implements PodContainers {
         },
       ),
     );
+    await this.store.put(id, rec);
+    this.emit(rec, 'CONTAINER_STOPPED_EVENT');
+    for (const w of this.exitWaiters.get(id) ?? []) w();
+    this.exitWaiters.delete(id);
   }
 
   private waitExit(rec: ContainerRecord, ms: number): Promise<boolean> {
@@ -559,6 +588,7 @@ export class ContainerService implements PodContainers {
     // The exit file outlives `runc delete` so the exit stays readable; it goes with the container.
     await rt?.forget(rec.id);
     await this.removeFiles(rec.bundle, path.dirname(rec.upperDir));
+    forgetDirUsage(rec.upperDir);
     await removeCgroup(rec.cgroupsPath, this.opts.cgroupDriver).catch(() => undefined);
   }
 

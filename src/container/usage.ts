@@ -21,6 +21,11 @@ export function dirUsage(dir: string): Promise<Usage> {
   return usage;
 }
 
+/** Drops the cached usage of a removed container's writable layer. */
+export function forgetDirUsage(dir: string): void {
+  cache.delete(dir);
+}
+
 interface Walk {
   /** Directories still to list. */
   dirs: string[];

@@ -17,6 +17,7 @@ export interface ImageServiceOptions {
   pinnedImages: string[];
   maxConcurrentDownloads: number;
   progressTimeoutMs: number;
+  minThroughput: number;
   metrics: Metrics;
   log: Logger;
 }
@@ -42,6 +43,7 @@ export class ImageService {
       metrics: opts.metrics,
       maxConcurrentDownloads: opts.maxConcurrentDownloads,
       progressTimeoutMs: opts.progressTimeoutMs,
+      minThroughput: opts.minThroughput,
     });
     this.pinned = new Set(
       opts.pinnedImages.map((p) => {

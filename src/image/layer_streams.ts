@@ -86,17 +86,30 @@ class ZstdTransform extends Transform {
 
 export type Compression = 'gzip' | 'zstd' | 'none';
 
-/** The compression a layer media type declares (OCI and Docker names). */
+// Every layer media type an image may use (OCI image-spec layer.md, Docker image manifest v2
+// schema 2), with its compression. Anything else (an OCI artifact's blobs, a Helm chart) is not
+// a filesystem layer: containerd refuses it too, instead of guessing from a suffix.
+const LAYER_MEDIA_TYPES: ReadonlyMap<string, Compression> = new Map([
+  ['application/vnd.oci.image.layer.v1.tar', 'none'],
+  ['application/vnd.oci.image.layer.v1.tar+gzip', 'gzip'],
+  ['application/vnd.oci.image.layer.v1.tar+zstd', 'zstd'],
+  ['application/vnd.oci.image.layer.nondistributable.v1.tar', 'none'],
+  ['application/vnd.oci.image.layer.nondistributable.v1.tar+gzip', 'gzip'],
+  ['application/vnd.oci.image.layer.nondistributable.v1.tar+zstd', 'zstd'],
+  ['application/vnd.docker.image.rootfs.diff.tar', 'none'],
+  ['application/vnd.docker.image.rootfs.diff.tar.gzip', 'gzip'],
+  ['application/vnd.docker.image.rootfs.diff.tar.zstd', 'zstd'],
+  ['application/vnd.docker.image.rootfs.foreign.diff.tar', 'none'],
+  ['application/vnd.docker.image.rootfs.foreign.diff.tar.gzip', 'gzip'],
+] as const);
+
+/** The compression a layer media type declares; InvalidArgument naming any other type. */
 export function compressionOf(mediaType: string, what: string): Compression {
-  if (/(\+|\.)gzip$/.test(mediaType) || mediaType.endsWith('.tar.gzip')) return 'gzip';
-  if (mediaType.endsWith('+zstd')) return 'zstd';
-  if (mediaType.endsWith('.tar') || mediaType === 'application/vnd.docker.image.rootfs.diff.tar') return 'none';
-  if (mediaType.includes('nondistributable') || mediaType.includes('foreign')) {
-    if (mediaType.endsWith('gzip')) return 'gzip';
-    if (mediaType.endsWith('zstd')) return 'zstd';
-    return 'none';
+  const c = LAYER_MEDIA_TYPES.get(mediaType);
+  if (c === undefined) {
+    throw new InvalidArgumentError(`${what}: unsupported layer media type ${JSON.stringify(mediaType)}: not an image filesystem layer`);
   }
-  throw new InvalidArgumentError(`${what}: unsupported layer media type ${JSON.stringify(mediaType)}`);
+  return c;
 }
 
 export function decompressor(c: Compression): Transform {

@@ -102,6 +102,17 @@ export function parseConfig(body: Buffer, what: string): ImageConfigFile {
   return doc;
 }
 
+/**
+ * The config must be an image config: an artifact manifest (say a Helm chart, or
+ * application/vnd.example.unknown) has the same shape but nothing a container can run.
+ */
+export function checkConfigMediaType(manifest: ImageManifest, what: string): void {
+  const t = manifest.config.mediaType;
+  if (t !== MediaType.ociConfig && t !== MediaType.dockerConfig) {
+    throw new InvalidArgumentError(`${what}: unsupported config media type ${JSON.stringify(t)}: not an image config`);
+  }
+}
+
 const DIGEST = /^sha256:[a-f0-9]{64}$/;
 
 function checkDescriptor(d: any, what: string): Descriptor {
@@ -130,12 +141,23 @@ export function selectPlatform(index: ImageIndex, want: Platform, what: string):
   );
   const exact = candidates.find((d) => variantOf(d.platform!) === variantOf(want));
   const chosen = exact ?? candidates.find((d) => !d.platform!.variant) ?? candidates[0];
-  if (!chosen) {
-    const offered = index.manifests.map((d) => (d.platform ? `${d.platform.os}/${d.platform.architecture}` : 'unknown')).join(', ');
-    throw new NotFoundError(`${what}: no manifest for ${want.os}/${want.architecture} (index offers ${offered || 'nothing'})`);
-  }
+  if (!chosen) throw new NotFoundError(`${what}: no manifest for ${want.os}/${want.architecture} (${describeOffer(index)})`);
   return chosen;
 }
+
+/** How many manifests and platforms an index offers, with a few of them: never the whole list. */
+function describeOffer(index: ImageIndex): string {
+  const n = index.manifests.length;
+  if (n === 0) return 'the index lists no manifest';
+  const platforms = new Set(
+    index.manifests.map((d) => (d.platform ? [d.platform.os, d.platform.architecture, d.platform.variant].filter(Boolean).join('/') : 'unknown')),
+  );
+  const shown = [...platforms].slice(0, OFFER_EXAMPLES).map((p) => (p.length > 40 ? `${p.slice(0, 40)}…` : p));
+  const more = platforms.size - shown.length;
+  return `the index lists ${n} manifest${n === 1 ? '' : 's'} for ${platforms.size} platform${platforms.size === 1 ? '' : 's'}: ${shown.join(', ')}${more > 0 ? ` and ${more} more` : ''}`;
+}
+
+const OFFER_EXAMPLES = 5;
 
 /** OCI image-spec ChainID: chain(L0) = diff(L0); chain(Ln) = sha256(chain(Ln-1) + " " + diff(Ln)). */
 export function chainIds(diffIds: string[], sha256: (s: string) => string): string[] {

@@ -10,6 +10,7 @@ import { DigestCheck, compressionOf } from './layer_streams';
 import {
   type Descriptor,
   chainIds,
+  checkConfigMediaType,
   detectMediaType,
   isIndex,
   nodePlatform,
@@ -31,6 +32,8 @@ export interface PullerDeps {
   metrics: Metrics;
   maxConcurrentDownloads: number;
   progressTimeoutMs: number;
+  /** Bytes per second a downloading pull must average over each progress window; 0: no floor. */
+  minThroughput: number;
 }
 
 /** A layer being fetched and unpacked; later pulls of the same layer wait on it. */
@@ -64,7 +67,7 @@ export class Puller {
 
   async pull(ref: ImageReference, auth: AuthConfig | undefined, clientSignal: AbortSignal, log: Logger): Promise<PulledImage> {
     const name = formatReference(ref);
-    const watchdog = new ProgressWatchdog(this.deps.progressTimeoutMs, name);
+    const watchdog = new ProgressWatchdog(this.deps.progressTimeoutMs, this.deps.minThroughput, name);
     const signal = AbortSignal.any([clientSignal, watchdog.signal]);
     const start = process.hrtime.bigint();
     try {
@@ -107,6 +110,9 @@ export class Puller {
       if (isIndex(mediaType)) throw new InvalidArgumentError(`${name}: nested image indexes are not supported`);
     }
     const manifest = parseManifest(manifestBody, `manifest ${manifestDigest} of ${name}`);
+    // Refused before any blob is fetched: a layer or config this runtime cannot use.
+    checkConfigMediaType(manifest, `manifest ${manifestDigest} of ${name}`);
+    for (const l of manifest.layers) compressionOf(l.mediaType, `layer ${l.digest} of ${name}`);
     await blobs.put(manifestDigest, manifestBody);
 
     const configBody = await this.fetchSmallBlob(ref, manifest.config, endpoint, auth, signal, `config of ${name}`);
@@ -127,8 +133,8 @@ export class Puller {
       chainId: chains[i]!,
     }));
 
-    await runBounded(layers, this.deps.maxConcurrentDownloads, (layer) =>
-      this.ensureLayer(ref, name, layer, endpoint, auth, signal, watchdog, log),
+    await watchdog.downloading(() =>
+      runBounded(layers, this.deps.maxConcurrentDownloads, (layer) => this.ensureLayer(ref, name, layer, endpoint, auth, signal, watchdog, log)),
     );
     await blobs.put(manifest.config.digest, configBody);
 
@@ -177,7 +183,7 @@ export class Puller {
       signal.throwIfAborted();
       const running = this.inflight.get(layer.chainId);
       if (!running) break;
-      const listener = (): void => watchdog.touch();
+      const listener = (n: number): void => watchdog.touch(n);
       running.onBytes.add(listener);
       try {
         await running.done;
@@ -189,7 +195,7 @@ export class Puller {
         running.onBytes.delete(listener);
       }
     }
-    const entry: InflightLayer = { done: Promise.resolve(), onBytes: new Set([() => watchdog.touch()]) };
+    const entry: InflightLayer = { done: Promise.resolve(), onBytes: new Set([(n: number) => watchdog.touch(n)]) };
     entry.done = this.fetchAndUnpack(ref, name, layer, endpoint, auth, signal, entry, log);
     this.inflight.set(layer.chainId, entry);
     try {
@@ -285,31 +291,75 @@ async function runBounded<T>(items: T[], limit: number, fn: (item: T) => Promise
 
 /**
  * Cancels a pull that has moved no byte for `timeoutMs`, as the kubelet's
- * image-pull-progress-deadline did: a large pull that keeps moving is never cut off.
+ * image-pull-progress-deadline did: a large pull that keeps moving is never cut off. A pull that
+ * moves, but fewer than `minBytesPerSec` on average over a whole window of `timeoutMs` while a
+ * blob is being downloaded, is cancelled too: one registry trickling a byte now and then would
+ * otherwise hold the pull, and the kubelet's serialized pulls behind it, for ever.
  */
 class ProgressWatchdog {
   private readonly controller = new AbortController();
   private last = Date.now();
   private readonly timer: NodeJS.Timeout;
+  /** Downloads under way; the floor is measured only over windows spent downloading. */
+  private downloads = 0;
+  private windowStart = Date.now();
+  private windowBytes = 0;
   readonly signal = this.controller.signal;
 
-  constructor(timeoutMs: number, name: string) {
-    this.timer = setInterval(
-      () => {
-        if (Date.now() - this.last > timeoutMs) {
-          this.controller.abort(new CancelledError(`pull of ${name} cancelled: no progress for ${Math.round(timeoutMs / 1000)}s`));
-        }
-      },
-      Math.max(100, Math.min(timeoutMs / 4, 5000)),
-    );
+  constructor(
+    private readonly timeoutMs: number,
+    private readonly minBytesPerSec: number,
+    private readonly name: string,
+  ) {
+    this.timer = setInterval(() => this.check(), Math.max(100, Math.min(timeoutMs / 4, 5000)));
     this.timer.unref();
   }
 
-  touch(): void {
+  private check(): void {
+    const now = Date.now();
+    if (now - this.last > this.timeoutMs) {
+      this.controller.abort(new CancelledError(`pull of ${this.name} cancelled: no progress for ${seconds(this.timeoutMs)}`));
+      return;
+    }
+    if (this.downloads === 0 || this.minBytesPerSec <= 0 || now - this.windowStart < this.timeoutMs) return;
+    const rate = (this.windowBytes * 1000) / (now - this.windowStart);
+    if (rate < this.minBytesPerSec) {
+      this.controller.abort(
+        new CancelledError(
+          `pull of ${this.name} cancelled: ${this.windowBytes} bytes in the last ${seconds(now - this.windowStart)} ` +
+            `(${Math.round(rate)} B/s), under the minimum throughput of ${this.minBytesPerSec} B/s (image_pull_min_throughput)`,
+        ),
+      );
+      return;
+    }
+    this.windowStart = now;
+    this.windowBytes = 0;
+  }
+
+  /** Progress: `bytes` more arrived (0 for a step that is not a download). */
+  touch(bytes = 0): void {
     this.last = Date.now();
+    this.windowBytes += bytes;
+  }
+
+  /** Wraps a download: the throughput floor applies while one runs. */
+  async downloading<T>(work: () => Promise<T>): Promise<T> {
+    if (this.downloads++ === 0) {
+      this.windowStart = Date.now();
+      this.windowBytes = 0;
+    }
+    try {
+      return await work();
+    } finally {
+      this.downloads--;
+    }
   }
 
   stop(): void {
     clearInterval(this.timer);
   }
+}
+
+function seconds(ms: number): string {
+  return ms % 1000 === 0 ? `${ms / 1000}s` : `${(ms / 1000).toFixed(1)}s`;
 }

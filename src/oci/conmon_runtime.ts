@@ -26,6 +26,7 @@ import type { Logger } from '../log';
 import { type Child, spawnProcess } from '../sys/spawn';
 import { startThroughExecFifo } from './exec_fifo';
 import { memoryCgroupOf, oomKillCount, type MemoryCgroup } from './oom';
+import { observeContainer, type ObservedState } from './observed_state';
 import { alive, CappedSink, descendants, run, runtimeErrorText, sleep, type RunResult } from './proc';
 import type {
   ContainerExit,
@@ -57,11 +58,6 @@ const EXEC_REAP_WAIT_MS = 1000;
 const EXEC_DRAIN_MS = 200;
 const DEFAULT_CREATE_TIMEOUT_MS = 120_000;
 const MEMORY_CGROUP_NOTE = 'memory-cgroup.json';
-
-// runc and crun phrase "nothing to signal / delete" differently; all of them mean the container is
-// already in the state the caller wants.
-const GONE = /does not exist|not running|process already finished|no such process|not found/i;
-const UNKNOWN = /does not exist|not found|no such file/i;
 
 // g_file_set_contents writes "<name>.XXXXXX" and renames it over <name>.
 const TEMP_EXIT_FILE = /\.[A-Za-z0-9]{6}$/;
@@ -293,17 +289,34 @@ export class ConmonRuntime implements OciRuntime {
       return;
     }
     const r = await this.runtime(['start', id]);
-    if (r.code !== 0) throw this.failure('start', id, r);
+    if (r.code !== 0) throw await this.failure('start', id, r);
   }
 
   async kill(id: string, signal: string | number, all = false): Promise<void> {
     const r = await this.runtime(['kill', ...(all ? ['--all'] : []), id, String(signal)]);
     if (r.code === 0) return;
-    if (GONE.test(r.stderr)) {
-      this.log.debug({ id, signal, stderr: runtimeErrorText(r.stderr) }, 'kill: container already stopped');
+    // The runtime failed; what it said does not matter, what is left of the container does. An
+    // init that exits while `runc kill` runs takes its cgroup with it, and runc then fails on a
+    // cgroup file that vanished under it: the container is stopped, which is what was asked.
+    const seen = await this.observe(id);
+    const targets = new Set(seen.livePid ? [seen.livePid] : []);
+    if (all) for (const p of seen.cgroupPids) targets.add(p);
+    if (!seen.known || targets.size === 0) {
+      this.log.debug({ id, signal, known: seen.known, stderr: runtimeErrorText(r.stderr) }, 'kill: container already stopped');
       return;
     }
-    throw this.failure(`kill ${signal}`, id, r);
+    // Processes are left (the init checked against the start time runc recorded, the rest read
+    // from the container's own cgroup) that the runtime could not signal: signal them here.
+    const sig = signalOf(signal);
+    if (sig === undefined) throw await this.failure(`kill ${signal}`, id, r);
+    for (const pid of targets) {
+      try {
+        process.kill(pid, sig);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ESRCH') throw await this.failure(`kill ${signal}`, id, r);
+      }
+    }
+    this.log.info({ id, signal, pids: [...targets], stderr: runtimeErrorText(r.stderr) }, 'kill: the runtime failed, its processes were signalled directly');
   }
 
   async delete(id: string, force = false): Promise<void> {
@@ -311,8 +324,10 @@ export class ConmonRuntime implements OciRuntime {
     await this.recordOom(id);
     const r = await this.runtime(['delete', ...(force ? ['--force'] : []), id]);
     this.known.delete(id);
-    if (r.code === 0 || UNKNOWN.test(r.stderr)) return;
-    throw this.failure('delete', id, r);
+    if (r.code === 0) return;
+    // Deleted already (a concurrent delete, or an earlier one): the runtime keeps no state for it.
+    if (!(await this.observe(id)).known) return;
+    throw await this.failure('delete', id, r);
   }
 
   async state(id: string): Promise<{ status: OciStatus; pid: number } | undefined> {
@@ -323,8 +338,8 @@ export class ConmonRuntime implements OciRuntime {
   private async runtimeState(id: string): Promise<{ status: OciStatus; pid: number; bundle: string } | undefined> {
     const r = await this.runtime(['state', id]);
     if (r.code !== 0) {
-      if (UNKNOWN.test(r.stderr)) return undefined;
-      throw this.failure('state', id, r);
+      if (!(await this.observe(id)).known) return undefined;
+      throw await this.failure('state', id, r);
     }
     try {
       return JSON.parse(r.stdout) as { status: OciStatus; pid: number; bundle: string };
@@ -333,9 +348,15 @@ export class ConmonRuntime implements OciRuntime {
     }
   }
 
+  /** The container as its state dir, /proc, its cgroup and conmon's exit file show it now. */
+  private async observe(id: string): Promise<ObservedState> {
+    const exited = (await this.exitOf(id).catch(() => undefined)) !== undefined;
+    return observeContainer(this.o.root, id, exited, this.known.get(id)?.pid);
+  }
+
   async update(id: string, resources: object): Promise<void> {
     const r = await this.runtime(['update', '--resources', '-', id], JSON.stringify(resources));
-    if (r.code !== 0) throw this.failure('update resources of', id, r);
+    if (r.code !== 0) throw await this.failure('update resources of', id, r);
   }
 
   // ---- exits ----------------------------------------------------------------------------------
@@ -634,11 +655,12 @@ export class ConmonRuntime implements OciRuntime {
     return run(this.o.binary, ['--root', this.o.root, ...args], { input, timeoutMs: 120_000 });
   }
 
-  private failure(what: string, id: string, r: RunResult): Error {
+  /** The runtime's words for the message; NotFound when the runtime keeps no state for the id. */
+  private async failure(what: string, id: string, r: RunResult): Promise<Error> {
     const text = runtimeErrorText(r.stderr) || `exit status ${r.code ?? r.signal}`;
     const msg = `${what} container ${id}: ${path.basename(this.o.binary)}: ${text}`;
     const err = new OciRuntimeError(msg, r.stderr);
-    return UNKNOWN.test(r.stderr) ? new NotFoundError(msg, { cause: err }) : err;
+    return (await this.observe(id)).known ? err : new NotFoundError(msg, { cause: err });
   }
 }
 
@@ -670,4 +692,12 @@ async function conmonLogPath(pid: number): Promise<string | undefined> {
   const i = args.findIndex((a) => a === '-l' || a === '--log-path');
   const v = i >= 0 ? args[i + 1] : undefined;
   return v?.startsWith('k8s-file:') ? v.slice('k8s-file:'.length) : v;
+}
+
+/** A signal as process.kill takes it: a number, or a name with or without its SIG prefix. */
+function signalOf(signal: string | number): NodeJS.Signals | number | undefined {
+  if (typeof signal === 'number') return signal;
+  if (/^\d+$/.test(signal)) return Number(signal);
+  const name = (signal.toUpperCase().startsWith('SIG') ? signal.toUpperCase() : `SIG${signal.toUpperCase()}`) as NodeJS.Signals;
+  return name in os.constants.signals ? name : undefined;
 }

@@ -2,6 +2,7 @@
 
 import fs from 'node:fs';
 import type { Readable } from 'node:stream';
+import { clockNs, CLOCK_BOOTTIME, CLOCK_REALTIME } from '../sys/libc';
 import { spawnProcess } from '../sys/spawn';
 
 /** Collects a stream up to `cap` bytes and keeps draining past it, so the writer never blocks. */
@@ -157,18 +158,31 @@ export function descendants(pid: number): number[] {
 // USER_HZ, the unit of /proc/<pid>/stat's times: 100 on every Linux architecture.
 const CLOCK_TICKS_PER_SECOND = 100;
 
-/** When a process started, in ms since the epoch (10 ms resolution); undefined once it is gone. */
-export function processStartTimeMs(pid: number): number | undefined {
+/** A process's state letter and start time (clock ticks after boot), from /proc/<pid>/stat. */
+export function procStat(pid: number): { state: string; startTicks: number } | undefined {
+  let stat: string;
   try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after "(comm) ": state is field 3, starttime field 22 (clock ticks after boot).
-    const ticks = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
-    const btime = Number(/^btime (\d+)$/m.exec(fs.readFileSync('/proc/stat', 'utf8'))?.[1]);
-    if (!Number.isFinite(ticks) || !Number.isFinite(btime)) return undefined;
-    return btime * 1000 + (ticks * 1000) / CLOCK_TICKS_PER_SECOND;
+    stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
   } catch {
     return undefined;
   }
+  // Fields after "(comm) ": state is field 3, starttime field 22.
+  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const startTicks = Number(rest[19]);
+  return Number.isFinite(startTicks) ? { state: rest[0], startTicks } : undefined;
+}
+
+/**
+ * When a process started, in ms since the epoch, precise to the clock tick (10 ms); undefined
+ * once it is gone. starttime counts from boot on CLOCK_BOOTTIME, so the boot instant is taken as
+ * now on the wall clock minus CLOCK_BOOTTIME now: /proc/stat's btime would do the same sum but is
+ * rounded down to the second, putting the result up to a second early.
+ */
+export function processStartTimeMs(pid: number): number | undefined {
+  const p = procStat(pid);
+  if (!p) return undefined;
+  const bootNs = clockNs(CLOCK_REALTIME) - clockNs(CLOCK_BOOTTIME);
+  return Number(bootNs / 1_000_000n) + (p.startTicks * 1000) / CLOCK_TICKS_PER_SECOND;
 }
 
 export function sleep(ms: number): Promise<void> {

@@ -65,6 +65,7 @@ const c = {
   posix_spawnattr_setsigmask: libc.func('int posix_spawnattr_setsigmask(void *attr, const void *set)'),
   posix_spawnattr_setsigdefault: libc.func('int posix_spawnattr_setsigdefault(void *attr, const void *set)'),
   sigemptyset: libc.func('int sigemptyset(void *set)'),
+  clock_gettime: libc.func('int clock_gettime(int clockid, void *ts)'),
 };
 
 // os.constants.errno lists aliases (ENOTSUP/EOPNOTSUPP, EAGAIN/EWOULDBLOCK) with one number;
@@ -212,6 +213,17 @@ export function sethostname(name: string): void {
 /** The kernel id of the calling thread (differs from process.pid in a worker thread). */
 export function gettid(): number {
   return Number(c.gettid());
+}
+
+// Clock ids from <linux/time.h>.
+export const CLOCK_REALTIME = 0;
+export const CLOCK_BOOTTIME = 7;
+
+/** clock_gettime(2) in nanoseconds; struct timespec on 64-bit Linux is two 8-byte words. */
+export function clockNs(clockId: number): bigint {
+  const ts = Buffer.alloc(16);
+  if (c.clock_gettime(clockId, ts) !== 0) fail('clock_gettime', `clock ${clockId}`);
+  return ts.readBigInt64LE(0) * 1_000_000_000n + ts.readBigInt64LE(8);
 }
 
 export interface StatFs {

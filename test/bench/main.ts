@@ -1,3 +1,4 @@
+import { CHURN_USAGE, runChurn } from './churn';
 import { EXEC_USAGE, runExec } from './exec';
 import { LIFECYCLE_USAGE, runLifecycle } from './lifecycle';
 import { POLL_USAGE, runPoll } from './poll';
@@ -16,6 +17,7 @@ const COMMANDS: Record<string, Command> = {
   exec: { usage: EXEC_USAGE, run: runExec },
   scale: { usage: SCALE_USAGE, run: runScale },
   poll: { usage: POLL_USAGE, run: runPoll },
+  churn: { usage: CHURN_USAGE, run: runChurn },
 };
 
 function usage(): string {

@@ -19,6 +19,7 @@ class Gateway {
   readonly blobGets = new Map<string, number>();
   readonly slow = new Map<string, number>(); // digest -> bytes per second
   readonly stall = new Map<string, number>(); // digest -> bytes sent before going silent
+  readonly trickle = new Map<string, number>(); // digest -> ms between single bytes
   private readonly server: http.Server;
   private readonly sockets = new Set<import('node:net').Socket>();
   host = '';
@@ -48,6 +49,24 @@ class Gateway {
       res.writeHead(ur.statusCode ?? 502, ur.headers);
       const rate = digest ? this.slow.get(digest) : undefined;
       const stallAt = digest ? this.stall.get(digest) : undefined;
+      const every = digest ? this.trickle.get(digest) : undefined;
+      if (every !== undefined) {
+        // One byte at a time, each soon enough to count as progress.
+        const pending: Buffer[] = [];
+        ur.on('data', (chunk: Buffer) => pending.push(chunk));
+        const timer = setInterval(() => {
+          const head = pending[0];
+          if (!head) return;
+          res.write(head.subarray(0, 1));
+          if (head.length > 1) pending[0] = head.subarray(1);
+          else pending.shift();
+        }, every);
+        res.on('close', () => {
+          clearInterval(timer);
+          ur.destroy();
+        });
+        return;
+      }
       if (rate === undefined && stallAt === undefined) {
         ur.pipe(res);
         return;
@@ -118,6 +137,9 @@ describe('image service: shared downloads, stalls, pinning, metrics, side-by-sid
   let second: PushedImage;
   let stuck: PushedImage;
   let pinned: PushedImage;
+  let trickled: PushedImage;
+  let artifact: PushedImage;
+  let odd: BuiltLayer;
 
   before(async () => {
     registry = await startRegistry();
@@ -130,10 +152,16 @@ describe('image service: shared downloads, stalls, pinning, metrics, side-by-sid
     second = await pushImage(registry.host, 'share/two', 'v1', { layers: [shared, await randomLayer(4096, 'two.bin')] });
     stuck = await pushImage(registry.host, 'stuck', 'v1', { layers: [base, stalled] });
     pinned = await pushImage(registry.host, 'pinned', 'v1', { layers: [base] });
+    trickled = await pushImage(registry.host, 'trickled', 'v1', { layers: [await randomLayer(64 << 10, 'trickled.bin')] });
+    // An OCI artifact's blob in a layer's place, though gzip'd tar and named like one: the
+    // registry stores it, a runtime must not unpack it.
+    odd = { ...(await randomLayer(1024, 'odd.bin')), mediaType: 'application/vnd.example.unknown.tar+gzip' };
+    artifact = await pushImage(registry.host, 'artifact', 'v1', { layers: [odd] });
     daemon = await startDaemon({
       config: [
         `pinned_images = ["${gateway.host}/pinned:v1"]`,
         'image_pull_progress_timeout = "2s"',
+        'image_pull_min_throughput = "1KiB/s"',
         'max_concurrent_downloads = 3',
       ].join('\n'),
     });
@@ -203,6 +231,34 @@ describe('image service: shared downloads, stalls, pinning, metrics, side-by-sid
     assert.ok(ok >= 4, `successful pulls counted: saw ${ok}`);
     assert.equal(cancelled, 1, `the cancelled pull counted once: saw ${cancelled}`);
     assert.ok(bytes >= shared.size, `pulled bytes counted: saw ${bytes}, the shared layer alone is ${shared.size}`);
+  });
+
+  test('a pull trickling a byte every 100 ms is cancelled for its throughput, leaving nothing', async () => {
+    // Each byte is progress, so the no-progress timeout alone would wait ~2 hours for 64 KiB.
+    const layer = trickled.layers[0]!;
+    gateway.trickle.set(layer.digest, 100);
+    const started = Date.now();
+    try {
+      const err = await expectCriError('PullImage of a trickling layer', () =>
+        daemon.cri.image.PullImage({ image: { image: via(trickled) } }, { timeoutMs: 20_000 }),
+      );
+      const seconds = (Date.now() - started) / 1000;
+      assert.equal(err.codeName, 'CANCELLED', `code: ${err.codeName}: ${err.details}`);
+      assert.match(err.details, /under the minimum throughput of 1024 B\/s \(image_pull_min_throughput\)/, err.details);
+      assert.ok(seconds < 10, `cancelled after ${seconds.toFixed(1)} s, expected soon after the 2 s window`);
+    } finally {
+      gateway.trickle.delete(layer.digest);
+    }
+    assert.equal((await daemon.cri.image.ImageStatus({ image: { image: via(trickled) } })).image, null, 'no image recorded');
+    assert.deepEqual(stagingLeftovers(daemon), [], 'no half-unpacked layer left');
+  });
+
+  test('a layer of a media type that is not an image layer is refused before it is fetched', async () => {
+    const err = await expectCriError('PullImage of an artifact', () => daemon.cri.image.PullImage({ image: { image: via(artifact) } }));
+    assert.equal(err.codeName, 'INVALID_ARGUMENT', `code: ${err.codeName}: ${err.details}`);
+    assert.match(err.details, /unsupported layer media type "application\/vnd\.example\.unknown\.tar\+gzip"/, err.details);
+    assert.equal(gateway.blobGets.get(odd.digest), undefined, 'the artifact blob was never downloaded');
+    assert.equal((await daemon.cri.image.ImageStatus({ image: { image: via(artifact) } })).image, null, 'no image recorded');
   });
 
   test('a second daemon with its own socket and directories runs beside the first', async () => {

@@ -644,7 +644,11 @@ describe('security contexts', () => {
       },
     });
     assert.ok(pidsDir.includes(CGROUP_ROOT_NAME), `fixture: the pids cgroup ${pidsDir} is under the test's cgroup root`);
-    const id = await start({ pod, name: 'bomb', command: ['sh', '-c', 'b() { b | b & }; b; exec sleep 100000'] });
+    // The bomb goes off in a subshell forked while the cgroup is still empty; the container's
+    // own shell then execs sleep without forking again. Run in the shell itself, the bomb's
+    // children could take the last pids before the shell's own fork, and the shell exited 2
+    // ("can't fork") before the container was ever seen running (seen under stress-ng).
+    const id = await start({ pod, name: 'bomb', command: ['sh', '-c', '(b() { b | b & }; b) & exec sleep 100000'] });
     try {
       await waitForState(cri(), id, 'CONTAINER_RUNNING');
       let peak = 0;

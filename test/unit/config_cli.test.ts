@@ -30,6 +30,7 @@ const NOT_DEFAULT: Record<string, string> = {
   'pinned-images': 'registry.k8s.io/pause:3.9',
   'max-concurrent-downloads': '7',
   'image-pull-progress-timeout': '90s',
+  'image-pull-min-throughput': '16KiB/s',
   'metrics-listen': '',
   'streaming-address': '0.0.0.0:10010',
   'log-level': 'debug',

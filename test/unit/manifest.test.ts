@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import {
   MediaType,
   chainIds,
+  checkConfigMediaType,
   detectMediaType,
   parseConfig,
   parseIndex,
@@ -48,6 +49,50 @@ test('a platform the index lacks is NotFound naming what it offers', () => {
   );
 });
 
+test('an index of 10,000 manifests, none for this platform: the error counts them and names a few', () => {
+  const many = parseIndex(
+    json({
+      schemaVersion: 2,
+      manifests: Array.from({ length: 10_000 }, (_, i) => ({
+        mediaType: MediaType.ociManifest,
+        digest: d('1'),
+        size: 10,
+        platform: { os: 'plan9', architecture: `arch${i}` },
+      })),
+    }),
+    'big index',
+  );
+  assert.throws(
+    () => selectPlatform(many, { os: 'linux', architecture: 'amd64' }, 'index of x'),
+    (err: Error) => {
+      assert.equal(err.name, 'NotFoundError');
+      assert.ok(err.message.length < 400, `message of ${err.message.length} characters: ${err.message.slice(0, 600)}`);
+      assert.match(err.message, /no manifest for linux\/amd64/);
+      assert.match(err.message, /10000 manifests for 10000 platforms: plan9\/arch0, plan9\/arch1, .* and 9995 more/);
+      return true;
+    },
+  );
+});
+
+test('layers and configs of a type that is not an image are refused, naming the type', () => {
+  assert.throws(
+    () => compressionOf('application/vnd.example.unknown', 'layer y'),
+    (err: Error) => err.name === 'InvalidArgumentError' && /layer y: unsupported layer media type "application\/vnd.example.unknown"/.test(err.message),
+  );
+  // Suffixes alone do not make a layer.
+  assert.throws(() => compressionOf('application/vnd.example.unknown.tar', 'l'), /unsupported layer media type/);
+  assert.throws(() => compressionOf('application/vnd.example+gzip', 'l'), /unsupported layer media type/);
+  assert.throws(() => compressionOf('', 'l'), /unsupported layer media type ""/);
+  const manifest = (configType: string) =>
+    parseManifest(json({ schemaVersion: 2, config: { mediaType: configType, digest: d('a'), size: 1 }, layers: [] }), 'm');
+  checkConfigMediaType(manifest(MediaType.ociConfig), 'm');
+  checkConfigMediaType(manifest(MediaType.dockerConfig), 'm');
+  assert.throws(
+    () => checkConfigMediaType(manifest('application/vnd.cncf.helm.config.v1+json'), 'manifest z'),
+    (err: Error) => err.name === 'InvalidArgumentError' && /manifest z: unsupported config media type "application\/vnd.cncf.helm.config.v1\+json"/.test(err.message),
+  );
+});
+
 test('media type comes from the document when the registry sends a generic one', () => {
   const manifest = { schemaVersion: 2, config: { digest: d('a'), size: 1 }, layers: [] };
   assert.equal(detectMediaType(json(manifest), 'application/json', 'm'), MediaType.ociManifest);
@@ -77,5 +122,6 @@ test('layer compression from OCI and Docker media types', () => {
   assert.equal(compressionOf('application/vnd.oci.image.layer.v1.tar+zstd', 'l'), 'zstd');
   assert.equal(compressionOf('application/vnd.oci.image.layer.v1.tar', 'l'), 'none');
   assert.equal(compressionOf('application/vnd.oci.image.layer.nondistributable.v1.tar+gzip', 'l'), 'gzip');
+  assert.equal(compressionOf('application/vnd.docker.image.rootfs.foreign.diff.tar.gzip', 'l'), 'gzip');
   assert.throws(() => compressionOf('application/x-bzip2', 'layer x'), /layer x: unsupported layer media type/);
 });

@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
 import { ConmonRuntime } from '../../src/oci/conmon_runtime';
+import { evictFromCgroups } from '../helpers/cgroup_evict';
 
 const RUNC = '/usr/sbin/runc';
 const CONMON = '/usr/bin/conmon';
@@ -225,6 +226,26 @@ test('a container writes CRI-format logs, and its exit code is reported through 
   await rt.forget(id);
   assert.equal(await rt.exitOf(id), undefined);
   await waitFor('conmon to exit', () => conmonsOf(id) === '' || undefined);
+});
+
+test('kill succeeds when the cgroup went from under runc: the init is signalled, the exit recorded', opts, async () => {
+  const id = newId('nocg');
+  const seen: string[] = [];
+  rt.onExit((x) => seen.push(x));
+  const { pid } = await createStarted(id, ['sleep', '1000']);
+  assert.ok(evictFromCgroups(pid, id).length > 0, `init ${pid} had cgroup dirs to remove`);
+  // runc still finds its init alive, then fails on the missing freezer and devices dirs.
+  await rt.kill(id, 'SIGKILL', true);
+  await waitFor('onExit', () => seen.includes(id) || undefined);
+  assert.equal((await rt.exitOf(id))?.exitCode, 137);
+  // Once stopped, the same kill finds nothing to signal and still succeeds, as does a kill of an
+  // id the runtime never knew; a delete twice is fine and the state is then unknown.
+  await rt.kill(id, 'SIGKILL', true);
+  await rt.kill(id, 'SIGTERM');
+  await rt.delete(id, true);
+  await rt.delete(id, true);
+  assert.equal(await rt.state(id), undefined);
+  await rt.kill(`${id}-never`, 'SIGKILL', true);
 });
 
 test('execSync returns output and exit codes, and times out promptly', opts, async (t) => {

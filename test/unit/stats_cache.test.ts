@@ -51,3 +51,11 @@ test('a basic reading (the stats) leaves out the metrics-only files; a full one 
   assert.ok(full!.stats.cpuUserNs !== undefined && full!.stats.processes > 0, 'full: user time and processes of the root cgroup');
   assert.equal(await cache.cgroup('/'), full, 'basic after full: the full reading serves');
 });
+
+test("forget drops a removed container's readings, so none of them piles up", async () => {
+  const cache = new StatsCache({ periodMs: 0, driver: 'cgroupfs' });
+  await cache.cgroup('/');
+  assert.ok((await cache.cgroup('/'))!.nanoCores !== undefined, 'a second reading has a CPU rate');
+  cache.forget('/');
+  assert.equal((await cache.cgroup('/'))!.nanoCores, undefined, 'after forget: no earlier sample to divide by');
+});
