@@ -47,7 +47,7 @@ import { StreamingServer } from './streaming/server';
 import { ContainerService } from './container/container_service';
 import { Cni } from './network/cni';
 import { ConmonRuntime } from './oci/conmon_runtime';
-import type { OciRuntime } from './oci/runtime';
+import { type OciRuntime, runtimeGlobalArgs } from './oci/runtime';
 import { SandboxService } from './sandbox/sandbox_service';
 import { type HostReport, probeHost } from './host/probe';
 import { probeIdmappedLayers, type UsernsSupport } from './snapshot/idmap_probe';
@@ -108,6 +108,7 @@ export class Daemon {
           exitDir: path.join(cfg.state, 'exits'),
           persistDir: (id) => path.join(cfg.state, 'containers', id),
           socketDir: path.join(cfg.state, 's'),
+          systemdCgroup: cfg.cgroupDriver === 'systemd',
           log,
         }),
       );
@@ -141,7 +142,7 @@ export class Daemon {
         container: (id) => this.containers.find(id),
         runtime: (handler) => {
           const binary = cfg.runtimes[handler] ? which(cfg.runtimes[handler]) : undefined;
-          return binary ? { binary, root: path.join(cfg.state, handler) } : undefined;
+          return binary ? { binary, globalArgs: runtimeGlobalArgs(path.join(cfg.state, handler), cfg.cgroupDriver === 'systemd') } : undefined;
         },
         sandboxNetns: (id) => this.sandboxes.get(id).namespaces.net,
       },

@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { type CgroupDriver, containerCgroupsPath } from '../cgroups/paths';
+import { runtimeGlobalArgs } from '../oci/runtime';
 import { which } from '../util/which';
 import { failed, found, messageOf, type Finding } from './finding';
 import { lastLine, runTool } from './run_tool';
@@ -93,7 +94,7 @@ export async function probeRuntime(p: RuntimeProbe): Promise<Finding> {
     fs.mkdirSync(state, { recursive: true });
     const spec = probeSpec(truePath, hostBinaries(rootfs), containerCgroupsPath('', id, p.cgroupDriver));
     fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify(spec));
-    const r = await runTool(bin, ['--root', state, 'run', '--bundle', bundle, id], { timeoutMs: 30_000 });
+    const r = await runTool(bin, [...runtimeGlobalArgs(state, p.cgroupDriver === 'systemd'), 'run', '--bundle', bundle, id], { timeoutMs: 30_000 });
     if (r.code === 0) return found(feature, `${bin} (${version}): ran a container (cgroup driver ${p.cgroupDriver})`, p.essential);
     const why = lastLine(r.stderr) || r.error || `exit ${r.code}`;
     return failed(feature, `${bin} (${version}) cannot run a container here: ${why}`, p.essential);
@@ -101,7 +102,7 @@ export async function probeRuntime(p: RuntimeProbe): Promise<Finding> {
     return failed(feature, `${bin} (${version}): probe failed: ${messageOf(err)}`, p.essential);
   } finally {
     // `run` deletes the container when it ends; a timeout or a crash leaves it behind.
-    if (fs.existsSync(path.join(state, id))) await runTool(bin, ['--root', state, 'delete', '--force', id]);
+    if (fs.existsSync(path.join(state, id))) await runTool(bin, [...runtimeGlobalArgs(state, p.cgroupDriver === 'systemd'), 'delete', '--force', id]);
   }
 }
 

@@ -36,6 +36,7 @@ import type {
   OciRuntimeOptions,
   OciStatus,
 } from './runtime';
+import { runtimeGlobalArgs } from './runtime';
 
 /** A runtime command failed; `stderr` keeps the runtime's own words. */
 export class OciRuntimeError extends Error {
@@ -73,9 +74,12 @@ export class ConmonRuntime implements OciRuntime {
   private readonly noteWrites = new Map<string, Promise<void>>();
   /** runc's start handshake is done in-process (exec_fifo.ts); other runtimes run `start`. */
   private readonly fifoStart: boolean;
+  /** --root and, with the systemd driver, --systemd-cgroup: before every runtime command. */
+  readonly globalArgs: string[];
 
   constructor(opts: OciRuntimeOptions) {
     this.o = opts;
+    this.globalArgs = runtimeGlobalArgs(opts.root, opts.systemdCgroup ?? false);
     this.name = opts.name;
     this.log = opts.log.child({ component: 'oci', runtime: opts.name });
     this.fifoStart = path.basename(opts.binary) === 'runc';
@@ -171,7 +175,7 @@ export class ConmonRuntime implements OciRuntime {
       '--exit-dir', this.o.exitDir,
       '--persist-dir', this.o.persistDir(c.id),
       '--socket-dir-path', this.o.socketDir,
-      '--runtime-arg', `--root=${this.o.root}`,
+      ...this.globalArgs.flatMap((a) => ['--runtime-arg', a]),
       '--log-level', this.log.isLevelEnabled('debug') ? 'debug' : 'error',
       // The attach socket goes to <bundle>/attach instead of a symlink under socketDir, so its
       // path does not depend on the id's length.
@@ -512,7 +516,7 @@ export class ConmonRuntime implements OciRuntime {
   ): Promise<ExecResult> {
     if (cmd.length === 0) throw new OciRuntimeError(`exec in container ${id}: empty command`);
     const pidFile = path.join(os.tmpdir(), `tscri-exec-${crypto.randomBytes(8).toString('hex')}.pid`);
-    const args = ['--root', this.o.root, 'exec', '--pid-file', pidFile];
+    const args = [...this.globalArgs, 'exec', '--pid-file', pidFile];
     for (const e of opts.env ?? []) args.push('--env', e);
     if (opts.cwd) args.push('--cwd', opts.cwd);
     args.push(id, ...cmd);
@@ -652,7 +656,7 @@ export class ConmonRuntime implements OciRuntime {
   // ---- helpers --------------------------------------------------------------------------------
 
   private runtime(args: string[], input?: string): Promise<RunResult> {
-    return run(this.o.binary, ['--root', this.o.root, ...args], { input, timeoutMs: 120_000 });
+    return run(this.o.binary, [...this.globalArgs, ...args], { input, timeoutMs: 120_000 });
   }
 
   /** The runtime's words for the message; NotFound when the runtime keeps no state for the id. */

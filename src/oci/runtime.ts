@@ -23,6 +23,17 @@ export interface OciRuntimeOptions {
   log: Logger;
   /** How long conmon + `runc create` may take before create gives up (default 120 s). */
   createTimeoutMs?: number;
+  /** The systemd cgroup driver: cgroupsPath is `slice:prefix:name`, which the runtime reads as such only with --systemd-cgroup. */
+  systemdCgroup?: boolean;
+}
+
+/**
+ * The runtime's global flags, before its command, on every call (create through conmon, start,
+ * kill, delete, state, update, exec): runc reads a `slice:prefix:name` cgroupsPath as a plain
+ * directory unless told that systemd manages the cgroups.
+ */
+export function runtimeGlobalArgs(root: string, systemdCgroup: boolean): string[] {
+  return [`--root=${root}`, ...(systemdCgroup ? ['--systemd-cgroup'] : [])];
 }
 
 export interface CreateOptions {

@@ -28,8 +28,8 @@ import type { RemoteIO, TerminalSize } from './remotecommand';
 export interface RuntimeBinary {
   /** runc or crun. */
   binary: string;
-  /** Its --root. */
-  root: string;
+  /** Its global flags (oci/runtime.ts runtimeGlobalArgs: --root, --systemd-cgroup). */
+  globalArgs: string[];
 }
 
 export interface ExecTarget {
@@ -69,7 +69,7 @@ function exitCodeOf(code: number | null, signal: NodeJS.Signals | null): number 
 
 async function execPipes(target: ExecTarget, cmd: string[], io: RemoteIO, log: Logger): Promise<number> {
   const pidFile = pidFileFor();
-  const child = spawnProcess(target.runtime.binary, ['--root', target.runtime.root, 'exec', '--pid-file', pidFile, target.id, ...cmd], {
+  const child = spawnProcess(target.runtime.binary, [...target.runtime.globalArgs, 'exec', '--pid-file', pidFile, target.id, ...cmd], {
     stdio: [io.stdin ? 'pipe' : 'ignore', io.stdout ? 'pipe' : 'ignore', 'pipe'],
   });
   const runtimeErr: Buffer[] = [];
@@ -213,7 +213,7 @@ async function execTty(target: ExecTarget, cmd: string[], io: RemoteIO, log: Log
     // See tty_exec_helper.ts: it runs `runc exec --detach --tty` and waits for the process.
     const child = spawnProcess(
       process.execPath,
-      [path.join(__dirname, 'tty_exec_helper.js'), target.runtime.binary, target.runtime.root, target.id, consoleSock.path, processFile, pidFile],
+      [path.join(__dirname, 'tty_exec_helper.js'), target.runtime.binary, JSON.stringify(target.runtime.globalArgs), target.id, consoleSock.path, processFile, pidFile],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     const diag: Buffer[] = [];

@@ -6,14 +6,14 @@
 // one JSON line: {"exitCode": n} or {"error": "…"}. The daemon keeps the console socket and
 // the I/O; this process holds nothing but the wait.
 //
-// argv: <runtime> <root> <container id> <console socket> <process.json> <pid file>
+// argv: <runtime> <its global flags, JSON> <container id> <console socket> <process.json> <pid file>
 
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import { setChildSubreaper, waitExitCode } from '../sys/libc';
 
 function main(): void {
-  const [binary, root, id, consoleSocket, processFile, pidFile] = process.argv.slice(2) as [string, string, string, string, string, string];
+  const [binary, globalArgs, id, consoleSocket, processFile, pidFile] = process.argv.slice(2) as [string, string, string, string, string, string];
   const say = (msg: object): void => {
     fs.writeSync(1, `${JSON.stringify(msg)}\n`);
   };
@@ -21,7 +21,7 @@ function main(): void {
     setChildSubreaper();
     const r = spawnSync(
       binary,
-      ['--root', root, 'exec', '--detach', '--tty', '--console-socket', consoleSocket, '--process', processFile, '--pid-file', pidFile, id],
+      [...(JSON.parse(globalArgs) as string[]), 'exec', '--detach', '--tty', '--console-socket', consoleSocket, '--process', processFile, '--pid-file', pidFile, id],
       { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' },
     );
     if (r.error) return say({ error: `cannot run ${binary}: ${r.error.message}` });

@@ -442,3 +442,10 @@ test('a tty container logs its terminal output as stdout', opts, async () => {
   await rt.delete(id);
   await rt.forget(id);
 });
+
+test('the systemd cgroup driver puts --systemd-cgroup before every runtime command; cgroupfs does not', () => {
+  // runc reads a `slice:prefix:name` cgroupsPath as a directory name without it.
+  const systemd = new ConmonRuntime({ ...rtOptions(), systemdCgroup: true });
+  assert.deepEqual(systemd.globalArgs, [`--root=${path.join(base, 'runc')}`, '--systemd-cgroup']);
+  assert.deepEqual(new ConmonRuntime(rtOptions()).globalArgs, [`--root=${path.join(base, 'runc')}`]);
+});
