@@ -1,6 +1,8 @@
 // A pod's totals from UpdatePodSandboxResources: the sum of its containers' resources
 // (`resources`) plus the pod overhead of its RuntimeClass (`overhead`), as the kubelet sizes
-// the pod cgroup. Zero means "not specified" in the CRI, and an unspecified limit has no total.
+// the pod cgroup. Zero means "not specified" in the CRI, and an unspecified limit has no total;
+// so does a value past 2^53, which is how the kubelet says "no limit" (a pod without a memory
+// limit is sent memory_limit_in_bytes 9223372036854771712, the page-aligned int64 maximum).
 
 import type { PodLimits } from '../cgroups/pod_limits';
 import { InvalidArgumentError } from '../errors';
@@ -8,9 +10,9 @@ import type { LinuxContainerResources__Output } from '../gen/runtime/v1/LinuxCon
 
 function int(value: string | undefined, field: string, what: string): number {
   if (!value) return 0;
+  if (!/^-?\d+$/.test(value)) throw new InvalidArgumentError(`${what}: ${field} ${JSON.stringify(value)} is not an integer`);
   const n = Number(value);
-  if (!Number.isSafeInteger(n)) throw new InvalidArgumentError(`${what}: ${field} ${JSON.stringify(value)} is not an integer`);
-  return n;
+  return Number.isSafeInteger(n) ? n : 0;
 }
 
 export function podTotals(

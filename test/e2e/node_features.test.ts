@@ -385,6 +385,13 @@ describe('node features of a v1.36 kubelet', () => {
     assert.deepEqual(limits(), { cpu: '50000 100000', memory: 272, ...shares }, `pod cgroup ${parent} after the first resize`);
     await resize(128, 20000);
     assert.deepEqual(limits(), { cpu: '20000 100000', memory: 144, ...shares }, `pod cgroup ${parent} after shrinking`);
+    // What the kubelet sends for a pod without a memory limit: the page-aligned int64 maximum.
+    // The kubelet rejects the resize on an error, so this must succeed.
+    await cri().runtime.UpdatePodSandboxResources({
+      pod_sandbox_id: main.id,
+      overhead: null,
+      resources: { cpu_shares: 2, cpu_quota: -1, cpu_period: 100000, memory_limit_in_bytes: '9223372036854771712' },
+    });
     const alive = await sh(id, 'echo alive');
     assert.deepEqual(alive, { out: 'alive', code: 0 }, 'the container runs on under the new pod limits');
     const err = await expectCriError('UpdatePodSandboxResources of an unknown pod', () =>

@@ -36,6 +36,9 @@ test('pod totals: containers plus overhead; an unspecified limit has no total', 
   // No container limit: the overhead alone does not make one.
   assert.deepEqual(podTotals(res({ memory_limit_in_bytes: String(32 * MiB), cpu_quota: '10000' }), res({ cpu_shares: '2' }), 'pod'), { cpuShares: 2 });
   assert.deepEqual(podTotals(null, null, 'pod'), {});
+  // The kubelet's "no memory limit" (the page-aligned int64 maximum) is no limit, not an error.
+  assert.deepEqual(podTotals(null, res({ cpu_shares: '2', memory_limit_in_bytes: '9223372036854771712' }), 'pod'), { cpuShares: 2 });
+  assert.throws(() => podTotals(null, res({ memory_limit_in_bytes: '12x' }), 'pod'), /not an integer/);
   // An overhead quota at another period is rescaled to the pod's.
   assert.equal(podTotals(res({ cpu_quota: '5000', cpu_period: '50000' }), res({ cpu_quota: '20000', cpu_period: '100000' }), 'pod').cpuQuota, 30000);
 });
