@@ -104,7 +104,7 @@ export function parseCommandLine(argv: string[]): CommandLine {
 
 function readToml(file: string): Record<string, unknown> {
   try {
-    return parseToml(readFileSync(file, 'utf8')) as Record<string, unknown>;
+    return parseToml(readFileSync(file, 'utf8'));
   } catch (err) {
     throw new InvalidArgumentError(`config file ${file}: ${(err as Error).message}`, { cause: err });
   }

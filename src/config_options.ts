@@ -112,7 +112,7 @@ export function parseByteRate(value: string | number, what: string): number {
   if (typeof value === 'number' && Number.isFinite(value) && value >= 0) return value;
   const m = typeof value === 'string' ? /^(\d+(?:\.\d+)?)\s*([kmg]i?b|b)?(?:\/s)?$/i.exec(value.trim()) : null;
   if (!m) throw new InvalidArgumentError(`${what}: invalid byte rate ${JSON.stringify(value)} (want e.g. "4KiB/s")`);
-  return Number(m[1]) * BYTE_UNITS[(m[2] ?? 'b').toLowerCase()]!;
+  return Number(m[1]) * BYTE_UNITS[(m[2] ?? 'b').toLowerCase()];
 }
 
 /** The largest binary unit that divides `n` evenly, so that parseByteRate gives `n` back. */

@@ -66,7 +66,7 @@ async function readOpt(file: string | undefined): Promise<string | undefined> {
   try {
     return await fs.promises.readFile(file, 'utf8');
   } catch (err) {
-    return missing(err, file);
+    missing(err, file); return;
   }
 }
 
@@ -80,7 +80,7 @@ function readOptSync(file: string | undefined): string | undefined {
   try {
     return fs.readFileSync(file, 'utf8');
   } catch (err) {
-    return missing(err, file);
+    missing(err, file); return;
   }
 }
 

@@ -154,15 +154,15 @@ function positive(v: string | number | undefined | null): string | undefined {
 function specMetrics(e: Emitter, rec: ContainerRecord): void {
   const r = rec.config.linux?.resources;
   if (!r) return;
-  const mem = positive(r.memory_limit_in_bytes as string | undefined);
+  const mem = positive(r.memory_limit_in_bytes);
   if (mem) e.add(F.specMemLimit, mem);
-  const swap = positive(r.memory_swap_limit_in_bytes as string | undefined);
+  const swap = positive(r.memory_swap_limit_in_bytes);
   if (swap) e.add(F.specSwapLimit, swap);
-  const shares = positive(r.cpu_shares as string | undefined);
+  const shares = positive(r.cpu_shares);
   if (shares) e.add(F.specCpuShares, shares);
-  const quota = positive(r.cpu_quota as string | undefined);
+  const quota = positive(r.cpu_quota);
   if (quota) e.add(F.specCpuQuota, quota);
-  const period = positive(r.cpu_period as string | undefined);
+  const period = positive(r.cpu_period);
   if (period) e.add(F.specCpuPeriod, period);
 }
 

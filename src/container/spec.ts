@@ -195,7 +195,7 @@ export function detectHostFacts(): HostFacts {
   } else {
     swapAvailable = fs.existsSync('/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes');
   }
-  const hugetlbAvailable = cgroupV2 ? controllers!.split(/\s+/).includes('hugetlb') : fs.existsSync('/sys/fs/cgroup/hugetlb');
+  const hugetlbAvailable = cgroupV2 ? controllers.split(/\s+/).includes('hugetlb') : fs.existsSync('/sys/fs/cgroup/hugetlb');
   const lastCap = Number(readTrimmed('/proc/sys/kernel/cap_last_cap') ?? NaN);
   const oomScoreAdj = Number(readTrimmed('/proc/self/oom_score_adj') ?? NaN);
   const status = readTrimmed('/proc/self/status') ?? '';

@@ -114,7 +114,7 @@ export class StatsCache {
         try {
           resolve(read());
         } catch (err) {
-          reject(err as Error);
+          reject(err);
         }
       });
     });
@@ -180,14 +180,14 @@ export function parseNetDev(text: string): InterfaceCounters[] {
     if (f.length < 16) continue;
     out.push({
       name,
-      rxBytes: f[0]!,
-      rxPackets: f[1]!,
-      rxErrors: f[2]!,
-      rxDropped: f[3]!,
-      txBytes: f[8]!,
-      txPackets: f[9]!,
-      txErrors: f[10]!,
-      txDropped: f[11]!,
+      rxBytes: f[0],
+      rxPackets: f[1],
+      rxErrors: f[2],
+      rxDropped: f[3],
+      txBytes: f[8],
+      txPackets: f[9],
+      txErrors: f[10],
+      txDropped: f[11],
     });
   }
   return out;

@@ -60,7 +60,7 @@ function walk(dir: string): Promise<Usage> {
 function step(): void {
   let budget = BUDGET;
   while (walks.length > 0 && budget > 0) {
-    const w = walks[0]!;
+    const w = walks[0];
     budget = advance(w, budget);
     if (!w.current && w.dirs.length === 0) {
       walks.shift();
@@ -87,7 +87,7 @@ function advance(w: Walk, budget: number): number {
     const c = w.current;
     while (budget > 0 && c.next < c.names.length) {
       budget--;
-      const p = path.join(c.dir, c.names[c.next++]!);
+      const p = path.join(c.dir, c.names[c.next++]);
       let st: fs.Stats;
       try {
         st = fs.lstatSync(p);

@@ -99,8 +99,8 @@ function parsePasswd(text: string): PasswdEntry[] {
   for (const line of text.split('\n')) {
     if (!line || line.startsWith('#')) continue;
     const f = line.split(':');
-    if (f.length < 4 || !NUMERIC.test(f[2]!) || !NUMERIC.test(f[3]!)) continue;
-    out.push({ name: f[0]!, uid: Number(f[2]), gid: Number(f[3]) });
+    if (f.length < 4 || !NUMERIC.test(f[2]) || !NUMERIC.test(f[3])) continue;
+    out.push({ name: f[0], uid: Number(f[2]), gid: Number(f[3]) });
   }
   return out;
 }
@@ -110,8 +110,8 @@ function parseGroup(text: string): GroupEntry[] {
   for (const line of text.split('\n')) {
     if (!line || line.startsWith('#')) continue;
     const f = line.split(':');
-    if (f.length < 3 || !NUMERIC.test(f[2]!)) continue;
-    out.push({ name: f[0]!, gid: Number(f[2]), members: (f[3] ?? '').split(',').map((m) => m.trim()).filter(Boolean) });
+    if (f.length < 3 || !NUMERIC.test(f[2])) continue;
+    out.push({ name: f[0], gid: Number(f[2]), members: (f[3] ?? '').split(',').map((m) => m.trim()).filter(Boolean) });
   }
   return out;
 }

@@ -112,5 +112,5 @@ export async function probeConmon(conmon: string): Promise<Finding> {
   if (!bin) return failed('conmon', `${conmon}: not found in PATH or the sbin dirs`, true);
   const r = await runTool(bin, ['--version']);
   if (r.code !== 0) return failed('conmon', `${bin} --version failed: ${lastLine(r.stderr) || r.error || `exit ${r.code}`}`, true);
-  return found('conmon', `${bin} (${r.stdout.split('\n')[0]!.trim()})`, true);
+  return found('conmon', `${bin} (${r.stdout.split('\n')[0].trim()})`, true);
 }

@@ -126,12 +126,12 @@ function parseString(b: Buffer, off: number, len: number): string {
 }
 
 function parseNumber(b: Buffer, off: number, len: number, field: string): number {
-  const first = b[off]!;
+  const first = b[off];
   if (first & 0x80) {
     // GNU base-256 for values that do not fit in octal; 0xff would be negative.
     if (first === 0xff) throw new TarFormatError(`negative ${field} in tar header`);
     let v = first & 0x7f;
-    for (let i = off + 1; i < off + len; i++) v = v * 256 + b[i]!;
+    for (let i = off + 1; i < off + len; i++) v = v * 256 + b[i];
     if (!Number.isSafeInteger(v)) throw new TarFormatError(`${field} too large in tar header`);
     return v;
   }
@@ -140,7 +140,7 @@ function parseNumber(b: Buffer, off: number, len: number, field: string): number
   while (i < end && (b[i] === 0x20 || b[i] === 0)) i++;
   let v = 0;
   for (; i < end; i++) {
-    const ch = b[i]!;
+    const ch = b[i];
     if (ch < 0x30 || ch > 0x37) break;
     v = v * 8 + (ch - 0x30);
   }
@@ -153,9 +153,9 @@ function parseNumber(b: Buffer, off: number, len: number, field: string): number
  */
 function headerSum(b: Buffer): { sum: number; zero: boolean } {
   let raw = 0;
-  for (let i = 0; i < BLOCK; i++) raw += b[i]!;
+  for (let i = 0; i < BLOCK; i++) raw += b[i];
   let field = 0;
-  for (let i = 148; i < 156; i++) field += b[i]!;
+  for (let i = 148; i < 156; i++) field += b[i];
   return { sum: raw - field + 8 * 0x20, zero: raw === 0 };
 }
 
@@ -163,7 +163,7 @@ function headerSum(b: Buffer): { sum: number; zero: boolean } {
 function signedHeaderSum(b: Buffer): number {
   let s = 0;
   for (let i = 0; i < BLOCK; i++) {
-    const x = i >= 148 && i < 156 ? 0x20 : b[i]!;
+    const x = i >= 148 && i < 156 ? 0x20 : b[i];
     s += x > 127 ? x - 256 : x;
   }
   return s;
@@ -245,7 +245,7 @@ class TarReader {
       this.off += take;
       have += take;
     }
-    return parts.length === 1 ? parts[0]! : Buffer.concat(parts, n);
+    return parts.length === 1 ? parts[0] : Buffer.concat(parts, n);
   }
 
   /** Hands the next n bytes to sink in the pieces they arrived in; awaits the sink (backpressure). */
@@ -292,7 +292,7 @@ class TarReader {
       if (stored !== sum.sum && stored !== signedHeaderSum(h)) {
         throw new TarFormatError('tar header checksum mismatch (corrupt or not a tar stream)');
       }
-      const type = h[156] === 0 ? '0' : String.fromCharCode(h[156]!);
+      const type = h[156] === 0 ? '0' : String.fromCharCode(h[156]);
       const size = parseNumber(h, 124, 12, 'size');
       switch (type) {
         case 'x':

@@ -77,7 +77,7 @@ export function detectMediaType(body: Buffer, headerType: string, what: string):
   if (doc.schemaVersion === 1) {
     throw new InvalidArgumentError(`${what}: Docker schema 1 manifests are not supported`);
   }
-  return headerType.split(';')[0]!.trim();
+  return headerType.split(';')[0].trim();
 }
 
 export function parseIndex(body: Buffer, what: string): ImageIndex {

@@ -129,8 +129,8 @@ export class Puller {
       digest: d.digest,
       mediaType: d.mediaType,
       size: d.size,
-      diffId: diffIds[i]!,
-      chainId: chains[i]!,
+      diffId: diffIds[i],
+      chainId: chains[i],
     }));
 
     await watchdog.downloading(() =>
@@ -277,7 +277,7 @@ async function runBounded<T>(items: T[], limit: number, fn: (item: T) => Promise
   let failure: unknown;
   const worker = async (): Promise<void> => {
     while (next < items.length && failure === undefined) {
-      const item = items[next++]!;
+      const item = items[next++];
       try {
         await fn(item);
       } catch (err) {

@@ -394,7 +394,7 @@ export class Cni {
 
   private async addLoopback(cniVersion: string, call: Call): Promise<void> {
     const lo = this.loopbackList(cniVersion);
-    await this.invoke('ADD', lo, lo.plugins[0]!, { ...call, ifName: 'lo' }, undefined);
+    await this.invoke('ADD', lo, lo.plugins[0], { ...call, ifName: 'lo' }, undefined);
   }
 
   private async delLoopback(cniVersion: string, call: Call): Promise<unknown[]> {

@@ -110,7 +110,7 @@ export function parseNetworkConfig(source: string, text: string): NetworkList {
 export async function loadFromDir(confDir: string): Promise<{ file: string; mtimeMs: number; size: number; list: () => Promise<NetworkList> } | undefined> {
   const files = await listConfFiles(confDir);
   if (files.length === 0) return undefined;
-  const file = files[0]!;
+  const file = files[0];
   let st;
   try {
     st = await fs.stat(file);

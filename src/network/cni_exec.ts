@@ -127,21 +127,21 @@ export function execPlugin(inv: PluginInvocation, env: NodeJS.ProcessEnv): Promi
     child.on('close', (code: number | null, signal: NodeJS.Signals | null) => {
       if (settled) return;
       const stdout = Buffer.concat(out).toString('utf8').trim();
-      if (outLen > MAX_OUTPUT) return fail(new CniPluginError(inv.type, inv.command, 0, `output larger than ${MAX_OUTPUT} bytes`, ''));
+      if (outLen > MAX_OUTPUT) { fail(new CniPluginError(inv.type, inv.command, 0, `output larger than ${MAX_OUTPUT} bytes`, '')); return; }
       if (code === 0) {
         if (stdout === '') {
           settled = true;
           clearTimeout(timer);
-          if (inv.command === 'ADD') return reject(new CniPluginError(inv.type, inv.command, 0, 'plugin printed no result', stderrText()));
-          return resolve(undefined);
+          if (inv.command === 'ADD') { reject(new CniPluginError(inv.type, inv.command, 0, 'plugin printed no result', stderrText())); return; }
+          resolve(undefined); return;
         }
         try {
           const parsed: unknown = JSON.parse(stdout);
           settled = true;
           clearTimeout(timer);
-          return resolve(parsed);
+          resolve(parsed); return;
         } catch (e) {
-          return fail(new CniPluginError(inv.type, inv.command, 0, `unparseable result: ${(e as Error).message}`, stdout.slice(0, 2000)));
+          fail(new CniPluginError(inv.type, inv.command, 0, `unparseable result: ${(e as Error).message}`, stdout.slice(0, 2000))); return;
         }
       }
       let parsed: { code?: unknown; msg?: unknown; details?: unknown } | undefined;
@@ -151,7 +151,7 @@ export function execPlugin(inv: PluginInvocation, env: NodeJS.ProcessEnv): Promi
         parsed = undefined;
       }
       if (parsed && typeof parsed === 'object' && (typeof parsed.msg === 'string' || typeof parsed.code === 'number')) {
-        return fail(
+        fail(
           new CniPluginError(
             inv.type,
             inv.command,
@@ -159,7 +159,7 @@ export function execPlugin(inv: PluginInvocation, env: NodeJS.ProcessEnv): Promi
             typeof parsed.msg === 'string' ? parsed.msg : 'error',
             typeof parsed.details === 'string' ? parsed.details : '',
           ),
-        );
+        ); return;
       }
       const how = signal ? `killed by ${signal}` : `exit status ${code}`;
       fail(new CniPluginError(inv.type, inv.command, 0, how, [stdout.slice(0, 2000), stderrText()].filter(Boolean).join('; ')));

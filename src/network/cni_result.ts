@@ -35,7 +35,7 @@ export function podIps(result: unknown, ifName: string): string[] {
       const iface = ifaces[ip.interface];
       if (iface && (iface.name !== ifName || !iface.sandbox)) continue;
     }
-    const addr = ip.address.split('/')[0]!;
+    const addr = ip.address.split('/')[0];
     if (addr && !out.includes(addr)) out.push(addr);
   }
   const v4 = out.filter((a) => !a.includes(':'));

@@ -94,8 +94,8 @@ export class AuthorityFix extends Transform {
   }
 
   private onFrame(frame: Buffer): void {
-    const type = frame[3]!;
-    const flags = frame[4]!;
+    const type = frame[3];
+    const flags = frame[4];
     const streamId = frame.readUInt32BE(5) & 0x7fffffff;
     if (type === TYPE_HEADERS) {
       let payload = frame.subarray(FRAME_HEADER);
@@ -115,7 +115,7 @@ export class AuthorityFix extends Transform {
       return;
     }
     if (!(flags & FLAG_END_HEADERS)) return;
-    const block = this.block!;
+    const block = this.block;
     this.block = undefined;
     this.onHeaderBlock(block.streamId, block.flags, Buffer.concat(block.fragments), block.raw);
   }
@@ -260,8 +260,8 @@ export function acceptConnection(socket: Socket, inject: (conn: Duplex) => void)
       const length = buffered.readUIntBE(offset, 3);
       const end = offset + FRAME_HEADER + length;
       if (buffered.length < end) return;
-      const type = buffered[offset + 3]!;
-      const flags = buffered[offset + 4]!;
+      const type = buffered[offset + 3];
+      const flags = buffered[offset + 4];
       if (type === TYPE_SETTINGS && flags & FLAG_ACK && !ack) {
         ack = { start: offset, end };
       } else if (type === TYPE_HEADERS && !block) {

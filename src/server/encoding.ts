@@ -113,7 +113,7 @@ export class CriCodec {
   /** Bytes back to a plain object as proto-loader's deserializers make it (tests). */
   decode(type: string, bytes: Uint8Array): Record<string, unknown> {
     const t = this.root.lookupType(`runtime.v1.${type}`);
-    return t.toObject(t.decode(bytes), { longs: String, enums: String, defaults: true, oneofs: true }) as Record<string, unknown>;
+    return t.toObject(t.decode(bytes), { longs: String, enums: String, defaults: true, oneofs: true });
   }
 }
 

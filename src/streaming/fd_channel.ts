@@ -124,7 +124,7 @@ export class FdChannel extends EventEmitter {
 
   private flush(): void {
     while (this.queue.length > 0 && !this.closed) {
-      const w = this.queue[0]!;
+      const w = this.queue[0];
       let n: number | null;
       try {
         n = writeFd(this.fd, w.buf);

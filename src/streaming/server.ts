@@ -109,7 +109,7 @@ export class StreamingServer {
 
   private route(url: string | undefined): { kind: string; token: string } | undefined {
     const m = /^\/(exec|attach|portforward)\/([A-Za-z0-9_-]+)\/?(?:\?.*)?$/.exec(url ?? '');
-    return m ? { kind: m[1]!, token: m[2]! } : undefined;
+    return m ? { kind: m[1], token: m[2] } : undefined;
   }
 
   private onPlainRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
@@ -118,20 +118,20 @@ export class StreamingServer {
       res.writeHead(code, { 'content-type': 'text/plain; charset=utf-8', connection: 'close' });
       res.end(`${text}\n`);
     };
-    if (!r) return reply(404, 'not found');
+    if (!r) { reply(404, 'not found'); return; }
     const t = this.tokens.peek(r.token);
-    if (!t.ok) return reply(t.status, t.reason);
+    if (!t.ok) { reply(t.status, t.reason); return; }
     reply(400, `${r.kind} needs a connection upgrade to SPDY/3.1 or websocket`);
   }
 
   private async onUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     socket.on('error', () => undefined);
     const r = this.route(req.url);
-    if (!r) return rawReply(socket, 404, 'not found');
+    if (!r) { rawReply(socket, 404, 'not found'); return; }
     const t = this.tokens.consume(r.token);
-    if (!t.ok) return rawReply(socket, t.status, t.reason);
+    if (!t.ok) { rawReply(socket, t.status, t.reason); return; }
     const sreq = t.value;
-    if (sreq.kind !== r.kind) return rawReply(socket, 404, 'not found');
+    if (sreq.kind !== r.kind) { rawReply(socket, 404, 'not found'); return; }
     const log = this.log.child(sreq.kind === 'portforward' ? { sandbox: sreq.sandboxId, kind: 'portforward' } : { container: sreq.containerId, kind: sreq.kind });
     const upgrade = String(req.headers.upgrade ?? '').toLowerCase();
 
@@ -142,10 +142,10 @@ export class StreamingServer {
       if (!ws) return;
       return this.serveCommand(sreq, webSocketRemoteIO(ws, sreq), log);
     }
-    if (!upgrade.startsWith('spdy/3.1')) return rawReply(socket, 400, `unsupported upgrade ${JSON.stringify(upgrade)}: want SPDY/3.1 or websocket`);
+    if (!upgrade.startsWith('spdy/3.1')) { rawReply(socket, 400, `unsupported upgrade ${JSON.stringify(upgrade)}: want SPDY/3.1 or websocket`); return; }
     const protocol = negotiate(req.headersDistinct['x-stream-protocol-version'] ?? [], SPDY_PROTOCOLS);
     if (protocol === undefined) {
-      return rawReply(socket, 403, `none of the offered stream protocols is supported; supported: ${SPDY_PROTOCOLS.join(', ')}`);
+      rawReply(socket, 403, `none of the offered stream protocols is supported; supported: ${SPDY_PROTOCOLS.join(', ')}`); return;
     }
     const session = this.acceptSpdy(socket, head, protocol, log);
     let io: RemoteIO;
@@ -226,7 +226,7 @@ export class StreamingServer {
     try {
       netnsPath = this.opts.backend.sandboxNetns(sreq.sandboxId);
     } catch (err) {
-      return rawReply(socket, 404, (err as Error).message);
+      rawReply(socket, 404, (err as Error).message); return;
     }
     if (upgrade === 'websocket') {
       const ws = await this.acceptWebSocket(req, socket, head, PORT_FORWARD_WS_PROTOCOLS);
@@ -236,9 +236,9 @@ export class StreamingServer {
       servePortForwardWebSocket(ws, { netnsPath }, queried.length > 0 ? queried : sreq.ports, log);
       return;
     }
-    if (!upgrade.startsWith('spdy/3.1')) return rawReply(socket, 400, `unsupported upgrade ${JSON.stringify(upgrade)}: want SPDY/3.1 or websocket`);
+    if (!upgrade.startsWith('spdy/3.1')) { rawReply(socket, 400, `unsupported upgrade ${JSON.stringify(upgrade)}: want SPDY/3.1 or websocket`); return; }
     const protocol = negotiate(req.headersDistinct['x-stream-protocol-version'] ?? [], [PORT_FORWARD_PROTOCOL]);
-    if (protocol === undefined) return rawReply(socket, 403, `port forwarding speaks ${PORT_FORWARD_PROTOCOL} only`);
+    if (protocol === undefined) { rawReply(socket, 403, `port forwarding speaks ${PORT_FORWARD_PROTOCOL} only`); return; }
     const session = this.acceptSpdy(socket, head, protocol, log);
     servePortForwardSpdy(session, { netnsPath }, log);
   }

@@ -558,7 +558,7 @@ export function waitExitCode(pid: number): number {
     if (c.waitpid(pid, status, 0) >= 0) break;
     if (koffi.errno() !== EINTR) fail('waitpid', `pid ${pid}`);
   }
-  const st = status[0]!;
+  const st = status[0];
   const sig = st & 0x7f;
   return sig === 0 ? (st >> 8) & 0xff : 128 + sig;
 }
@@ -634,7 +634,7 @@ export function posixSpawn(req: SpawnRequest): number {
       checkSpawnCall(c.posix_spawnattr_setflags(attr, flags), 'posix_spawnattr_setflags', req.path);
       const pid = [0];
       checkSpawnCall(c.posix_spawn(pid, req.path, actions, attr, [...req.argv, null], [...req.env, null]), 'posix_spawn', req.path);
-      return pid[0]!;
+      return pid[0];
     } finally {
       c.posix_spawnattr_destroy(attr);
     }
@@ -647,7 +647,7 @@ export function posixSpawn(req: SpawnRequest): number {
 export function socketPair(): [number, number] {
   const sv = [0, 0];
   if (c.socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) !== 0) fail('socketpair', 'AF_UNIX');
-  return [sv[0]!, sv[1]!];
+  return [sv[0], sv[1]];
 }
 
 /** fcntl(F_DUPFD_CLOEXEC): a close-on-exec copy of `fd` numbered `min` or higher. */
@@ -672,7 +672,7 @@ export function reapChild(pid: number): { code: number | null; signal: number | 
     if (err === os.constants.errno.ECHILD) return { code: null, signal: null };
     fail('waitpid', `pid ${pid}`);
   }
-  const st = status[0]!;
+  const st = status[0];
   const sig = st & 0x7f;
   return sig === 0 ? { code: (st >> 8) & 0xff, signal: null } : { code: null, signal: sig };
 }

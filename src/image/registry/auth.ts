@@ -59,7 +59,7 @@ function parseChallengeLine(s: string): Challenge[] {
   };
   const readToken = (): string => {
     const start = i;
-    while (i < n && TOKEN_CHARS.test(s[i]!)) i++;
+    while (i < n && TOKEN_CHARS.test(s[i])) i++;
     return s.slice(start, i);
   };
   const readQuoted = (): string => {
@@ -326,7 +326,7 @@ export class Authorizer {
     what: string,
     signal?: AbortSignal,
   ): Promise<CachedToken> {
-    const realm = challenge.params['realm']!;
+    const realm = challenge.params['realm'];
     let url: URL;
     try {
       url = new URL(realm);

@@ -433,7 +433,7 @@ export class RegistryClient {
       });
       req.on('error', (err) => {
         detach();
-        if (signal?.aborted) return reject(cancelled());
+        if (signal?.aborted) { reject(cancelled()); return; }
         (err as { reusedSocket?: boolean }).reusedSocket =
           req.reusedSocket && response === undefined && (err as NodeJS.ErrnoException).code === 'ECONNRESET';
         reject(err);
@@ -530,11 +530,11 @@ function resolveError(name: string, attempts: Attempt[]): Error {
   }
   if (attempts.length > 0 && attempts.every((a) => a.error instanceof NotFoundError || a.error instanceof RegistryUnavailableError)) {
     if (attempts.some((a) => a.error instanceof NotFoundError)) {
-      return new NotFoundError(`${prefix}: not found (tried ${tried})`, { cause: attempts[attempts.length - 1]!.error });
+      return new NotFoundError(`${prefix}: not found (tried ${tried})`, { cause: attempts[attempts.length - 1].error });
     }
     const reasons = attempts.map((a) => inner(a.error)).join('; ');
     return new RegistryUnavailableError(`${prefix}: no registry endpoint reachable (tried ${tried}): ${reasons}`, {
-      cause: attempts[0]!.error,
+      cause: attempts[0].error,
     });
   }
   const other = attempts.find((a) => !(a.error instanceof NotFoundError || a.error instanceof RegistryUnavailableError))!;

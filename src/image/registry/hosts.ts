@@ -102,7 +102,7 @@ function fileError(file: string, why: string, cause?: unknown): HostsFileError {
 
 function stringList(v: unknown, file: string, what: string): string[] {
   if (typeof v === 'string') return [v];
-  if (Array.isArray(v) && v.every((x) => typeof x === 'string')) return v as string[];
+  if (Array.isArray(v) && v.every((x) => typeof x === 'string')) return v;
   throw fileError(file, `${what} must be a string or a list of strings`);
 }
 
@@ -171,7 +171,7 @@ function parseSection(
     ep.clientCerts = items.map((item) => {
       if (typeof item === 'string') return { cert: absolute(item, baseDir) };
       if (Array.isArray(item) && item.length === 2 && item.every((x) => typeof x === 'string')) {
-        return { cert: absolute(item[0] as string, baseDir), key: absolute(item[1] as string, baseDir) };
+        return { cert: absolute(item[0], baseDir), key: absolute(item[1], baseDir) };
       }
       throw fileError(file, `${where} client entries must be a path or a [cert, key] pair`);
     });
@@ -216,7 +216,7 @@ export function parseHostsFile(
 ): RegistryEndpoint[] {
   let doc: Record<string, unknown>;
   try {
-    doc = parseToml(text) as Record<string, unknown>;
+    doc = parseToml(text);
   } catch (err) {
     // containerd 1.6 logs and ignores a broken file, silently dropping the mirrors; a pull
     // that then goes elsewhere is harder to diagnose than a refusal that names the file.

@@ -6,7 +6,7 @@ import type { ImageRecord } from '../../image/image_store';
  * otherwise (only the part before a `:` group), as the kubelet's runAsNonRoot check expects.
  */
 export function imageToCri(rec: ImageRecord, pinned: boolean): Image {
-  const user = (rec.config.config?.User ?? '').split(':')[0]!;
+  const user = (rec.config.config?.User ?? '').split(':')[0];
   const numeric = /^\d+$/.test(user);
   return {
     id: rec.id,

@@ -150,13 +150,13 @@ export class FrameSplitter {
 
   /** The first `n` queued bytes, without consuming them. */
   private peek(n: number): Buffer {
-    const first = this.chunks[0]!;
+    const first = this.chunks[0];
     return first.length >= n ? first : Buffer.concat(this.chunks, n);
   }
 
   /** Consumes the first `n` queued bytes: a view when they lie in one chunk, else a copy. */
   private take(n: number): Buffer {
-    const first = this.chunks[0]!;
+    const first = this.chunks[0];
     let out: Buffer;
     if (first.length >= n) {
       out = first.subarray(0, n);
@@ -166,7 +166,7 @@ export class FrameSplitter {
       out = Buffer.allocUnsafe(n);
       let filled = 0;
       while (filled < n) {
-        const c = this.chunks[0]!;
+        const c = this.chunks[0];
         const part = Math.min(c.length, n - filled);
         c.copy(out, filled, 0, part);
         filled += part;
