@@ -170,7 +170,7 @@ function signedHeaderSum(b: Buffer): number {
 }
 
 function parsePax(body: Buffer, into: Pax | null): Pax {
-  const pax: Pax = into ? new Map(into) : new Map();
+  const pax: Pax = into ? new Map(into) : new Map<string, Buffer>();
   let off = 0;
   while (off < body.length) {
     // "<len> <key>=<value>\n", where len counts the whole record.
@@ -195,9 +195,7 @@ function parsePax(body: Buffer, into: Pax | null): Pax {
 
 const XATTR_PREFIX = 'SCHILY.xattr.';
 
-function paxNumber(pax: Pax, key: string): number | undefined {
-  const v = pax.get(key);
-  if (v === undefined) return undefined;
+function parsePaxNumber(key: string, v: Buffer): number {
   const n = Number(v.toString('latin1'));
   if (!Number.isFinite(n)) throw new TarFormatError(`PAX ${key} is not a number`);
   return n;
@@ -356,7 +354,7 @@ function applyPax(e: TarEntry, pax: Pax): void {
       case 'gid':
       case 'mtime':
       case 'atime': {
-        const n = paxNumber(pax, key)!;
+        const n = parsePaxNumber(key, value);
         if (key === 'atime') e.atime = n;
         else e[key] = n;
         break;

@@ -57,7 +57,7 @@ export function isIndex(mediaType: string): boolean {
   return mediaType === MediaType.ociIndex || mediaType === MediaType.dockerList;
 }
 
-function parseJson(body: Buffer, what: string): any {
+function parseJson(body: Buffer, what: string): unknown {
   try {
     return JSON.parse(body.toString('utf8'));
   } catch (err) {
@@ -66,11 +66,25 @@ function parseJson(body: Buffer, what: string): any {
 }
 
 /**
+ * A parsed document's fields, to be checked one by one. A JSON scalar has none (reading a
+ * field of it gives undefined), but `null` is no document at all.
+ */
+function parseFields(body: Buffer, what: string): Partial<Record<string, unknown>> {
+  const doc = parseJson(body, what);
+  if (doc === null) throw new InvalidArgumentError(`${what}: the document is JSON null`);
+  return fieldsOf(doc);
+}
+
+function fieldsOf(v: unknown): Partial<Record<string, unknown>> {
+  return typeof v === 'object' && v !== null ? v : {};
+}
+
+/**
  * A manifest body's media type: the registry's Content-Type is only a hint, and some
  * registries send `application/json`, so the document's own mediaType wins, then its shape.
  */
 export function detectMediaType(body: Buffer, headerType: string, what: string): string {
-  const doc = parseJson(body, what);
+  const doc = parseFields(body, what);
   if (typeof doc.mediaType === 'string' && doc.mediaType) return doc.mediaType;
   if (Array.isArray(doc.manifests)) return MediaType.ociIndex;
   if (doc.config && Array.isArray(doc.layers)) return MediaType.ociManifest;
@@ -81,24 +95,39 @@ export function detectMediaType(body: Buffer, headerType: string, what: string):
 }
 
 export function parseIndex(body: Buffer, what: string): ImageIndex {
-  const doc = parseJson(body, what);
-  if (!Array.isArray(doc.manifests)) throw new InvalidArgumentError(`${what}: index has no manifests`);
-  return { mediaType: doc.mediaType ?? MediaType.ociIndex, manifests: doc.manifests.map((d: any) => checkDescriptor(d, what)) };
-}
-
-export function parseManifest(body: Buffer, what: string): ImageManifest {
-  const doc = parseJson(body, what);
-  if (!doc.config || !Array.isArray(doc.layers)) throw new InvalidArgumentError(`${what}: not an image manifest`);
+  const doc = parseFields(body, what);
+  const manifests: unknown = doc.manifests;
+  if (!Array.isArray(manifests)) throw new InvalidArgumentError(`${what}: index has no manifests`);
   return {
-    mediaType: doc.mediaType ?? MediaType.ociManifest,
-    config: checkDescriptor(doc.config, what),
-    layers: doc.layers.map((d: any) => checkDescriptor(d, what)),
+    // Kept as the document says: callers compare it with the known media types.
+    mediaType: (doc.mediaType ?? MediaType.ociIndex) as string,
+    manifests: manifests.map((d: unknown) => checkDescriptor(d, what)),
   };
 }
 
-export function parseConfig(body: Buffer, what: string): ImageConfigFile {
+export function parseManifest(body: Buffer, what: string): ImageManifest {
+  const doc = parseFields(body, what);
+  const layers: unknown = doc.layers;
+  if (!doc.config || !Array.isArray(layers)) throw new InvalidArgumentError(`${what}: not an image manifest`);
+  return {
+    mediaType: (doc.mediaType ?? MediaType.ociManifest) as string,
+    config: checkDescriptor(doc.config, what),
+    layers: layers.map((d: unknown) => checkDescriptor(d, what)),
+  };
+}
+
+/** An image config as parseConfig returns it: its rootfs has been checked. */
+export type CheckedImageConfig = ImageConfigFile & { rootfs: NonNullable<ImageConfigFile['rootfs']> };
+
+function hasDiffIds(doc: ImageConfigFile): doc is CheckedImageConfig {
+  // Parsed JSON: rootfs may be missing or null whatever the type says.
+  const rootfs: unknown = doc.rootfs;
+  return typeof rootfs === 'object' && rootfs !== null && Array.isArray((rootfs as { diff_ids?: unknown }).diff_ids);
+}
+
+export function parseConfig(body: Buffer, what: string): CheckedImageConfig {
   const doc = parseJson(body, what) as ImageConfigFile;
-  if (!doc.rootfs || !Array.isArray(doc.rootfs.diff_ids)) throw new InvalidArgumentError(`${what}: config has no rootfs.diff_ids`);
+  if (!hasDiffIds(doc)) throw new InvalidArgumentError(`${what}: config has no rootfs.diff_ids`);
   return doc;
 }
 
@@ -115,12 +144,24 @@ export function checkConfigMediaType(manifest: ImageManifest, what: string): voi
 
 const DIGEST = /^sha256:[a-f0-9]{64}$/;
 
-function checkDescriptor(d: any, what: string): Descriptor {
-  if (!d || typeof d.digest !== 'string' || !DIGEST.test(d.digest)) {
-    throw new InvalidArgumentError(`${what}: descriptor with invalid digest ${JSON.stringify(d?.digest)}`);
+function checkDescriptor(d: unknown, what: string): Descriptor {
+  const f = fieldsOf(d);
+  const digest = f.digest;
+  if (typeof digest !== 'string' || !DIGEST.test(digest)) {
+    throw new InvalidArgumentError(`${what}: descriptor with invalid digest ${JSON.stringify(digest)}`);
   }
-  if (typeof d.size !== 'number' || d.size < 0) throw new InvalidArgumentError(`${what}: descriptor ${d.digest} has no valid size`);
-  return { mediaType: String(d.mediaType ?? ''), digest: d.digest, size: d.size, platform: d.platform, annotations: d.annotations };
+  const size = f.size;
+  if (typeof size !== 'number' || size < 0) throw new InvalidArgumentError(`${what}: descriptor ${digest} has no valid size`);
+  const mediaType = f.mediaType;
+  return {
+    // A non-string media type matches none the runtime knows; JSON keeps it readable in errors.
+    mediaType: typeof mediaType === 'string' ? mediaType : mediaType == null ? '' : JSON.stringify(mediaType),
+    digest,
+    size,
+    // Passed on unchecked, as the registry sent them; selectPlatform reads platform defensively.
+    platform: f.platform as Platform | undefined,
+    annotations: f.annotations as Record<string, string> | undefined,
+  };
 }
 
 /** The platform this node runs, in OCI terms. */
@@ -137,10 +178,11 @@ export function nodePlatform(): Platform {
 export function selectPlatform(index: ImageIndex, want: Platform, what: string): Descriptor {
   const variantOf = (p: Platform): string | undefined => p.variant ?? (p.architecture === 'arm64' ? 'v8' : undefined);
   const candidates = index.manifests.filter(
-    (d) => d.platform && d.platform.os === want.os && d.platform.architecture === want.architecture,
+    (d): d is Descriptor & { platform: Platform } =>
+      !!d.platform && d.platform.os === want.os && d.platform.architecture === want.architecture,
   );
-  const exact = candidates.find((d) => variantOf(d.platform!) === variantOf(want));
-  const chosen = exact ?? candidates.find((d) => !d.platform!.variant) ?? candidates[0];
+  const exact = candidates.find((d) => variantOf(d.platform) === variantOf(want));
+  const chosen = exact ?? candidates.find((d) => !d.platform.variant) ?? candidates.at(0);
   if (!chosen) throw new NotFoundError(`${what}: no manifest for ${want.os}/${want.architecture} (${describeOffer(index)})`);
   return chosen;
 }
@@ -163,7 +205,7 @@ const OFFER_EXAMPLES = 5;
 export function chainIds(diffIds: string[], sha256: (s: string) => string): string[] {
   const out: string[] = [];
   for (const diff of diffIds) {
-    const prev = out[out.length - 1];
+    const prev = out.at(-1);
     out.push(prev === undefined ? diff : `sha256:${sha256(`${prev} ${diff}`)}`);
   }
   return out;

@@ -118,7 +118,7 @@ export class Puller {
     const configBody = await this.fetchSmallBlob(ref, manifest.config, endpoint, auth, signal, `config of ${name}`);
     watchdog.touch();
     const config = parseConfig(configBody, `config ${manifest.config.digest} of ${name}`);
-    const diffIds = config.rootfs!.diff_ids;
+    const diffIds = config.rootfs.diff_ids;
     if (diffIds.length !== manifest.layers.length) {
       throw new InvalidArgumentError(
         `${name}: manifest lists ${manifest.layers.length} layers but config lists ${diffIds.length} diff_ids`,
@@ -274,19 +274,20 @@ function wrap(what: string, err: unknown): Error {
 /** Runs `fn` on every item with at most `limit` at once; the first failure is thrown once all settle. */
 async function runBounded<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
-  let failure: unknown;
+  // Boxed, so that whatever was thrown is rethrown as it was.
+  let failure: { error: unknown } | undefined;
   const worker = async (): Promise<void> => {
     while (next < items.length && failure === undefined) {
       const item = items[next++];
       try {
         await fn(item);
       } catch (err) {
-        failure ??= err;
+        failure ??= { error: err };
       }
     }
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  if (failure !== undefined) throw failure;
+  if (failure !== undefined) throw failure.error;
 }
 
 /**

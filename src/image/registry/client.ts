@@ -405,7 +405,7 @@ export class RegistryClient {
     const signal = init.signal;
     const cancelled = (): CancelledError => new CancelledError(`request to ${url.origin}${url.pathname} cancelled`);
     if (signal?.aborted) throw cancelled();
-    const allHeaders: Record<string, string | string[]> = { ...headers };
+    const allHeaders: Partial<Record<string, string | string[]>> = { ...headers };
     if (endpoint !== undefined && init.endpointHeaders) {
       for (const [k, v] of Object.entries(endpoint.headers)) {
         if (allHeaders[k.toLowerCase()] === undefined) allHeaders[k] = v;
@@ -537,7 +537,8 @@ function resolveError(name: string, attempts: Attempt[]): Error {
       cause: attempts[0].error,
     });
   }
-  const other = attempts.find((a) => !(a.error instanceof NotFoundError || a.error instanceof RegistryUnavailableError))!;
+  const other = attempts.find((a) => !(a.error instanceof NotFoundError || a.error instanceof RegistryUnavailableError));
+  if (other === undefined) throw new Error(`${prefix}: no registry endpoint was tried`);
   const msg = inner(other.error);
   const err = other.error instanceof CriError ? (other.error.constructor as new (m: string, o?: { cause?: unknown }) => Error) : CriError;
   return new err(`${prefix}: ${msg}`, { cause: other.error });
