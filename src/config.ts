@@ -89,7 +89,7 @@ export function parseCommandLine(argv: string[]): CommandLine {
   for (const o of OPTIONS) options[o.flag] = { type: 'string' };
   const { values, positionals } = parseArgs({ args: argv, options, strict: true, allowPositionals: true });
   if (positionals.length > 1) throw new InvalidArgumentError(`one command at most, got ${positionals.join(' ')}`);
-  const command = positionals[0];
+  const command = positionals.at(0);
   if (command !== undefined && !(COMMANDS as readonly string[]).includes(command)) {
     throw new InvalidArgumentError(`unknown command ${JSON.stringify(command)} (commands: ${COMMANDS.join(', ')})`);
   }

@@ -82,8 +82,10 @@ export function parseDuration(value: string | number, what: string): number {
   if (typeof value === 'number') return value * 1000;
   const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(value.trim());
   if (!m) throw new InvalidArgumentError(`${what}: invalid duration ${JSON.stringify(value)}`);
-  const unit = m[2] ?? 's';
-  return Number(m[1]) * DURATION_UNITS.find(([u]) => u === unit)![1];
+  const unit = m.at(2);
+  const size = DURATION_UNITS.find(([u]) => u === (unit ?? 's'))?.[1];
+  if (size === undefined) throw new Error(`parseDuration: no size for unit ${unit ?? 's'}`); // the pattern admits only known units
+  return Number(m[1]) * size;
 }
 
 /** The largest unit that divides `ms` evenly, so that parseDuration gives `ms` back. */
@@ -112,7 +114,8 @@ export function parseByteRate(value: string | number, what: string): number {
   if (typeof value === 'number' && Number.isFinite(value) && value >= 0) return value;
   const m = typeof value === 'string' ? /^(\d+(?:\.\d+)?)\s*([kmg]i?b|b)?(?:\/s)?$/i.exec(value.trim()) : null;
   if (!m) throw new InvalidArgumentError(`${what}: invalid byte rate ${JSON.stringify(value)} (want e.g. "4KiB/s")`);
-  return Number(m[1]) * BYTE_UNITS[(m[2] ?? 'b').toLowerCase()];
+  const unit = m.at(2);
+  return Number(m[1]) * BYTE_UNITS[(unit ?? 'b').toLowerCase()];
 }
 
 /** The largest binary unit that divides `n` evenly, so that parseByteRate gives `n` back. */

@@ -49,7 +49,7 @@ export class Metrics {
       }
       this.registry.metrics().then(
         (body) => res.writeHead(200, { 'content-type': this.registry.contentType }).end(body),
-        (err: Error) => res.writeHead(500).end(err.message),
+        (err: unknown) => res.writeHead(500).end(err instanceof Error ? err.message : String(err)),
       );
     });
     try {

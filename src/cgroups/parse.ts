@@ -8,7 +8,8 @@ const V1_UNLIMITED_MIN = 2n ** 62n;
 export function parseKeyed(text: string): Map<string, bigint> {
   const out = new Map<string, bigint>();
   for (const line of text.split('\n')) {
-    const [key, value, extra] = line.trim().split(/\s+/);
+    const fields = line.trim().split(/\s+/);
+    const [key, value, extra] = [fields.at(0), fields.at(1), fields.at(2)];
     if (!key || value === undefined || extra !== undefined || !/^-?\d+$/.test(value)) continue;
     out.set(key, BigInt(value));
   }
@@ -35,7 +36,8 @@ export function parseV2Max(text: string, what = 'limit'): number | undefined {
 
 /** v2 cpu.max: "$MAX $PERIOD", MAX being "max" for no quota. */
 export function parseV2CpuMax(text: string): { quota?: number; period: number } {
-  const [max, period] = text.trim().split(/\s+/);
+  const fields = text.trim().split(/\s+/);
+  const [max, period] = [fields.at(0), fields.at(1)];
   if (max === undefined || period === undefined) throw new Error(`invalid cpu.max: ${JSON.stringify(text)}`);
   return { quota: parseV2Max(max, 'cpu.max quota'), period: Number(parseInt64(period, 'cpu.max period')) };
 }

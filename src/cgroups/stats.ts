@@ -111,12 +111,15 @@ function f(dir: string | undefined, name: string): string | undefined {
 }
 
 /** Statistics for a container's cgroup; undefined once the cgroup is gone. */
-export async function readStats(
+export function readStats(
   cgroupsPath: string,
   driver: CgroupDriver,
   version: CgroupVersion = cgroupVersion(),
 ): Promise<CgroupStats | undefined> {
-  return readStatsSync(cgroupsPath, driver, version);
+  // A failed read rejects the promise rather than throwing, as callers await it.
+  return new Promise((resolve) => {
+    resolve(readStatsSync(cgroupsPath, driver, version));
+  });
 }
 
 /**
@@ -313,6 +316,6 @@ async function readV1Limits(rel: string): Promise<CgroupLimits> {
 }
 
 function dropUndefined<T extends object>(o: T): T {
-  for (const k of Object.keys(o) as (keyof T)[]) if (o[k] === undefined) delete o[k];
+  for (const k of Object.keys(o) as (keyof T)[]) if (o[k] === undefined) Reflect.deleteProperty(o, k);
   return o;
 }

@@ -235,10 +235,10 @@ export class Cni {
     // The first plugin that runs waits for the namespace; with every plugin skipped, setup does.
     const firstToRun = list.plugins.find((p) => !skippable(p, call));
     if (!firstToRun) {
-      const notReady = await ready.then(() => undefined, (e: unknown) => e);
+      const notReady = await ready.then(() => undefined, (e: unknown) => ({ error: e }));
       if (notReady !== undefined) {
         await loopback;
-        throw notReady;
+        throw notReady.error;
       }
     }
     const skipped: string[] = [];

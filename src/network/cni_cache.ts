@@ -49,8 +49,9 @@ export class AttachmentCache {
       throw e;
     }
     try {
-      const doc = JSON.parse(text) as CachedAttachment;
-      return doc.kind === 'tscri-cni-attachment-v1' ? doc : undefined;
+      // Whatever is on disk: only its kind says it is an attachment this version wrote.
+      const doc = JSON.parse(text) as { kind?: unknown };
+      return doc.kind === 'tscri-cni-attachment-v1' ? (doc as CachedAttachment) : undefined;
     } catch {
       // A torn cache entry only costs the prevResult on DEL; plugins then clean up by container id.
       return undefined;

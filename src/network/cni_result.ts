@@ -26,8 +26,9 @@ interface ResultIface {
 export function podIps(result: unknown, ifName: string): string[] {
   if (typeof result !== 'object' || result === null) return [];
   const r = result as { ips?: unknown; interfaces?: unknown };
-  const ips = Array.isArray(r.ips) ? (r.ips as ResultIp[]) : [];
-  const ifaces = Array.isArray(r.interfaces) ? (r.interfaces as ResultIface[]) : [];
+  // Plugin output: entries may be null, and an ip may name an interface index out of range.
+  const ips = Array.isArray(r.ips) ? (r.ips as (ResultIp | null | undefined)[]) : [];
+  const ifaces = Array.isArray(r.interfaces) ? (r.interfaces as (ResultIface | null | undefined)[]) : [];
   const out: string[] = [];
   for (const ip of ips) {
     if (typeof ip?.address !== 'string') continue;

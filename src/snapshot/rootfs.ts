@@ -62,14 +62,14 @@ function overlayData(lowers: string[], upper?: string, work?: string): string {
 export async function mountRootfs(opts: RootfsOptions): Promise<void> {
   const { lowerDirs, target, readOnly = false } = opts;
   if (lowerDirs.length === 0) throw new Error(`cannot mount rootfs at ${target}: no layers`);
-  if (!readOnly && (opts.upperDir === undefined || opts.workDir === undefined)) {
-    throw new Error(`cannot mount writable rootfs at ${target}: upperDir and workDir are required`);
-  }
   let upper: string | undefined;
   let work: string | undefined;
   if (!readOnly) {
-    upper = opts.upperDir!;
-    work = opts.workDir!;
+    if (opts.upperDir === undefined || opts.workDir === undefined) {
+      throw new Error(`cannot mount writable rootfs at ${target}: upperDir and workDir are required`);
+    }
+    upper = opts.upperDir;
+    work = opts.workDir;
   }
   // All at once: this is on the CreateContainer path, and each is a thread-pool round trip.
   const [created] = await Promise.all([
@@ -96,7 +96,8 @@ export async function mountRootfs(opts: RootfsOptions): Promise<void> {
 
   const flags = readOnly ? MS_RDONLY : 0;
 
-  const all = upper !== undefined ? [...lowerDirs, upper, work!] : lowerDirs;
+  // upper and work are both set (writable) or both unset (read-only).
+  const all = upper !== undefined && work !== undefined ? [...lowerDirs, upper, work] : lowerDirs;
   const data = overlayData(lowerDirs, upper, work);
   if (Buffer.byteLength(data) <= MOUNT_DATA_MAX && !all.some((p) => UNSAFE_IN_OPTIONS.test(p))) {
     mount('overlay', target, 'overlay', flags, data);
@@ -133,7 +134,15 @@ export async function mountRootfs(opts: RootfsOptions): Promise<void> {
  * nothing (more) is mounted there: mountinfo is not read, since it grows with every container on
  * the node and a node removing its pods would read it twice per container.
  */
-export async function unmountRootfs(target: string): Promise<void> {
+export function unmountRootfs(target: string): Promise<void> {
+  // A failure rejects the promise rather than throwing: callers chain .catch on it.
+  return new Promise((resolve) => {
+    unmountRootfsSync(target);
+    resolve();
+  });
+}
+
+function unmountRootfsSync(target: string): void {
   // Bounded: each pass removes one stacked mount; a loop that never ends would hang removal.
   for (let i = 0; i < 16; i++) {
     try {

@@ -90,8 +90,7 @@ export async function resolveInRoot(root: string, sub: string): Promise<string> 
   const pending = sub.split('/').filter((c) => c !== '' && c !== '.');
   const done: string[] = [];
   let links = 0;
-  while (pending.length > 0) {
-    const part = pending.shift()!;
+  for (let part = pending.shift(); part !== undefined; part = pending.shift()) {
     if (part === '..') {
       if (done.length === 0) throw new InvalidArgumentError(`sub path ${JSON.stringify(sub)} escapes the image`);
       done.pop();

@@ -11,8 +11,8 @@ export class UndoStack {
   }
 
   async run(onError: (what: string, err: unknown) => void): Promise<void> {
-    while (this.steps.length) {
-      const { what, fn } = this.steps.pop()!;
+    for (let step = this.steps.pop(); step !== undefined; step = this.steps.pop()) {
+      const { what, fn } = step;
       try {
         await fn();
       } catch (err) {
