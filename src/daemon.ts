@@ -10,6 +10,8 @@ import { loadCri } from './proto';
 import { acceptConnection } from './server/authority_fix';
 import { RecordEncodings } from './server/encoding';
 import { implement, passEncoded } from './server/grpc';
+import type { ImageServiceHandlers } from './gen/runtime/v1/ImageService';
+import type { RuntimeServiceHandlers } from './gen/runtime/v1/RuntimeService';
 import { imageFsInfo } from './server/image/image_fs_info';
 import { listImages } from './server/image/image_list';
 import { pullImage } from './server/image/image_pull';
@@ -63,9 +65,8 @@ export class Daemon {
   readonly sandboxes: SandboxService;
   readonly containers: ContainerService;
   readonly streaming: StreamingServer;
-  private server?: grpc.Server;
-  private listener?: net.Server;
-  private injector?: ReturnType<grpc.Server['createConnectionInjector']>;
+  /** Set once start() serves the socket. */
+  private serving?: { server: grpc.Server; listener: net.Server; injector: ReturnType<grpc.Server['createConnectionInjector']> };
   /** The host check, started once the socket serves (it must not delay serving). */
   private hostReport?: Promise<HostReport | undefined>;
   private usernsProbe?: Promise<UsernsSupport>;
@@ -178,8 +179,8 @@ export class Daemon {
     const containers = this.containers;
     server.addService(
       passEncoded(cri.runtime.v1.RuntimeService.service),
-      implement('runtime.v1.RuntimeService', cri.runtime.v1.RuntimeService.service, {
-        Version: (req) => version(req),
+      implement<RuntimeServiceHandlers>('runtime.v1.RuntimeService', cri.runtime.v1.RuntimeService.service, {
+        Version: () => version(),
         Status: async (req) =>
           status(req, cfg, this.cni, [...this.runtimes.keys()], (await this.usernsSupport()).ok, () => this.hostReport ?? Promise.resolve(undefined)),
         RuntimeConfig: () => runtimeConfig(cfg),
@@ -218,7 +219,7 @@ export class Daemon {
     );
     server.addService(
       passEncoded(cri.runtime.v1.ImageService.service),
-      implement('runtime.v1.ImageService', cri.runtime.v1.ImageService.service, {
+      implement<ImageServiceHandlers>('runtime.v1.ImageService', cri.runtime.v1.ImageService.service, {
         PullImage: (req, ctx) => pullImage(req, images, ctx),
         ListImages: (req) => listImages(req, images, enc),
         StreamImages: { stream: (req, send) => streamImages(req, images, send) },
@@ -242,9 +243,7 @@ export class Daemon {
       listener.listen(sock, () => resolve());
     });
     await fs.chmod(sock, 0o660);
-    this.server = server;
-    this.listener = listener;
-    this.injector = injector;
+    this.serving = { server, listener, injector };
     setImmediate(() => enc.warm(containers.list(null), sandboxes.list(null)));
     const metricsAt = await this.metrics.listen(cfg.metricsListen, log);
     log.info({ listen: cfg.listen, root: cfg.root, state: cfg.state, metrics: metricsAt }, 'tscri serving');
@@ -268,17 +267,16 @@ export class Daemon {
   async stop(): Promise<void> {
     // Its mounts and scratch directory are gone once it settles.
     await this.hostReport;
-    const server = this.server;
-    if (server) {
-      const listener = this.listener!;
+    if (this.serving) {
+      const { server, listener, injector } = this.serving;
       await new Promise<void>((resolve) => listener.close(() => resolve()));
       await new Promise<void>((resolve) => {
         // In-flight calls get a moment to finish; then they are cut off.
         const timer = setTimeout(() => {
-          this.injector!.destroy();
+          injector.destroy();
           server.forceShutdown();
         }, 5000);
-        this.injector!.drain(5000);
+        injector.drain(5000);
         server.tryShutdown(() => {
           clearTimeout(timer);
           resolve();

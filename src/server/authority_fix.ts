@@ -1,7 +1,6 @@
 import { Duplex, Transform, type TransformCallback } from 'node:stream';
 import type { Socket } from 'node:net';
-// hpack.js has no type declarations; the little of it used here is typed below.
-// eslint-disable-next-line @typescript-eslint/no-require-imports
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- hpack.js has no type declarations to import; the little of it used here is typed below.
 const hpack = require('hpack.js') as {
   decompressor: { create(opts: { table: { maxSize: number } }): HpackDecompressor };
 };
@@ -101,7 +100,8 @@ export class AuthorityFix extends Transform {
       let payload = frame.subarray(FRAME_HEADER);
       let pad = 0;
       if (flags & FLAG_PADDED) {
-        pad = payload[0]!;
+        // An empty PADDED frame is malformed: no pad, and nothing is left of it either way.
+        pad = payload.length > 0 ? payload[0] : 0;
         payload = payload.subarray(1);
       }
       if (flags & FLAG_PRIORITY) payload = payload.subarray(5);
@@ -268,7 +268,8 @@ export function acceptConnection(socket: Socket, inject: (conn: Duplex) => void)
         let payload = buffered.subarray(offset + FRAME_HEADER, end);
         let pad = 0;
         if (flags & FLAG_PADDED) {
-          pad = payload[0]!;
+          // An empty PADDED frame is malformed: no pad, and nothing is left of it either way.
+          pad = payload.length > 0 ? payload[0] : 0;
           payload = payload.subarray(1);
         }
         if (flags & FLAG_PRIORITY) payload = payload.subarray(5);
@@ -279,8 +280,9 @@ export function acceptConnection(socket: Socket, inject: (conn: Duplex) => void)
         blockDone = (flags & FLAG_END_HEADERS) !== 0;
       }
       offset = end;
-      if (ack && blockDone) {
-        handOver(firstAuthorityValid(Buffer.concat(block!)));
+      // blockDone is only ever set with block.
+      if (ack && blockDone && block) {
+        handOver(firstAuthorityValid(Buffer.concat(block)));
         return;
       }
     }
@@ -300,11 +302,12 @@ export function acceptConnection(socket: Socket, inject: (conn: Duplex) => void)
 /** Whether the first header block of a connection carries an authority nghttp2 accepts. */
 function firstAuthorityValid(encoded: Buffer): boolean {
   const decoder = hpack.decompressor.create({ table: { maxSize: HEADER_TABLE_SIZE } });
-  let failed = false;
-  decoder.on('error', () => (failed = true));
+  // Set by the decoder's error event, emitted synchronously inside write() or execute().
+  const state = { failed: false };
+  decoder.on('error', () => (state.failed = true));
   decoder.write(encoded);
   decoder.execute();
-  if (failed) return false;
+  if (state.failed) return false;
   for (let h = decoder.read(); h !== null; h = decoder.read()) {
     if (h.name === ':authority') return isValidAuthority(h.value);
   }

@@ -16,17 +16,34 @@ import type { Logger } from '../log';
 import type { Metrics } from '../metrics';
 import { Encoded } from './encoding';
 
-/** A unary RPC: request in, response out; `signal` fires when the client goes away. */
-export type UnaryHandler = (req: any, ctx: CallContext) => Promise<unknown>;
+/**
+ * A unary RPC: request in, response out; `signal` fires when the client goes away. It may
+ * answer with a value or a promise, and throw or reject: both become the call's status.
+ */
+export type UnaryHandler<Req> = (req: Req, ctx: CallContext) => unknown;
 /** A server-streaming RPC: `send` writes one message. */
-export type StreamHandler = (req: any, send: (msg: unknown) => void, ctx: CallContext) => Promise<void>;
+export type StreamHandler<Req> = (req: Req, send: (msg: unknown) => void, ctx: CallContext) => void | Promise<void>;
 
 export interface CallContext {
   log: Logger;
   signal: AbortSignal;
 }
 
-export type Handlers = Record<string, UnaryHandler | { stream: StreamHandler }>;
+/**
+ * The handlers of a service, typed from its generated grpc-js handlers interface (e.g.
+ * RuntimeServiceHandlers): each method's request type is the decoded message of that method,
+ * and streaming methods take `{ stream }`. Methods left out answer UNIMPLEMENTED.
+ */
+export type Handlers<Service> = {
+  [M in keyof Service as string extends M ? never : M]?: Service[M] extends grpc.handleServerStreamingCall<infer Req, unknown>
+    ? { stream: StreamHandler<Req> }
+    : Service[M] extends grpc.handleUnaryCall<infer Req, unknown>
+      ? UnaryHandler<Req>
+      : never;
+};
+
+/** What implement() dispatches on: grpc-js decoded each request from the method's own definition. */
+type DecodedHandlers = Partial<Record<string, UnaryHandler<unknown> | { stream: StreamHandler<unknown> }>>;
 
 /** The one place where domain errors become gRPC status codes. */
 export function statusOf(err: unknown): grpc.status {
@@ -48,17 +65,20 @@ export function statusOf(err: unknown): grpc.status {
  * success, error on failure) and measured; methods without a handler answer UNIMPLEMENTED
  * with their name, so a client learns exactly what is missing.
  */
-export function implement(
+export function implement<Service>(
   serviceName: string,
   definition: ServiceDefinition,
-  handlers: Handlers,
+  handlers: Handlers<Service>,
   log: Logger,
   metrics: Metrics,
 ): grpc.UntypedServiceImplementation {
   const impl: grpc.UntypedServiceImplementation = {};
+  // Handlers<Service> names each method's request type; grpc-js hands over the request decoded
+  // with that method's deserializer, so erasing the type here loses nothing.
+  const byName = handlers as DecodedHandlers;
   for (const [name, method] of Object.entries(definition)) {
     const full = `${serviceName}/${name}`;
-    const handler = handlers[name];
+    const handler = byName[name];
     // One labelled child per status code: prom-client hashes the label set on every call otherwise.
     const observers = new Map<grpc.status, { requests: { inc(): void }; duration: { observe(v: number): void } }>();
     const observer = (code: grpc.status) => {
@@ -89,10 +109,11 @@ export function implement(
 
     if (!method.responseStream) {
       const fn = typeof handler === 'function' ? handler : undefined;
-      impl[name] = (call: grpc.ServerUnaryCall<any, any>, callback: grpc.sendUnaryData<any>) => {
+      impl[name] = (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
         const start = process.hrtime.bigint();
         const ctx = callContext(call, full, log);
-        const run = fn ? fn(call.request, ctx) : Promise.reject(unimplemented);
+        // Runs the handler now; a throw becomes a rejection, like a throw in an async function.
+        const run = fn ? new Promise<unknown>((resolve) => resolve(fn(call.request, ctx))) : Promise.reject(unimplemented);
         run.then(
           (res) => {
             ctx.finished();
@@ -102,16 +123,18 @@ export function implement(
           (err: unknown) => {
             ctx.finished();
             const code = finish(start, err, log);
-            callback({ code, details: (err as Error)?.message ?? String(err) });
+            callback({ code, details: messageOf(err) });
           },
         );
       };
     } else {
-      const fn = handler && typeof handler === 'object' ? handler.stream : undefined;
-      impl[name] = (call: grpc.ServerWritableStream<any, any>) => {
+      const fn = typeof handler === 'object' ? handler.stream : undefined;
+      impl[name] = (call: grpc.ServerWritableStream<unknown, unknown>) => {
         const start = process.hrtime.bigint();
         const ctx = callContext(call, full, log);
-        const run = fn ? fn(call.request, (msg) => call.write(msg), ctx) : Promise.reject(unimplemented);
+        const run = fn
+          ? new Promise<void>((resolve) => resolve(fn(call.request, (msg) => call.write(msg), ctx)))
+          : Promise.reject(unimplemented);
         run.then(
           () => {
             ctx.finished();
@@ -121,13 +144,19 @@ export function implement(
           (err: unknown) => {
             ctx.finished();
             const code = finish(start, err, log);
-            call.emit('error', { code, details: (err as Error)?.message ?? String(err) });
+            call.emit('error', { code, details: messageOf(err) });
           },
         );
       };
     }
   }
   return impl;
+}
+
+/** An error's message as the status details; whatever else was thrown, as a string. */
+function messageOf(err: unknown): string {
+  const message = typeof err === 'object' && err !== null && 'message' in err ? err.message : undefined;
+  return typeof message === 'string' ? message : String(err);
 }
 
 /**

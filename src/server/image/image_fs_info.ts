@@ -2,7 +2,7 @@ import type { ImageFsInfoResponse } from '../../gen/runtime/v1/ImageFsInfoRespon
 import type { ImageService } from '../../image/image_service';
 
 /** Usage of the layer store, summed from what each unpack recorded: no tree walk per call. */
-export async function imageFsInfo(images: ImageService): Promise<ImageFsInfoResponse> {
+export function imageFsInfo(images: ImageService): ImageFsInfoResponse {
   const usage = images.fsUsage();
   const fs = {
     timestamp: (BigInt(Date.now()) * 1_000_000n).toString(),

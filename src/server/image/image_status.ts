@@ -3,7 +3,7 @@ import type { ImageStatusResponse } from '../../gen/runtime/v1/ImageStatusRespon
 import type { ImageService } from '../../image/image_service';
 import { imageToCri } from './image_to_cri';
 
-export async function imageStatus(req: ImageStatusRequest__Output, images: ImageService): Promise<ImageStatusResponse> {
+export function imageStatus(req: ImageStatusRequest__Output, images: ImageService): ImageStatusResponse {
   const rec = images.find(req.image?.image ?? '');
   // A missing image is not an error: the kubelet asks before every pull (cri-api ImageStatus).
   if (!rec) return { image: null, info: {} };

@@ -4,7 +4,7 @@ import type { AttachRequest__Output } from '../../gen/runtime/v1/AttachRequest';
 import type { AttachResponse } from '../../gen/runtime/v1/AttachResponse';
 import type { StreamingServer } from '../../streaming/server';
 
-export async function attach(req: AttachRequest__Output, containers: ContainerService, streaming: StreamingServer): Promise<AttachResponse> {
+export function attach(req: AttachRequest__Output, containers: ContainerService, streaming: StreamingServer): AttachResponse {
   const rec = containers.get(req.container_id);
   if (rec.phase !== 'running') throw new FailedPreconditionError(`Attach to container ${rec.id}: container is ${rec.phase}, not running`);
   if (!req.stdin && !req.stdout && !req.stderr) {

@@ -5,7 +5,7 @@ import type { ExecResponse } from '../../gen/runtime/v1/ExecResponse';
 import type { StreamingServer } from '../../streaming/server';
 
 /** Validates now, runs later: the command starts when a client connects to the returned URL. */
-export async function exec(req: ExecRequest__Output, containers: ContainerService, streaming: StreamingServer): Promise<ExecResponse> {
+export function exec(req: ExecRequest__Output, containers: ContainerService, streaming: StreamingServer): ExecResponse {
   const rec = containers.get(req.container_id);
   if (rec.phase !== 'running') throw new FailedPreconditionError(`Exec in container ${rec.id}: container is ${rec.phase}, not running`);
   if (req.cmd.length === 0) throw new InvalidArgumentError(`Exec in container ${rec.id}: cmd is empty`);

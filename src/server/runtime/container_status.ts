@@ -4,17 +4,17 @@ import type { ContainerStatusRequest__Output } from '../../gen/runtime/v1/Contai
 import type { ContainerStatusResponse } from '../../gen/runtime/v1/ContainerStatusResponse';
 import { Encoded, MessageBuilder, type RecordEncodings } from '../encoding';
 
-export async function containerStatus(
+export function containerStatus(
   req: ContainerStatusRequest__Output,
   containers: ContainerService,
   enc: RecordEncodings,
-): Promise<ContainerStatusResponse | Encoded> {
+): ContainerStatusResponse | Encoded {
   const rec = containers.get(req.container_id);
   // ContainerStatusResponse: ContainerStatus status = 1; the info map only when verbose.
   if (!req.verbose) return new Encoded(new MessageBuilder().bytes(1, enc.containerStatus.get(rec)).finish());
-  const res: ContainerStatusResponse = { status: toContainerStatus(rec), info: {} };
-  if (req.verbose) {
-    res.info = {
+  return {
+    status: toContainerStatus(rec),
+    info: {
       info: JSON.stringify({
         sandboxID: rec.sandboxId,
         pid: rec.phase === 'running' ? rec.pid : 0,
@@ -24,7 +24,6 @@ export async function containerStatus(
         cgroupsPath: rec.cgroupsPath,
         config: rec.config,
       }),
-    };
-  }
-  return res;
+    },
+  };
 }

@@ -6,7 +6,7 @@ import type { Logger } from '../../log';
  * The kubelet sends the node's pod CIDR. CNI configurations carry their own ranges, so it is
  * recorded and logged, not applied (containerd only uses it to fill its config template).
  */
-export async function updateRuntimeConfig(req: UpdateRuntimeConfigRequest__Output, log: Logger): Promise<UpdateRuntimeConfigResponse> {
+export function updateRuntimeConfig(req: UpdateRuntimeConfigRequest__Output, log: Logger): UpdateRuntimeConfigResponse {
   const cidr = req.runtime_config?.network_config?.pod_cidr;
   if (cidr) log.info({ podCidr: cidr }, 'pod CIDR received');
   return {};

@@ -4,7 +4,7 @@ import type { PortForwardResponse } from '../../gen/runtime/v1/PortForwardRespon
 import type { SandboxService } from '../../sandbox/sandbox_service';
 import type { StreamingServer } from '../../streaming/server';
 
-export async function portForward(req: PortForwardRequest__Output, sandboxes: SandboxService, streaming: StreamingServer): Promise<PortForwardResponse> {
+export function portForward(req: PortForwardRequest__Output, sandboxes: SandboxService, streaming: StreamingServer): PortForwardResponse {
   const sb = sandboxes.get(req.pod_sandbox_id);
   if (sb.phase !== 'ready') throw new FailedPreconditionError(`PortForward to pod ${sb.id}: sandbox is ${sb.phase}, not ready`);
   const bad = req.port.find((p) => !Number.isInteger(p) || p < 1 || p > 65535);

@@ -7,12 +7,12 @@ import type { SandboxService } from '../../sandbox/sandbox_service';
 import { nowNs } from '../../util/ids';
 import { Encoded, MessageBuilder, type RecordEncodings } from '../encoding';
 
-export async function podSandboxStatus(
+export function podSandboxStatus(
   req: PodSandboxStatusRequest__Output,
   sandboxes: SandboxService,
   containers: ContainerService,
   enc: RecordEncodings,
-): Promise<PodSandboxStatusResponse | Encoded> {
+): PodSandboxStatusResponse | Encoded {
   const rec = sandboxes.get(req.pod_sandbox_id);
   if (!req.verbose) {
     // PodSandboxStatusResponse: status = 1, containers_statuses = 3, timestamp = 4; info (2)
@@ -25,14 +25,11 @@ export async function podSandboxStatus(
         .finish(),
     );
   }
-  const res: PodSandboxStatusResponse = {
+  return {
     status: toPodSandboxStatus(rec),
     containers_statuses: containers.inSandbox(rec.id).map(toContainerStatus),
     timestamp: nowNs(),
-    info: {},
-  };
-  if (req.verbose) {
-    res.info = {
+    info: {
       info: JSON.stringify({
         pid: 0,
         phase: rec.phase,
@@ -42,7 +39,6 @@ export async function podSandboxStatus(
         runtimeHandler: rec.runtimeHandler,
         config: rec.config,
       }),
-    };
-  }
-  return res;
+    },
+  };
 }
