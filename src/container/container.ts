@@ -44,7 +44,9 @@ export interface ContainerRecord {
 }
 
 export function containerName(config: ContainerConfig__Output, sandboxName: string): string {
-  return `${config.metadata!.name}_${config.metadata!.attempt}_${sandboxName}`;
+  const m = config.metadata;
+  if (!m) throw new Error(`container config in pod ${sandboxName} has no metadata`);
+  return `${m.name}_${m.attempt}_${sandboxName}`;
 }
 
 const STATE: Record<ContainerPhase, 'CONTAINER_CREATED' | 'CONTAINER_RUNNING' | 'CONTAINER_EXITED' | 'CONTAINER_UNKNOWN'> = {

@@ -176,27 +176,32 @@ export class ContainerService implements PodContainers {
     if (!imageName) throw new InvalidArgumentError(`CreateContainer ${config.metadata.name}: image is required`);
     const image = this.opts.images.find(imageName);
     if (!image) throw new NotFoundError(`CreateContainer ${config.metadata.name}: image ${JSON.stringify(imageName)} not found`);
-    validateVolumes(config.mounts ?? [], `CreateContainer ${config.metadata.name}`);
+    validateVolumes(config.mounts, `CreateContainer ${config.metadata.name}`);
+    const configName = config.metadata.name;
     const id = newId();
-    return this.names.reserveAndCreate(containerName(config, sandbox.name), id, () => this.createReserved(id, sandbox, config, image, log));
+    return this.names.reserveAndCreate(containerName(config, sandbox.name), id, () =>
+      this.createReserved(id, sandbox, config, configName, imageName, image, log),
+    );
   }
 
   private async createReserved(
     id: string,
     sandbox: SandboxRecord,
     config: ContainerConfig__Output,
+    configName: string,
+    imageName: string,
     image: NonNullable<ReturnType<ImageService['find']>>,
     log: Logger,
   ): Promise<ContainerRecord> {
     const { bundle, persistent } = this.dirsOf(id);
     const logDir = sandbox.config.log_directory;
-    const stopSignal = config.stop_signal && config.stop_signal !== 'RUNTIME_DEFAULT' ? config.stop_signal : image.config.config?.StopSignal || 'SIGTERM';
+    const stopSignal = config.stop_signal !== 'RUNTIME_DEFAULT' ? config.stop_signal : image.config.config?.StopSignal || 'SIGTERM';
     const rec: ContainerRecord = {
       id,
       sandboxId: sandbox.id,
       name: containerName(config, sandbox.name),
       config,
-      imageName: config.image!.image,
+      imageName,
       imageId: image.id,
       imageRef: image.repoDigests[0] ?? image.id,
       runtimeHandler: sandbox.runtimeHandler,
@@ -267,7 +272,7 @@ export class ContainerService implements PodContainers {
     } catch (err) {
       this.detachAfterCreate.delete(id);
       await undo.run((what, e) => log.error({ err: e, container: id, step: what }, 'container cleanup failed'));
-      throw withContext(err, `failed to create container ${config.metadata!.name} in pod ${sandbox.name}`);
+      throw withContext(err, `failed to create container ${configName} in pod ${sandbox.name}`);
     }
   }
 
@@ -311,15 +316,18 @@ export class ContainerService implements PodContainers {
   ): Promise<OciSpec> {
     // Like containerd, a missing host path is created as a directory, and symlinks in host
     // paths are resolved on the host.
+    const files = sandbox.files;
+    if (!files) throw new Error(`pod sandbox ${sandbox.id} has no pod files (hosts, resolv.conf, shm) for container ${rec.id}`);
     let mounts = await prepareMountSources(config.mounts);
-    const userns = sandbox.userns && sandbox.namespaces.user;
+    const usernsMappings = sandbox.userns;
+    const userns = usernsMappings && sandbox.namespaces.user;
     // Plain host paths are idmapped here; rro trees and image volumes get theirs as they are
     // staged (an overlay cannot be idmapped: its layers come through the idmapped view).
     if (userns) mounts = await idmapMountSources(mounts, rec.bundle, userns);
     if (needsStaging(mounts)) {
       const dir = volumesDir(rec.bundle);
       undo.push('volumes', () => releaseVolumes(dir));
-      const staged = await stageVolumes(mounts, dir, this.opts.images, `container ${config.metadata!.name} (${rec.id})`, {
+      const staged = await stageVolumes(mounts, dir, this.opts.images, `container ${config.metadata?.name ?? ''} (${rec.id})`, {
         layerDir: await view,
         userns: userns || undefined,
       });
@@ -342,11 +350,11 @@ export class ContainerService implements PodContainers {
         ipcns: sandbox.namespaces.ipc,
         utsns: sandbox.namespaces.uts,
         pidns: sandbox.pidHolder?.nsPath,
-        hostsPath: sandbox.files!.hostsPath,
-        resolvPath: sandbox.files!.resolvPath,
-        hostnamePath: sandbox.files!.hostnamePath,
-        shmPath: sandbox.files!.shmPath,
-        userns: userns ? { ...sandbox.userns!, path: userns } : undefined,
+        hostsPath: files.hostsPath,
+        resolvPath: files.resolvPath,
+        hostnamePath: files.hostnamePath,
+        shmPath: files.shmPath,
+        userns: userns ? { ...usernsMappings, path: userns } : undefined,
       },
       cgroupsPath: rec.cgroupsPath,
       restrictOomScoreAdj: this.opts.restrictOomScoreAdj,
@@ -358,8 +366,11 @@ export class ContainerService implements PodContainers {
 
   async start(idOrPrefix: string, log: Logger): Promise<void> {
     const rec = this.get(idOrPrefix);
-    if (rec.phase !== 'created') {
-      throw new FailedPreconditionError(`container ${rec.id} is ${rec.phase}, not created: it cannot be started`);
+    // Read into a local so the check below, after the awaits, is not narrowed away: the exit
+    // watcher may change rec.phase meanwhile.
+    const phase = rec.phase;
+    if (phase !== 'created') {
+      throw new FailedPreconditionError(`container ${rec.id} is ${phase}, not created: it cannot be started`);
     }
     // A second start racing the first could find runc's start fifo with its byte already taken
     // and wait on it for ever; containerd refuses it the same way.

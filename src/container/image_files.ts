@@ -27,7 +27,8 @@ export class ImageFileCache {
       if (!files) {
         files = new Map();
         this.byImage.set(imageId, files);
-        if (this.byImage.size > MAX_IMAGES) this.byImage.delete(this.byImage.keys().next().value!);
+        const oldest = this.byImage.keys().next();
+        if (this.byImage.size > MAX_IMAGES && !oldest.done) this.byImage.delete(oldest.value);
       }
       const known = files.get(file);
       // Another container's read that failed (its mount, say) says nothing about this one.

@@ -157,9 +157,10 @@ function rule(v: unknown, at: number, source: string): SeccompRule {
   if (name !== undefined && typeof name !== 'string') fail(source, `${where}.name must be a string`);
   // moby refuses the two forms together rather than guess which one was meant.
   if (name !== undefined && names?.length) fail(source, `${where} has both name and names`);
-  if (name === undefined && !names?.length) fail(source, `${where} names no syscall`);
+  const list = name !== undefined ? [name] : names;
+  if (!list?.length) fail(source, `${where} names no syscall`);
   if (typeof v.action !== 'string' || !ACTIONS.has(v.action)) fail(source, `${where}.action ${JSON.stringify(v.action)} is not a seccomp action`);
-  const out: SeccompRule = { names: name !== undefined ? [name] : names!, action: v.action };
+  const out: SeccompRule = { names: list, action: v.action };
   const errnoRet = uint(v.errnoRet, `${where}.errnoRet`, source);
   if (errnoRet !== undefined) out.errnoRet = errnoRet;
   if (v.args !== undefined && v.args !== null) {
@@ -254,8 +255,13 @@ function applies(r: SeccompRule, t: SeccompTarget): boolean {
  * profile has neither a default action nor rules: moby reads such a profile as "no filter".
  */
 export function resolveSeccompProfile(profile: SeccompProfile, target: SeccompTarget): OciSeccomp | undefined {
-  if (!profile.defaultAction && !profile.syscalls?.length) return undefined;
-  const out: OciSeccomp = { defaultAction: profile.defaultAction! };
+  const defaultAction = profile.defaultAction;
+  if (!defaultAction) {
+    if (!profile.syscalls?.length) return undefined;
+    // validateSeccompProfile refuses this; a profile built in code could still get here.
+    throw new Error('seccomp profile lists syscalls but has no defaultAction');
+  }
+  const out: OciSeccomp = { defaultAction };
   if (profile.defaultErrnoRet !== undefined) out.defaultErrnoRet = profile.defaultErrnoRet;
   let architectures = profile.architectures ?? [];
   if (!architectures.length && profile.archMap?.length) {
@@ -281,7 +287,9 @@ export function resolveSeccompProfile(profile: SeccompProfile, target: SeccompTa
 
 /** The runtime's default profile (RuntimeDefault, "runtime/default", "docker/default") for this container. */
 export function defaultSeccompProfile(target: SeccompTarget): OciSeccomp {
-  return resolveSeccompProfile(DEFAULT_SECCOMP_PROFILE, target)!;
+  const profile = resolveSeccompProfile(DEFAULT_SECCOMP_PROFILE, target);
+  if (!profile) throw new Error('the built-in default seccomp profile resolved to no filter');
+  return profile;
 }
 
 /** Reads, checks and resolves a profile file; a missing or malformed file is an InvalidArgumentError naming it. */
@@ -333,7 +341,8 @@ export function securityProfile(sp: SecurityProfile__Output | null | undefined, 
         throw new InvalidArgumentError(`unknown ${field} profile_type ${JSON.stringify(sp.profile_type)}`);
     }
   }
-  switch (legacy ?? '') {
+  const legacyName = legacy ?? '';
+  switch (legacyName) {
     case '':
       return null;
     case 'runtime/default':
@@ -342,10 +351,10 @@ export function securityProfile(sp: SecurityProfile__Output | null | undefined, 
     case 'unconfined':
       return { type: 'Unconfined' };
     default:
-      if (!legacy!.startsWith(LOCALHOST_PREFIX) || legacy!.length === LOCALHOST_PREFIX.length) {
+      if (!legacyName.startsWith(LOCALHOST_PREFIX) || legacyName.length === LOCALHOST_PREFIX.length) {
         throw new InvalidArgumentError(`invalid ${field} profile ${JSON.stringify(legacy)}: want runtime/default, docker/default, unconfined or localhost/<path>`);
       }
-      return { type: 'Localhost', ref: legacy!.slice(LOCALHOST_PREFIX.length) };
+      return { type: 'Localhost', ref: legacyName.slice(LOCALHOST_PREFIX.length) };
   }
 }
 

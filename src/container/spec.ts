@@ -231,8 +231,8 @@ function hostFacts(): HostFacts {
  * without args does not pick up the image CMD; an ENTRYPOINT of [""] means none.
  */
 export function processArgs(config: ContainerConfig__Output, image: ImageConfigFile, what = 'container'): string[] {
-  let command = config.command ?? [];
-  let args = config.args ?? [];
+  let command = config.command;
+  let args = config.args;
   if (command.length === 0) {
     if (args.length === 0) args = image.config?.Cmd ?? [];
     const entrypoint = image.config?.Entrypoint ?? [];
@@ -271,7 +271,7 @@ function buildEnv(input: SpecInput): string[] {
   // Order as containerd applies its options: default PATH, HOSTNAME, then image ENV and CRI
   // envs (the CRI overriding the image).
   let env = mergeEnv([DEFAULT_PATH_ENV], [`HOSTNAME=${hostname}`]);
-  const cri = (input.config.envs ?? []).map((kv) => `${kv.key}=${Buffer.isBuffer(kv.value) ? kv.value.toString('utf8') : String(kv.value ?? '')}`);
+  const cri = input.config.envs.map((kv) => `${kv.key}=${kv.value.toString('utf8')}`);
   env = mergeEnv(env, [...(input.image.config?.Env ?? []), ...cri]);
   return env;
 }
@@ -299,8 +299,8 @@ function capabilities(sc: LinuxContainerSecurityContext__Output | null, host: Ho
   let set: string[] = [...DEFAULT_CAPABILITIES];
   if (sc?.privileged) set = hostCapabilities(host);
   else if (sc?.capabilities) {
-    const add = sc.capabilities.add_capabilities ?? [];
-    const drop = sc.capabilities.drop_capabilities ?? [];
+    const add = sc.capabilities.add_capabilities;
+    const drop = sc.capabilities.drop_capabilities;
     const isAll = (c: string) => c.toUpperCase() === 'ALL';
     if (add.some(isAll)) set = hostCapabilities(host);
     if (drop.some(isAll)) set = [];
@@ -351,10 +351,10 @@ export function toOciResources(r: LinuxContainerResources__Output, host: HostFac
   if (swap && host.swapAvailable) memory.swap = swap;
   if (Object.keys(memory).length) out.memory = memory;
 
-  if (host.hugetlbAvailable && r.hugepage_limits?.length) {
+  if (host.hugetlbAvailable && r.hugepage_limits.length) {
     out.hugepageLimits = r.hugepage_limits.map((h) => ({ pageSize: h.page_size, limit: int64(h.limit, 'hugepage limit', what) }));
   }
-  if (r.unified && Object.keys(r.unified).length) out.unified = { ...r.unified };
+  if (Object.keys(r.unified).length) out.unified = { ...r.unified };
   return out;
 }
 
@@ -489,7 +489,7 @@ interface MountResult {
  * gives way to a mounted /dev.
  */
 function buildMounts(input: SpecInput, sc: LinuxContainerSecurityContext__Output | null, what: string): MountResult {
-  const cri = input.config.mounts ?? [];
+  const cri = input.config.mounts;
   for (const m of cri) {
     // The container service mounts image volumes and rro clones (container/volumes.ts) and
     // passes them here as plain binds; one that reaches this point was not made.
@@ -608,7 +608,7 @@ export async function buildSpec(input: SpecInput): Promise<OciSpec> {
   });
 
   const process: OciProcess = {
-    terminal: !!input.config.tty,
+    terminal: input.config.tty,
     user: { uid: user.uid, gid: user.gid, additionalGids: user.additionalGids },
     args,
     env: buildEnv(input),
@@ -644,14 +644,18 @@ export async function buildSpec(input: SpecInput): Promise<OciSpec> {
   }
   // Devices: a privileged container gets every host device node (containerd's WithDevices of
   // /dev; the cgroup already allows all), others the ones the request names.
-  const requested = await requestedDevices(input.config.devices ?? [], what);
+  const requested = await requestedDevices(input.config.devices, what);
   const devices = privileged ? mergeDevices(await hostDevices(), requested.devices) : requested.devices;
   if (devices.length) linux.devices = devices;
-  if (!privileged && requested.rules.length) linux.resources!.devices = [...(linux.resources!.devices ?? []), ...requested.rules];
+  const ociResources = linux.resources;
+  if (!ociResources) throw new Error(`${what}: the spec has no linux.resources`);
+  if (!privileged && requested.rules.length) ociResources.devices = [...(ociResources.devices ?? []), ...requested.rules];
+  const caps = process.capabilities;
+  if (!caps) throw new Error(`${what}: the spec has no process.capabilities`);
   // After the capabilities: the default profile allows the syscalls of the capabilities held.
   const seccomp = await containerSeccomp(sc, {
     available: host.seccompAvailable ?? true,
-    target: { capabilities: process.capabilities!.bounding ?? [], arch: host.arch ?? nativeArch(), kernel: host.kernelRelease ?? os.release() },
+    target: { capabilities: caps.bounding ?? [], arch: host.arch ?? nativeArch(), kernel: host.kernelRelease ?? os.release() },
   }).catch((err: unknown) => {
     throw withContext(err, what);
   });
@@ -662,8 +666,8 @@ export async function buildSpec(input: SpecInput): Promise<OciSpec> {
   // infra process correct.
   if (Object.keys(sysctls).length) linux.sysctl = { ...sysctls };
   if (!privileged) {
-    linux.maskedPaths = sc?.masked_paths?.length ? [...sc.masked_paths] : [...DEFAULT_MASKED_PATHS];
-    linux.readonlyPaths = sc?.readonly_paths?.length ? [...sc.readonly_paths] : [...DEFAULT_READONLY_PATHS];
+    linux.maskedPaths = sc?.masked_paths.length ? [...sc.masked_paths] : [...DEFAULT_MASKED_PATHS];
+    linux.readonlyPaths = sc?.readonly_paths.length ? [...sc.readonly_paths] : [...DEFAULT_READONLY_PATHS];
   }
 
   return {

@@ -57,7 +57,7 @@ function networkUsage(n: NetworkSample): NetworkUsage {
   }));
   return {
     timestamp: n.timestampNs.toString(),
-    default_interface: interfaces.find((i) => i.name === 'eth0') ?? interfaces[0] ?? null,
+    default_interface: interfaces.find((i) => i.name === 'eth0') ?? interfaces.at(0) ?? null,
     interfaces,
   };
 }
@@ -78,8 +78,8 @@ export async function podSandboxStats(containers: ContainerService, sandbox: San
   } else {
     // No pod cgroup: the pod is the sum of its containers.
     const sum = (f: (s: ContainerStats) => number | string | undefined): number => stats.reduce((n, s) => n + Number(f(s) ?? 0), 0);
-    cpu = { timestamp: now, usage_core_nano_seconds: { value: sum((s) => (s.cpu?.usage_core_nano_seconds as { value?: number })?.value) } };
-    memory = { timestamp: now, working_set_bytes: { value: sum((s) => (s.memory?.working_set_bytes as { value?: number })?.value) } };
+    cpu = { timestamp: now, usage_core_nano_seconds: { value: sum((s) => (s.cpu?.usage_core_nano_seconds as { value?: number } | null | undefined)?.value) } };
+    memory = { timestamp: now, working_set_bytes: { value: sum((s) => (s.memory?.working_set_bytes as { value?: number } | null | undefined)?.value) } };
   }
   return {
     attributes: { id: sandbox.id, metadata: sandbox.config.metadata, labels: sandbox.config.labels, annotations: sandbox.config.annotations },

@@ -109,13 +109,14 @@ export class StatsCache {
       hit.usedAt = now;
       return hit.value;
     }
-    const value = new Promise<T>((resolve, reject) => {
+    const value = new Promise<T>((resolve) => {
       this.queue.push(() => {
-        try {
-          resolve(read());
-        } catch (err) {
-          reject(err);
-        }
+        // An executor that throws rejects its promise with what was thrown, unchanged.
+        resolve(
+          new Promise<T>((settle) => {
+            settle(read());
+          }),
+        );
       });
     });
     const entry = { at: now, usedAt: now, value, detail };
@@ -132,7 +133,11 @@ export class StatsCache {
     if (this.draining) return;
     this.draining = true;
     const step = (): void => {
-      for (let i = 0; i < BATCH && this.queue.length > 0; i++) this.queue.shift()!();
+      for (let i = 0; i < BATCH; i++) {
+        const job = this.queue.shift();
+        if (!job) break;
+        job();
+      }
       if (this.queue.length > 0) setImmediate(step);
       else this.draining = false;
     };

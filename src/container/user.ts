@@ -47,8 +47,7 @@ export async function resolveInRoot(rootfs: string, target: string): Promise<str
   const pending = target.split('/').filter((p) => p && p !== '.');
   const done: string[] = [];
   let links = 0;
-  while (pending.length > 0) {
-    const part = pending.shift()!;
+  for (let part = pending.shift(); part !== undefined; part = pending.shift()) {
     if (part === '..') {
       done.pop();
       continue;

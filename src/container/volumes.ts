@@ -32,7 +32,7 @@ export function validateVolumes(mounts: Mount__Output[], what: string): void {
     const at = `mount at ${m.container_path}`;
     if (m.recursive_read_only) {
       if (!m.readonly) throw new InvalidArgumentError(`${what}: ${at}: recursive_read_only needs readonly`);
-      if (m.propagation && m.propagation !== 'PROPAGATION_PRIVATE') {
+      if (m.propagation !== 'PROPAGATION_PRIVATE') {
         throw new InvalidArgumentError(`${what}: ${at}: recursive_read_only needs private propagation, not ${m.propagation}`);
       }
     }
@@ -77,7 +77,7 @@ export async function stageVolumes(mounts: Mount__Output[], dir: string, images:
         // What runc gets is already read-only all the way down: its plain "ro" rbind suffices.
         out.push({ ...m, host_path: target, recursive_read_only: false });
       } else if (m.image) {
-        if (m.propagation && m.propagation !== 'PROPAGATION_PRIVATE') detachable = false;
+        if (m.propagation !== 'PROPAGATION_PRIVATE') detachable = false;
         const image = images.find(m.image.image);
         if (!image) throw new NotFoundError(`image ${JSON.stringify(m.image.image)} not found`);
         const chainIds = image.layers.map((l) => l.chainId);

@@ -395,7 +395,7 @@ export class ConmonRuntime implements OciRuntime {
     fs.mkdirSync(this.o.exitDir, { recursive: true });
     if (!this.watcher) {
       this.watcher = fs.watch(this.o.exitDir, (_event, name) => {
-        if (name) this.maybeReport(String(name));
+        if (name) this.maybeReport(name);
       });
       this.watcher.on('error', (e) => this.log.error({ dir: this.o.exitDir, err: messageOf(e) }, 'exit dir watch failed'));
     }
@@ -572,7 +572,7 @@ export class ConmonRuntime implements OciRuntime {
       if (timedOut) {
         return { exitCode: -1, stdout: stdout.buffer(), stderr: stderr.buffer(), timedOut: true };
       }
-      const exitCode = code ?? 128 + (os.constants.signals[signal as NodeJS.Signals] ?? 0);
+      const exitCode = code ?? 128 + ((os.constants.signals as Partial<Record<string, number>>)[signal ?? ''] ?? 0);
       // runc writes the pid file once the process runs; without it a failure is runc's own
       // (container not running, no such executable), not the command's exit status.
       if (exitCode !== 0 && !fs.existsSync(pidFile)) {

@@ -60,7 +60,7 @@ export async function writePodHosts(files: PodFiles, opts: { hostname: string; i
 }
 
 /** Unmounts the pod's /dev/shm; idempotent. */
-export async function releasePodShm(files: PodFiles | undefined): Promise<void> {
+export function releasePodShm(files: PodFiles | undefined): void {
   if (!files || files.shmPath === '/dev/shm') return;
   unmountPodShm(files.shmPath);
 }

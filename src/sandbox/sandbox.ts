@@ -40,7 +40,8 @@ export interface SandboxRecord {
 }
 
 export function sandboxName(config: PodSandboxConfig__Output): string {
-  const m = config.metadata!;
+  const m = config.metadata;
+  if (!m) throw new Error('pod sandbox config has no metadata');
   return `${m.name}_${m.namespace}_${m.uid}_${m.attempt}`;
 }
 

@@ -89,15 +89,16 @@ export class SandboxService {
     for (const id of orphans) {
       this.opts.log.warn({ sandbox: id }, 'removing a pod sandbox that no record names');
       const pins = path.join(this.nsRoot(), id);
+      const netns = pinPath(pins, 'net');
       const namespaces: PodNamespaces = {
-        net: pinPath(pins, 'net'),
+        net: netns,
         ipc: pinPath(pins, 'ipc'),
         uts: pinPath(pins, 'uts'),
         user: pinPath(pins, 'user'),
       };
       const dir = path.join(dirs, id);
       try {
-        const args: PodNetworkArgs = { podId: id, netns: namespaces.net!, podName: '', podNamespace: '', podUid: '', portMappings: [] };
+        const args: PodNetworkArgs = { podId: id, netns, podName: '', podNamespace: '', podUid: '', portMappings: [] };
         await this.opts.cni.teardown(args);
         unmountPodShm(podShmPath(dir));
         await unpinNamespaces(namespaces);
@@ -202,13 +203,16 @@ export class SandboxService {
       const owner = rec.userns ? mappedRoot(rec.userns) : undefined;
       const files = writePodFiles(rec.dir, { hostname: rec.hostname, dns: config.dns_config, hostIpc: rec.hostIpc, owner }).then((f) => {
         rec.files = f;
-        undo.push('shm', () => releasePodShm(f));
+        undo.push('shm', () => {
+          releasePodShm(f);
+        });
+        return f;
       });
-      await settleAll(network, files);
+      const [, podFiles] = await settleAll(network, files);
       // The ready record (serialized now) and /etc/hosts at once; the pod shows as ready only
       // once both are done.
       await settleAll(
-        writePodHosts(rec.files!, { hostname: rec.hostname, ip: rec.ips[0], hostNetwork, owner }),
+        writePodHosts(podFiles, { hostname: rec.hostname, ip: rec.ips[0], hostNetwork, owner }),
         this.store.put(id, { ...rec, phase: 'ready' }),
       );
       rec.phase = 'ready';
@@ -254,13 +258,14 @@ export class SandboxService {
   }
 
   private networkArgs(rec: SandboxRecord): PodNetworkArgs {
-    const m = rec.config.metadata!;
-    const portMappings: PortMapping[] = (rec.config.port_mappings ?? [])
+    const m = rec.config.metadata;
+    if (!m) throw new Error(`pod sandbox ${rec.id} has no metadata`);
+    const portMappings: PortMapping[] = rec.config.port_mappings
       .filter((p) => p.host_port > 0)
       .map((p) => ({
         hostPort: p.host_port,
         containerPort: p.container_port,
-        protocol: (p.protocol ?? 'TCP').toLowerCase() as PortMapping['protocol'],
+        protocol: p.protocol.toLowerCase() as PortMapping['protocol'],
         hostIP: p.host_ip || undefined,
       }));
     return {
@@ -324,7 +329,7 @@ export class SandboxService {
   private async releaseRunning(rec: SandboxRecord): Promise<void> {
     stopPidHolder(rec.pidHolder);
     if (!rec.hostNetwork && rec.namespaces.net) await this.opts.cni.teardown(this.networkArgs(rec));
-    await releasePodShm(rec.files);
+    releasePodShm(rec.files);
     await unpinNamespaces(rec.namespaces);
   }
 
@@ -337,8 +342,9 @@ export class SandboxService {
   }
 
   /** At shutdown with no pods left, the namespace root's own mount goes too. */
-  async shutdown(): Promise<void> {
-    if (this.sandboxes.size === 0) await releaseNamespaceRoot(this.nsRoot());
+  shutdown(): Promise<void> {
+    if (this.sandboxes.size === 0) releaseNamespaceRoot(this.nsRoot());
+    return Promise.resolve();
   }
 
   async remove(idOrPrefix: string, log: Logger): Promise<void> {

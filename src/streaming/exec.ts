@@ -59,12 +59,18 @@ export async function runExec(
   return tty ? execTty(target, cmd, io, log) : execPipes(target, cmd, io, log);
 }
 
+/** A pipe asked for at spawn; absent only when the program could not be started. */
+function pipeOf<T>(stream: T | null, what: string): T {
+  if (!stream) throw new Error(`${what}: the pipe is missing (the program did not start)`);
+  return stream;
+}
+
 function pidFileFor(): string {
   return path.join(os.tmpdir(), `tscri-exec-${crypto.randomBytes(8).toString('hex')}.pid`);
 }
 
 function exitCodeOf(code: number | null, signal: NodeJS.Signals | null): number {
-  return code ?? 128 + (signal ? (os.constants.signals[signal] ?? 0) : 0);
+  return code ?? 128 + (signal ? ((os.constants.signals as Partial<Record<NodeJS.Signals, number>>)[signal] ?? 0) : 0);
 }
 
 async function execPipes(target: ExecTarget, cmd: string[], io: RemoteIO, log: Logger): Promise<number> {
@@ -83,7 +89,7 @@ async function execPipes(target: ExecTarget, cmd: string[], io: RemoteIO, log: L
       io.stdin.once('close', () => sink.end());
     }
     if (io.stdout && child.stdout) child.stdout.pipe(io.stdout, { end: false });
-    child.stderr!.on('data', (d: Buffer) => {
+    pipeOf(child.stderr, `runc exec stderr in container ${target.id}`).on('data', (d: Buffer) => {
       // runc's own complaints (before the process exists) share this pipe with the process's
       // stderr; both reach the client, and the head is kept to explain a failed start.
       if (errBytes < 16 * 1024) {
@@ -161,14 +167,14 @@ class ConsoleSocket {
       let settled = false;
       const poller = pollFd(this.fd, () => step());
       let connPoller: ReturnType<typeof pollFd> | undefined;
-      const finish = (err: Error | undefined, fd?: number): void => {
+      const finish = (outcome: { err: Error } | { fd: number }): void => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
         poller.close();
         connPoller?.close();
-        if (err) reject(err);
-        else resolve(fd!);
+        if ('err' in outcome) reject(outcome.err);
+        else resolve(outcome.fd);
       };
       const step = (): void => {
         try {
@@ -181,13 +187,13 @@ class ConsoleSocket {
             connPoller.watch({ readable: true });
           }
           const m = recvFd(this.conn);
-          if (m !== null) finish(undefined, m);
+          if (m !== null) finish({ fd: m });
         } catch (e) {
-          finish(e as Error);
+          finish({ err: e as Error });
         }
       };
-      const timer = setTimeout(() => finish(new Error(`no console from the runtime within ${CONSOLE_WAIT_MS / 1000}s`)), CONSOLE_WAIT_MS);
-      void abandon.then(() => finish(new Error('the runtime exited without sending a console')));
+      const timer = setTimeout(() => finish({ err: new Error(`no console from the runtime within ${CONSOLE_WAIT_MS / 1000}s`) }), CONSOLE_WAIT_MS);
+      void abandon.then(() => finish({ err: new Error('the runtime exited without sending a console') }));
       poller.watch({ readable: true });
     });
   }
@@ -217,10 +223,11 @@ async function execTty(target: ExecTarget, cmd: string[], io: RemoteIO, log: Log
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     const diag: Buffer[] = [];
-    child.stderr!.on('data', (d: Buffer) => diag.push(d));
+    const helperOut = pipeOf(child.stdout, `tty exec helper stdout for container ${target.id}`);
+    pipeOf(child.stderr, `tty exec helper stderr for container ${target.id}`).on('data', (d: Buffer) => diag.push(d));
     let report = '';
-    child.stdout!.setEncoding('utf8');
-    child.stdout!.on('data', (d: string) => {
+    helperOut.setEncoding('utf8');
+    helperOut.on('data', (d: string) => {
       report += d;
     });
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {

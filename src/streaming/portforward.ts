@@ -43,7 +43,8 @@ const WS_HIGH_WATER = 1 << 20;
 const WS_LOW_WATER = 256 << 10;
 
 function header(stream: PortForwardStream, name: string): string | undefined {
-  const h = stream.headers ?? {};
+  // A header the peer did not send is absent from the record.
+  const h: Partial<Record<string, string>> = stream.headers;
   if (h[name] !== undefined) return h[name];
   for (const [k, v] of Object.entries(h)) if (k.toLowerCase() === name) return v;
   return undefined;
@@ -152,7 +153,8 @@ export function servePortForwardSpdy(
     clearTimeout(pair.timer);
     pairs.delete(requestId);
     // The data stream's port is the one that counts, as in the kubelet.
-    const dataPort = parsePort(header(pair.data, 'port'))!;
+    const dataPort = parsePort(header(pair.data, 'port'));
+    if (dataPort === null) throw new Error(`port-forward request ${requestId}: its data stream has no valid port`);
     forwardSpdyPair(pair.data, pair.error, dataPort, target, log.child({ requestid: requestId, port: dataPort }), live);
   });
 

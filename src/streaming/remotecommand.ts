@@ -133,7 +133,7 @@ class ResizeDecoder {
       const obj = this.buf.slice(start, end + 1);
       this.buf = this.buf.slice(end + 1);
       try {
-        const v = JSON.parse(obj) as { Width?: number; Height?: number; width?: number; height?: number };
+        const v = JSON.parse(obj) as { Width?: unknown; Height?: unknown; width?: unknown; height?: unknown };
         const width = Number(v.Width ?? v.width ?? 0);
         const height = Number(v.Height ?? v.height ?? 0);
         if (width > 0 && height > 0) this.onSize({ width, height });
@@ -301,7 +301,7 @@ class WebSocketIO extends BaseIO {
       let payload: Buffer;
       if (isBinary || !this.base64) {
         if (data.length === 0) return;
-        channel = data[0]!;
+        channel = data.readUInt8(0);
         payload = data.subarray(1);
       } else {
         const text = data.toString('utf8');

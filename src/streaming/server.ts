@@ -133,7 +133,7 @@ export class StreamingServer {
     const sreq = t.value;
     if (sreq.kind !== r.kind) { rawReply(socket, 404, 'not found'); return; }
     const log = this.log.child(sreq.kind === 'portforward' ? { sandbox: sreq.sandboxId, kind: 'portforward' } : { container: sreq.containerId, kind: sreq.kind });
-    const upgrade = String(req.headers.upgrade ?? '').toLowerCase();
+    const upgrade = (req.headers.upgrade ?? '').toLowerCase();
 
     if (sreq.kind === 'portforward') return this.servePortForward(sreq, req, socket, head, upgrade, log);
 
@@ -168,7 +168,7 @@ export class StreamingServer {
   }
 
   private acceptWebSocket(req: http.IncomingMessage, socket: Duplex, head: Buffer, supported: string[]): Promise<WebSocket | undefined> {
-    const offered = String(req.headers['sec-websocket-protocol'] ?? '')
+    const offered = (req.headers['sec-websocket-protocol'] ?? '')
       .split(',')
       .map((p) => p.trim())
       .filter(Boolean);

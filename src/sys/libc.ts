@@ -596,9 +596,11 @@ export interface SpawnRequest {
   setsid: boolean;
 }
 
-function checkSpawnCall(ret: number, what: string, path: string): void {
+function checkSpawnCall(ret: unknown, what: string, path: string): void {
   // posix_spawn* return the error number instead of setting errno.
-  if (ret !== 0) throw new SysError(what, ret, path);
+  if (ret === 0) return;
+  if (typeof ret !== 'number') throw new Error(`${what} ${path}: koffi gave ${String(ret)} for an int result`);
+  throw new SysError(what, ret, path);
 }
 
 /**
@@ -614,7 +616,7 @@ export function posixSpawn(req: SpawnRequest): number {
     checkSpawnCall(c.posix_spawnattr_init(attr), 'posix_spawnattr_init', req.path);
     try {
       req.fds.forEach((f, i) => {
-        const ret =
+        const ret: unknown =
           f === 'null'
             ? c.posix_spawn_file_actions_addopen(actions, i, '/dev/null', O_RDWR, 0)
             : c.posix_spawn_file_actions_adddup2(actions, f.dup, i);
@@ -664,7 +666,7 @@ export function dupAtLeast(fd: number, min: number): number {
 export function reapChild(pid: number): { code: number | null; signal: number | null } | null {
   const status = [0];
   for (;;) {
-    const got = c.waitpid(pid, status, WNOHANG);
+    const got: unknown = c.waitpid(pid, status, WNOHANG);
     if (got === 0) return null;
     if (got === pid) break;
     const err = koffi.errno();

@@ -74,7 +74,7 @@ export function mountSetattr(fd: number, path: string, flags: number, attr: Moun
   buf.writeBigUInt64LE(BigInt(attr.attrClr ?? 0), 8);
   buf.writeBigUInt64LE(BigInt(attr.propagation ?? 0), 16);
   buf.writeBigUInt64LE(BigInt(attr.usernsFd ?? 0), 24);
-  const ret = syscall(
+  const ret: unknown = syscall(
     SYS_mount_setattr,
     'int', fd,
     'const char *', path,
@@ -91,7 +91,7 @@ export function mountSetattr(fd: number, path: string, flags: number, attr: Moun
  */
 export function moveMount(fromFd: number, fromPath: string, toDirfd: number, toPath: string, flags: number): void {
   checkArch('move_mount');
-  const ret = syscall(
+  const ret: unknown = syscall(
     SYS_move_mount,
     'int', fromFd,
     'const char *', fromPath,

@@ -54,7 +54,7 @@ export function prepareNamespaceRoot(root: string): Promise<void> {
     done = (async () => {
       await fs.promises.mkdir(abs, { recursive: true, mode: 0o755 });
       const stacked = mountsAt(abs);
-      const top = stacked[stacked.length - 1];
+      const top = stacked.at(-1);
       if (top?.optional.some((o) => o.startsWith('shared:'))) return;
       if (!top) {
         // Propagation types apply to mount points, so a plain directory first becomes one. A bind

@@ -70,7 +70,11 @@ function state(): Record<NsKind, string> {
 }
 
 function goHome(kinds: NsKind[]): void {
-  for (const kind of kinds) setns(home.get(kind)!, FLAG[kind], `original ${kind} namespace`);
+  for (const kind of kinds) {
+    const fd = home.get(kind);
+    if (fd === undefined) throw new Error(`namespace worker holds no fd of its original ${kind} namespace`);
+    setns(fd, FLAG[kind], `original ${kind} namespace`);
+  }
 }
 
 function undoPins(pinned: string[], created: string[]): void {
@@ -88,12 +92,14 @@ function pin(req: PinRequest): Partial<Record<NsKind, string>> {
   fs.mkdirSync(req.dir, { recursive: true, mode: 0o755 });
   const paths: Partial<Record<NsKind, string>> = {};
   const created: string[] = [];
+  const files: [NsKind, string][] = [];
   for (const kind of req.kinds) {
     const p = path.join(req.dir, kind);
     // 'wx' refuses to reuse a file: an existing one may already pin a live pod's namespace.
     fs.closeSync(fs.openSync(p, 'wx', 0o444));
     created.push(p);
     paths[kind] = p;
+    files.push([kind, p]);
   }
 
   let flags = 0;
@@ -106,17 +112,17 @@ function pin(req: PinRequest): Partial<Record<NsKind, string>> {
   }
 
   const pinned: string[] = [];
-  let failure: unknown;
+  let failure: { err: unknown } | undefined;
   try {
     if (req.hostname !== undefined && req.kinds.includes('uts')) sethostname(req.hostname);
     // An ioctl here instead of a loopback plugin process per pod (cni.ts skips it then).
     if (req.kinds.includes('net')) linkUp('lo');
-    for (const kind of req.kinds) {
-      mount(`/proc/thread-self/ns/${kind}`, paths[kind]!, null, MS_BIND, null);
-      pinned.push(paths[kind]!);
+    for (const [kind, p] of files) {
+      mount(`/proc/thread-self/ns/${kind}`, p, null, MS_BIND, null);
+      pinned.push(p);
     }
   } catch (err) {
-    failure = err;
+    failure = { err };
   }
 
   // Going home comes before anything else, even reporting: if it fails, this thread is stranded
@@ -131,9 +137,9 @@ function pin(req: PinRequest): Partial<Record<NsKind, string>> {
       fatal: true,
     });
   }
-  if (failure !== undefined) {
+  if (failure) {
     undoPins(pinned, created);
-    throw failure;
+    throw failure.err;
   }
   return paths;
 }
@@ -143,7 +149,7 @@ function configure(req: ConfigureRequest): void {
   if (req.net) targets.push(['net', req.net]);
   if (req.uts) targets.push(['uts', req.uts]);
   const entered: NsKind[] = [];
-  let failure: unknown;
+  let failure: { err: unknown } | undefined;
   try {
     for (const [kind, p] of targets) {
       const fd = fs.openSync(p, 'r');
@@ -157,7 +163,7 @@ function configure(req: ConfigureRequest): void {
     if (req.hostname !== undefined && req.uts) sethostname(req.hostname);
     if (req.net) linkUp('lo');
   } catch (err) {
-    failure = err;
+    failure = { err };
   }
   // As in pin(): home first, and a thread that cannot get home must die.
   try {
@@ -166,10 +172,12 @@ function configure(req: ConfigureRequest): void {
     const e = err as SysError;
     throw Object.assign(new Error(`namespace worker cannot return to its namespaces: ${e.message}`), { code: e.code, fatal: true });
   }
-  if (failure !== undefined) throw failure;
+  if (failure) throw failure.err;
 }
 
-parentPort!.on('message', (req: WorkerRequest) => {
+const port = parentPort;
+if (!port) throw new Error('namespaces_worker runs only as a worker thread');
+port.on('message', (req: WorkerRequest) => {
   let reply: WorkerReply;
   try {
     if (req.op === 'pin') reply = { id: req.id, ok: true, paths: pin(req) };
@@ -181,6 +189,6 @@ parentPort!.on('message', (req: WorkerRequest) => {
     const e = err as { message?: string; code?: string; fatal?: boolean };
     reply = { id: req.id, ok: false, message: e.message ?? String(err), code: e.code, fatal: e.fatal };
   }
-  parentPort!.postMessage(reply);
+  port.postMessage(reply);
   if (!reply.ok && reply.fatal) process.exit(1);
 });

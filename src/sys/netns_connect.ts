@@ -142,7 +142,8 @@ async function connectOnce(
       : `cannot open a socket in ${where} for ${shown}:${port}: ${why}`;
     throw new NetnsConnectError(message, code, why, host, port, netnsPath);
   }
-  const fd = reply.fd!;
+  const fd = reply.fd;
+  if (fd === undefined) throw new Error(`netns-connect worker answered ok without a socket for ${shown}:${port} in ${where}`);
   try {
     return new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: opts.allowHalfOpen ?? false });
   } catch (err) {

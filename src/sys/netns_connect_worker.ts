@@ -74,11 +74,11 @@ function socketIn(netns: string | undefined, family: number): number {
     fs.closeSync(target);
   }
   let fd = -1;
-  let failure: unknown;
+  let failure: { err: unknown } | undefined;
   try {
     fd = socket(family, type);
   } catch (err) {
-    failure = err;
+    failure = { err };
   }
   try {
     setns(home, CLONE_NEWNET, 'original net namespace');
@@ -88,7 +88,7 @@ function socketIn(netns: string | undefined, family: number): number {
     const e = err as SysError;
     throw new Fatal(`netns-connect worker cannot return to its network namespace: ${e.message}`, e.code);
   }
-  if (failure !== undefined) throw failure;
+  if (failure) throw failure.err;
   return fd;
 }
 
@@ -108,39 +108,43 @@ interface InFlight {
   deadline: number;
 }
 
+function workerPort(): NonNullable<typeof parentPort> {
+  if (!parentPort) throw new Error('netns_connect_worker runs only as a worker thread');
+  return parentPort;
+}
+const port = workerPort();
+
 const inFlight = new Map<number, InFlight>();
 let timer: NodeJS.Timeout | undefined;
 let backoffMs = 1;
 
 function watch(): void {
   timer = undefined;
-  const ids = [...inFlight.keys()];
+  const entries = [...inFlight];
   let revents: number[];
   try {
     revents = poll(
-      ids.map((id) => inFlight.get(id)!.fd),
+      entries.map(([, f]) => f.fd),
       POLLOUT,
       0,
     );
   } catch (err) {
-    for (const id of ids) {
-      const f = inFlight.get(id)!;
+    for (const [id, f] of entries) {
       inFlight.delete(id);
       closeFd(f.fd);
       const e = err as SysError;
-      parentPort!.postMessage({ id, ok: false, message: e.message, code: e.code } satisfies ConnectWorkerReply);
+      port.postMessage({ id, ok: false, message: e.message, code: e.code } satisfies ConnectWorkerReply);
     }
     return;
   }
   const now = Date.now();
-  ids.forEach((id, i) => {
-    const f = inFlight.get(id)!;
+  entries.forEach(([id, f], i) => {
     let reply: ConnectWorkerReply | undefined;
     if (revents[i] !== 0) reply = settle(id, f.fd);
     else if (now >= f.deadline) reply = connectFailed(id, f.fd, ETIMEDOUT);
     if (!reply) return;
     inFlight.delete(id);
-    parentPort!.postMessage(reply);
+    port.postMessage(reply);
   });
   if (inFlight.size > 0) {
     backoffMs = Math.min(backoffMs * 2, 16);
@@ -167,7 +171,7 @@ function startConnect(req: ConnectRequest): ConnectWorkerReply | undefined {
   return undefined;
 }
 
-parentPort!.on('message', (req: ConnectWorkerRequest) => {
+port.on('message', (req: ConnectWorkerRequest) => {
   let reply: ConnectWorkerReply | undefined;
   try {
     if (req.op === 'connect') reply = startConnect(req);
@@ -176,6 +180,6 @@ parentPort!.on('message', (req: ConnectWorkerRequest) => {
     const e = err as { message?: string; code?: string };
     reply = { id: req.id, ok: false, message: e.message ?? String(err), code: e.code, fatal: err instanceof Fatal };
   }
-  if (reply) parentPort!.postMessage(reply);
+  if (reply) port.postMessage(reply);
   if (reply && !reply.ok && reply.fatal) process.exit(1);
 });

@@ -64,7 +64,14 @@ function updateKeepAlive(): void {
   }
 }
 
-export class Child extends EventEmitter {
+/** The events a Child emits, with what each carries (as ChildProcess's). */
+export interface ChildEvents {
+  error: [err: Error];
+  exit: [code: number | null, signal: NodeJS.Signals | null];
+  close: [code: number | null, signal: NodeJS.Signals | null];
+}
+
+export class Child extends EventEmitter<ChildEvents> {
   pid: number | undefined;
   readonly stdio: Array<net.Socket | null>;
   exitCode: number | null = null;
@@ -179,15 +186,17 @@ export function spawnProcess(file: string, args: string[], opts: SpawnOptions = 
   if (failure) {
     for (const fd of ours) if (fd !== null) closeFd(fd);
     const child = new Child([]);
-    process.nextTick(() => child.emit('error', failure));
+    const error = failure;
+    process.nextTick(() => child.emit('error', error));
     return child;
   }
+  if (pid === undefined) throw new Error(`spawn ${file}: posix_spawn gave no pid`);
   const stdio = ours.map((fd, i) =>
     fd === null ? null : new net.Socket({ fd, readable: i !== 0, writable: i !== 1 && i !== 2 }),
   );
   const child = new Child(stdio);
   child.pid = pid;
-  running.set(pid!, child);
+  running.set(pid, child);
   updateKeepAlive();
   return child;
 }

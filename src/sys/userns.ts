@@ -87,7 +87,9 @@ async function startHelper(flags: string[], what: string): Promise<Helper> {
     await stopHelper({ child, pid: child.pid ?? 0 });
     throw err;
   }
-  return { child, pid: child.pid! };
+  const pid = child.pid;
+  if (pid === undefined) throw new Error(`${what}: unshare started without a pid`);
+  return { child, pid };
 }
 
 /** Kills the helper and waits until it is reaped, so no process is left when a create returns. */

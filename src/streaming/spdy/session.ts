@@ -318,7 +318,7 @@ export class SpdySession extends EventEmitter {
     if (this.closed) return;
     this.opts.log?.warn({ err: err.message }, 'spdy protocol error, closing the connection');
     this.closing = true;
-    this.send({ type: 'goaway', lastGoodStreamId: this.lastPeerStream, status: 1 })
+    void this.send({ type: 'goaway', lastGoodStreamId: this.lastPeerStream, status: 1 })
       .catch(() => undefined)
       .then(() => this.destroy());
   }
