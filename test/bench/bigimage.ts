@@ -88,7 +88,7 @@ function textData(size: number, rng: Rng, words: string[]): Buffer {
   let len = 0;
   let col = 0;
   while (len < size) {
-    const w = words[Math.min(rng.below(words.length), rng.below(words.length))]!;
+    const w = words[Math.min(rng.below(words.length), rng.below(words.length))];
     const sep = col > 60 ? '\n' : ' ';
     col = sep === '\n' ? 0 : col + w.length + 1;
     parts.push(w, sep);
@@ -116,7 +116,7 @@ function smallFiles(prefix: string, count: number, seed: number, maxSize: number
     }
   }
   for (let f = 0; f < count; f++) {
-    const dir = dirs[rng.below(dirs.length)]!;
+    const dir = dirs[rng.below(dirs.length)];
     const name = `${dir}/${words[rng.below(words.length)]}-${f}`;
     const size = rng.logUniform(64, maxSize);
     // A few in ten are small binaries (.so, .pyc), the rest text.

@@ -46,11 +46,11 @@ function countHeap(file: string): HeapCounts {
   const size = new Map<string, number>();
   let total = 0;
   for (let i = 0; i < snap.nodes.length; i += width) {
-    const type = types[snap.nodes[i + iType!]!]!;
+    const type = types[snap.nodes[i + iType]];
     if (type === 'hidden' || type === 'synthetic') continue;
-    const name = type === 'string' || type === 'number' ? '' : snap.strings[snap.nodes[i + iName!]!]!.slice(0, 60);
+    const name = type === 'string' || type === 'number' ? '' : snap.strings[snap.nodes[i + iName]].slice(0, 60);
     const key = `${type} ${name}`.trim();
-    const bytes = snap.nodes[i + iSize!]!;
+    const bytes = snap.nodes[i + iSize];
     count.set(key, (count.get(key) ?? 0) + 1);
     size.set(key, (size.get(key) ?? 0) + bytes);
     total += bytes;
@@ -65,7 +65,7 @@ function rssByKind(pid: number): Map<string, number> {
   for (const line of fs.readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
     const head = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
     if (head) {
-      const name = head[1]!;
+      const name = head[1];
       kind = name === '' ? 'anonymous (V8 heap, malloc arenas, stacks)' : name === '[heap]' ? '[heap] (brk malloc)' : name.startsWith('[') ? name : 'file-backed (code, libraries)';
       continue;
     }
@@ -82,7 +82,7 @@ async function heapSnapshot(daemon: Daemon, dir: string): Promise<string> {
   for (;;) {
     const fresh = fs.readdirSync(dir).filter((f) => !before.has(f) && f.endsWith('.heapsnapshot'));
     if (fresh.length > 0) {
-      const file = path.join(dir, fresh[0]!);
+      const file = path.join(dir, fresh[0]);
       // Written in one go and then closed: the size stops changing.
       let last = -1;
       for (;;) {

@@ -147,7 +147,7 @@ export function mountsUnder(dir: string): string[] {
   for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
     const fields = line.split(' ');
     if (fields.length < 5) continue;
-    const mp = unescape(fields[4]!);
+    const mp = unescape(fields[4]);
     if (mp === dir || mp.startsWith(`${dir}/`)) out.push(mp);
   }
   return out.sort((a, b) => b.length - a.length);

@@ -143,7 +143,7 @@ export async function removePods(rt: FleetRuntime, tag: string, parallel: number
   let next = 0;
   const worker = async (): Promise<void> => {
     while (next < items.length) {
-      const p = items[next++]!;
+      const p = items[next++];
       await cri.runtime.StopPodSandbox({ pod_sandbox_id: p.id }, o);
       await cri.runtime.RemovePodSandbox({ pod_sandbox_id: p.id }, o);
       fs.rmSync(p.metadata?.uid ? path.join(rt.logDir, p.metadata.uid) : '/nonexistent', { recursive: true, force: true });

@@ -206,7 +206,7 @@ export async function runLifecycle(argv: string[]): Promise<number> {
   const rssPods = intFlag(flags, 'rss-pods', 0);
   const warmup = intFlag(flags, 'warmup', 0);
   const settleS = secondsFlag(flags, 'settle');
-  const logLevel = flags['log-level']!;
+  const logLevel = flags['log-level'];
 
   const ipt0 = iptablesCounts();
   const stack = new BenchStack({ tag: 'lc', nets: NETS, logLevel });
@@ -316,8 +316,8 @@ export async function runLifecycle(argv: string[]): Promise<number> {
 
   const n = Math.min(times.tscri.length, times.containerd.length);
   if (n > 0) {
-    const col = (name: Name, step: number) => times[name].slice(0, n).map((t) => t[step]!);
-    const toRunning = (name: Name) => times[name].slice(0, n).map((t) => TO_RUNNING.reduce((s, st) => s + t[STEPS.indexOf(st)]!, 0));
+    const col = (name: Name, step: number) => times[name].slice(0, n).map((t) => t[step]);
+    const toRunning = (name: Name) => times[name].slice(0, n).map((t) => TO_RUNNING.reduce((s, st) => s + t[STEPS.indexOf(st)], 0));
     const row = (label: string, t: number[], c: number[]) => [
       label,
       fmtMs(percentile(t, 50)),

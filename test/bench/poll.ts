@@ -88,7 +88,7 @@ export async function runPoll(argv: string[]): Promise<number> {
   const durationMs = secondsFlag(flags, 'duration') * 1000;
   const parallel = intFlag(flags, 'parallel', 1);
   const idleMs = secondsFlag(flags, 'idle') * 1000;
-  const cpuProf = flags['cpu-prof']!;
+  const cpuProf = flags['cpu-prof'];
 
   const stack = new BenchStack({
     tag: 'po',
@@ -122,7 +122,7 @@ export async function runPoll(argv: string[]): Promise<number> {
         const before = runtimes.map((rt) => ({ d: cpuOf([rt.pid()]), m: cpuOf(rt.monitorPids()), t: Date.now() }));
         await sleep(idleMs);
         runtimes.forEach((rt, i) => {
-          const b0 = before[i]!;
+          const b0 = before[i];
           idle[rt.name] = { seconds: (Date.now() - b0.t) / 1000, daemonCpu: cpuDelta(b0.d, cpuOf([rt.pid()])), monitorCpu: cpuDelta(b0.m, cpuOf(rt.monitorPids())) };
         });
       }

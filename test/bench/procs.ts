@@ -46,7 +46,7 @@ export function descendants(procs: Proc[], root: number): Proc[] {
 
 /** conmon monitors whose arguments name a path under one of `dirs`. */
 export function conmonsUnder(procs: Proc[], dirs: string[]): Proc[] {
-  return procs.filter((p) => path.basename(p.args[0]!) === 'conmon' && p.args.some((a) => dirs.some((d) => a.includes(d))));
+  return procs.filter((p) => path.basename(p.args[0]) === 'conmon' && p.args.some((a) => dirs.some((d) => a.includes(d))));
 }
 
 /**
@@ -55,7 +55,7 @@ export function conmonsUnder(procs: Proc[], dirs: string[]): Proc[] {
  * init (or the nearest subreaper), so they are found by their arguments, not their parent.
  */
 export function shimsOf(procs: Proc[], socket: string): Proc[] {
-  return procs.filter((p) => path.basename(p.args[0]!) === 'containerd-shim-runc-v2' && p.args.includes(socket));
+  return procs.filter((p) => path.basename(p.args[0]) === 'containerd-shim-runc-v2' && p.args.includes(socket));
 }
 
 export interface Mem {

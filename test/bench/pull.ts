@@ -127,7 +127,7 @@ export async function runPull(argv: string[]): Promise<number> {
   const flags = parseFlags(argv, { rounds: '3', 'log-level': 'warn', settle: '11', tmpfs: 'no' });
   if (flags.tmpfs !== 'yes' && flags.tmpfs !== 'no') throw new UsageError(`--tmpfs takes yes or no, got ${flags.tmpfs}`);
   const rounds = intFlag(flags, 'rounds', 1);
-  const logLevel = flags['log-level']!;
+  const logLevel = flags['log-level'];
   const settleSeconds = secondsFlag(flags, 'settle');
   let lastRemoval = 0;
 

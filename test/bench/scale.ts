@@ -30,7 +30,7 @@ interface Call {
   run(cri: CriClient, pods: FleetPod[], i: number): Promise<unknown>;
 }
 
-const pick = <T>(xs: T[], i: number): T => xs[(i * 7919) % xs.length]!;
+const pick = <T>(xs: T[], i: number): T => xs[(i * 7919) % xs.length];
 
 const FAST_CALLS: Call[] = [
   { name: 'ListContainers (all)', run: (cri) => cri.runtime.ListContainers({ filter: {} }) },
@@ -108,7 +108,7 @@ async function timeRestart(rt: FleetRuntime, socket: string, restart: (beforeSpa
 
 export async function runScale(argv: string[]): Promise<number> {
   // A bare --restart (last, or followed by another flag) means yes.
-  argv = argv.map((a, i) => (a === '--restart' && (argv[i + 1] === undefined || argv[i + 1]!.startsWith('--')) ? '--restart=true' : a));
+  argv = argv.map((a, i) => (a === '--restart' && (argv[i + 1] === undefined || argv[i + 1].startsWith('--')) ? '--restart=true' : a));
   const flags = parseFlags(argv, {
     pods: '50',
     containers: '10',
@@ -127,7 +127,7 @@ export async function runScale(argv: string[]): Promise<number> {
   const statsGapMs = secondsFlag(flags, 'stats-gap') * 1000;
   const parallel = intFlag(flags, 'parallel', 1);
   const doRestart = flags.restart === 'true' || flags.restart === '1' || flags.restart === 'yes';
-  const cpuProf = flags['cpu-prof']!;
+  const cpuProf = flags['cpu-prof'];
 
   const stack = new BenchStack({
     tag: 'sc',
@@ -181,17 +181,17 @@ export async function runScale(argv: string[]): Promise<number> {
       await sample(runtimes, pods, call, 1, statsGapMs, stop);
       results.set(call.name, await sample(runtimes, pods, call, nStats, statsGapMs, stop));
     }
-    runtimes.forEach((rt, i) => (callCpu[rt.name] = cpuSeconds(rt.pid()) - cpu0[i]!));
+    runtimes.forEach((rt, i) => (callCpu[rt.name] = cpuSeconds(rt.pid()) - cpu0[i]));
 
     if (doRestart && !stop()) {
       const d = stack.daemon!;
       const c = stack.containerd!;
-      restarts.tscri = await timeRestart(runtimes[0]!, d.socket, async (beforeSpawn) => {
+      restarts.tscri = await timeRestart(runtimes[0], d.socket, async (beforeSpawn) => {
         await d.stop('SIGTERM', { keep: true });
         beforeSpawn();
         await d.restart();
       });
-      restarts.containerd = await timeRestart(runtimes[1]!, c.socket, (beforeSpawn) => c.restart(beforeSpawn));
+      restarts.containerd = await timeRestart(runtimes[1], c.socket, (beforeSpawn) => c.restart(beforeSpawn));
     }
 
     for (const rt of runtimes) {

@@ -119,7 +119,7 @@ export function httpGet(conn: ForwardedConnection, urlPath: string, timeoutMs = 
         const text = head.subarray(0, end).toString('latin1');
         status = Number(/^HTTP\/1\.[01] (\d+)/.exec(text)?.[1] ?? 0);
         const cl = /^content-length:\s*(\d+)/im.exec(text);
-        if (!cl) return finish(new Error(`GET ${urlPath}: no Content-Length in ${JSON.stringify(text)}`));
+        if (!cl) { finish(new Error(`GET ${urlPath}: no Content-Length in ${JSON.stringify(text)}`)); return; }
         length = Number(cl[1]);
         got = head.length - end - 4;
         head = Buffer.alloc(0);

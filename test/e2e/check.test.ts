@@ -37,7 +37,7 @@ describe('tscri check', () => {
     // cgroup version from the kernel's files, not from the probe's own reading.
     const v2 = fs.existsSync('/sys/fs/cgroup/cgroup.controllers');
     assert.match(line(r.stdout, 'cgroups'), v2 ? /^ok\s+cgroups\s+v2 \(unified\)/ : /^ok\s+cgroups\s+v1/);
-    const runcVersion = spawnSync('runc', ['--version'], { encoding: 'utf8' }).stdout.split('\n')[0]!;
+    const runcVersion = spawnSync('runc', ['--version'], { encoding: 'utf8' }).stdout.split('\n')[0];
     assert.ok(line(r.stdout, 'runtime runc').includes(runcVersion), `runc line should quote "${runcVersion}"`);
     assert.match(line(r.stdout, 'runtime runc'), /^ok .*ran a container/);
     assert.match(line(r.stdout, 'conmon'), /^ok .*conmon version/);

@@ -6,7 +6,6 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type * as grpc from '@grpc/grpc-js';
 import { expectCriError, type CriClient } from '../helpers/cri';
 import { startDaemon, type Daemon } from '../helpers/daemon';
 import { startRegistry, type Registry } from '../helpers/registry';
@@ -402,7 +401,7 @@ describe('containers', () => {
 
   test('GetContainerEvents streams CREATED, STARTED, STOPPED and DELETED for a container', async () => {
     const events: ContainerEventResponse__Output[] = [];
-    const stream = cri().runtimeClient.GetContainerEvents({}) as grpc.ClientReadableStream<ContainerEventResponse__Output>;
+    const stream = cri().runtimeClient.GetContainerEvents({});
     let streamErr: unknown;
     stream.on('data', (e: ContainerEventResponse__Output) => events.push(e));
     stream.on('error', (e: unknown) => (streamErr = e));

@@ -124,10 +124,10 @@ class Worker {
       this.step();
     }
     // One container stopped and removed on its own, the other with its pod.
-    this.containers.set(ids[0]!, 'stopping');
-    await cri().runtime.StopContainer({ container_id: ids[0]!, timeout: 0 });
-    await cri().runtime.RemoveContainer({ container_id: ids[0]! });
-    this.containers.delete(ids[0]!);
+    this.containers.set(ids[0], 'stopping');
+    await cri().runtime.StopContainer({ container_id: ids[0], timeout: 0 });
+    await cri().runtime.RemoveContainer({ container_id: ids[0] });
+    this.containers.delete(ids[0]);
     this.step();
     await this.endPod();
   }
@@ -149,7 +149,7 @@ class Worker {
 
 function vethsOn(bridge: string): string[] {
   const r = spawnSync('ip', ['-o', 'link', 'show', 'master', bridge], { encoding: 'utf8' });
-  return r.status === 0 ? r.stdout.split('\n').filter(Boolean).map((l) => l.split(':')[1]!.trim()) : [];
+  return r.status === 0 ? r.stdout.split('\n').filter(Boolean).map((l) => l.split(':')[1].trim()) : [];
 }
 
 describe('faults', { timeout: 180_000 }, () => {

@@ -106,7 +106,7 @@ function metricsAddress(daemon: Daemon): string {
   const line = daemon.logs().split('\n').find((l) => l.includes('"tscri serving"'));
   const m = line && /"metrics":"([^"]+)"/.exec(line);
   assert.ok(m, `the daemon logs its metrics address at start; log was:\n${daemon.logs().slice(-2000)}`);
-  return m[1]!;
+  return m[1];
 }
 
 async function metricValue(address: string, pattern: RegExp): Promise<number> {
@@ -235,7 +235,7 @@ describe('image service: shared downloads, stalls, pinning, metrics, side-by-sid
 
   test('a pull trickling a byte every 100 ms is cancelled for its throughput, leaving nothing', async () => {
     // Each byte is progress, so the no-progress timeout alone would wait ~2 hours for 64 KiB.
-    const layer = trickled.layers[0]!;
+    const layer = trickled.layers[0];
     gateway.trickle.set(layer.digest, 100);
     const started = Date.now();
     try {

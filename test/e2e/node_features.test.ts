@@ -110,7 +110,7 @@ function volumeMounts(containerId: string): string[] {
 }
 
 function bindMount(source: string, base: Partial<Mount>): Mount {
-  return { host_path: source, readonly: true, propagation: 'PROPAGATION_PRIVATE', ...base } as Mount;
+  return { host_path: source, readonly: true, propagation: 'PROPAGATION_PRIVATE', ...base };
 }
 
 function imageMount(containerPath: string, ref: string, subPath = ''): Mount {

@@ -29,7 +29,7 @@ test('npm pack gives a package that npm install -g installs and that runs', () =
   const out = npm(['pack', '--json', '--pack-destination', base], tree);
   // npm prints the build's own output before the JSON.
   const [packed] = JSON.parse(out.slice(out.indexOf('\n[') + 1)) as { filename: string; files: { path: string }[] }[];
-  const files = packed!.files.map((f) => f.path);
+  const files = packed.files.map((f) => f.path);
   for (const f of ['dist/src/main.js', 'dist/src/proto.js', 'proto/api.proto', 'manifests/tscri.service', 'manifests/config.toml', 'README.md', 'package.json']) {
     assert.ok(files.includes(f), `${f} missing from the package`);
   }
@@ -37,7 +37,7 @@ test('npm pack gives a package that npm install -g installs and that runs', () =
   assert.deepEqual(files.filter((f) => f.startsWith('dist/test/') || f.endsWith('.ts') || f.startsWith('node_modules/')), []);
 
   const prefix = path.join(base, 'prefix');
-  npm(['install', '-g', '--prefix', prefix, '--no-audit', '--no-fund', '--prefer-offline', path.join(base, packed!.filename)], base);
+  npm(['install', '-g', '--prefix', prefix, '--no-audit', '--no-fund', '--prefer-offline', path.join(base, packed.filename)], base);
   const bin = path.join(prefix, 'bin', 'tscri');
   const version = spawnSync(bin, ['--version'], { encoding: 'utf8' });
   assert.equal(version.status, 0, version.stderr);

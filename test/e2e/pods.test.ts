@@ -403,7 +403,7 @@ describe('pod sandboxes', () => {
         const p = pod_metrics.find((x) => x.pod_sandbox_id === podB);
         const c = p?.container_metrics.find((x) => x.container_id === spinner);
         last = JSON.stringify(c?.metrics.filter((m) => m.name.startsWith('container_cpu')) ?? p ?? pod_metrics.map((x) => x.pod_sandbox_id));
-        return c && (value(c.metrics as M[], 'container_cpu_usage_seconds_total', 'total') ?? 0) >= 1 ? { pod: p!, ctr: c } : undefined;
+        return c && (value(c.metrics, 'container_cpu_usage_seconds_total', 'total') ?? 0) >= 1 ? { pod: p!, ctr: c } : undefined;
       },
       60_000,
       () => last,
@@ -418,7 +418,7 @@ describe('pod sandboxes', () => {
       assert.ok(BigInt(m.timestamp) > 0n, `${m.name}: timestamp`);
     }
     const cm = ctr.metrics as M[];
-    const labels = cm[0]!.label_values;
+    const labels = cm[0].label_values;
     assert.deepEqual([labels[0], labels[3], labels[4], labels[5]], ['spinner', spinner, podBConfig.metadata!.namespace, podBConfig.metadata!.name], `container labels: ${JSON.stringify(labels)}`);
     assert.equal(labels[2], image.tagRef, 'image label');
     assert.ok((value(cm, 'container_memory_working_set_bytes') ?? 0) > 0, `working set: ${JSON.stringify(cm)}`);

@@ -217,7 +217,7 @@ describe('streaming: exec and attach', { timeout: 180_000 }, () => {
     const v5 = await wsRun(await execUrl(['sh', '-c', 'cat; exit 7'], { stdin: true }), 'v5.channel.k8s.io', Buffer.from('in and out\n'));
     assert.equal(v5.protocol, 'v5.channel.k8s.io');
     assert.equal(v5.stdout.toString(), 'in and out\n');
-    assert.equal((JSON.parse(v5.error) as { details: { causes: Array<{ message: string }> } }).details.causes[0]!.message, '7');
+    assert.equal((JSON.parse(v5.error) as { details: { causes: Array<{ message: string }> } }).details.causes[0].message, '7');
   });
 
   test('exec over WebSocket channel.k8s.io and the base64 protocols', async () => {
@@ -228,7 +228,7 @@ describe('streaming: exec and attach', { timeout: 180_000 }, () => {
       const failed = await wsRun(await execUrl(['sh', '-c', 'exit 3']), protocol);
       // v4 reports a JSON status; the older protocols a plain message naming the exit code.
       if (protocol.startsWith('v4.')) {
-        assert.equal((JSON.parse(failed.error) as { details: { causes: Array<{ message: string }> } }).details.causes[0]!.message, '3');
+        assert.equal((JSON.parse(failed.error) as { details: { causes: Array<{ message: string }> } }).details.causes[0].message, '3');
       } else {
         assert.match(failed.error, /non-zero exit code: exit status 3/, `${protocol}: error channel said ${JSON.stringify(failed.error)}`);
       }

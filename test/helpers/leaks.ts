@@ -168,7 +168,7 @@ export function newLeaks(baseline: LeakSnapshot, now: LeakSnapshot): Partial<Lea
 /** A readable report, or '' when nothing leaked. */
 export function describeLeaks(leaks: Partial<LeakSnapshot>): string {
   return Object.entries(leaks)
-    .map(([k, v]) => `${k}:\n  ${(v as string[]).join('\n  ')}`)
+    .map(([k, v]) => `${k}:\n  ${(v).join('\n  ')}`)
     .join('\n');
 }
 
@@ -218,7 +218,7 @@ export function natTable(): string {
 export function splitRule(rule: string): string[] {
   const out: string[] = [];
   const re = /"((?:[^"\\]|\\.)*)"|(\S+)/g;
-  for (let m = re.exec(rule); m; m = re.exec(rule)) out.push(m[1] !== undefined ? m[1].replace(/\\"/g, '"') : m[2]!);
+  for (let m = re.exec(rule); m; m = re.exec(rule)) out.push(m[1] !== undefined ? m[1].replace(/\\"/g, '"') : m[2]);
   return out;
 }
 

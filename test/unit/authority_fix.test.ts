@@ -58,8 +58,8 @@ function serverView(bytes: Buffer): { streamId: number; flags: number; headers: 
   let off = 24;
   while (off < bytes.length) {
     const len = bytes.readUIntBE(off, 3);
-    const type = bytes[off + 3]!;
-    const flags = bytes[off + 4]!;
+    const type = bytes[off + 3];
+    const flags = bytes[off + 4];
     const streamId = bytes.readUInt32BE(off + 5);
     const payload = bytes.subarray(off + 9, off + 9 + len);
     off += 9 + len;
@@ -104,7 +104,7 @@ test('a socket-path authority is replaced on every request of the connection', a
     assert.equal(s.headers[':path'], '/runtime.v1.RuntimeService/Version');
     assert.equal(s.headers['user-agent'], 'grpc-go/1.40.0');
   }
-  assert.equal(seen[1]!.flags & 0x1, 0x1, 'END_STREAM kept');
+  assert.equal(seen[1].flags & 0x1, 0x1, 'END_STREAM kept');
   assert.ok(out.includes(data), 'DATA frame passed unchanged');
 });
 
@@ -119,8 +119,8 @@ test('a header block split over CONTINUATION frames is rewritten whole', async (
   const block = clientEncoder()(request('/tmp/x.sock'));
   const out = await run([PREFACE, frame(1, 0, 1, block.subarray(0, 10)), frame(9, 0x4, 1, block.subarray(10))]);
   const seen = serverView(out);
-  assert.equal(seen[0]!.headers[':authority'], 'localhost');
-  assert.equal(seen[0]!.headers['content-type'], 'application/grpc');
+  assert.equal(seen[0].headers[':authority'], 'localhost');
+  assert.equal(seen[0].headers['content-type'], 'application/grpc');
 });
 
 describe('acceptConnection: the socket itself for a valid authority, the rewriting stream otherwise', () => {
@@ -187,8 +187,8 @@ describe('acceptConnection: the socket itself for a valid authority, the rewriti
         buf = Buffer.concat([buf, chunk]);
         while (buf.length >= 9 && buf.length >= 9 + buf.readUIntBE(0, 3)) {
           const len = buf.readUIntBE(0, 3);
-          const type = buf[3]!;
-          const flags = buf[4]!;
+          const type = buf[3];
+          const flags = buf[4];
           const streamId = buf.readUInt32BE(5) & 0x7fffffff;
           buf = buf.subarray(9 + len);
           types.push(type);
@@ -256,7 +256,7 @@ describe('acceptConnection: the socket itself for a valid authority, the rewriti
     } finally {
       session.close();
     }
-    const last = handed[handed.length - 1]!;
+    const last = handed[handed.length - 1];
     assert.ok(!(last instanceof net.Socket), 'the connection went through the rewriting stream');
   });
 });

@@ -264,7 +264,7 @@ test('v1: limits written to a real cgroup read back; stats of a process in it; r
     const child = spawn('sh', ['-c', `for f in ${procs}; do echo $$ > $f; done; echo in; x=; while :; do x="$x.........."; done`], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
-    await once(child.stdout!, 'data');
+    await once(child.stdout, 'data');
     await new Promise((r) => setTimeout(r, 200));
     const stats = await readStats(cgPath, 'cgroupfs');
     child.kill('SIGKILL');

@@ -132,7 +132,7 @@ describe('CNI plugins on this host (root)', { skip: !isRoot || !haveBridge ? 'ne
   before(() => {
     const routes = sh('ip', ['-4', 'route']);
     for (const net of [SUBNET, SUBNET_DEFAULT]) {
-      assert.ok(!routes.includes(net.split('/')[0]!), `${net} already routed on this host: ${routes}`);
+      assert.ok(!routes.includes(net.split('/')[0]), `${net} already routed on this host: ${routes}`);
     }
     for (const b of BRIDGES) assert.equal(trySh('ip', ['link', 'show', b]), undefined, `bridge ${b} already exists`);
     natBefore = sh('iptables-save', ['-t', 'nat']);
@@ -357,7 +357,7 @@ describe('CNI plugins on this host (root)', { skip: !isRoot || !haveBridge ? 'ne
     assert.match(res.ips[0] ?? '', /^10\.97\.1\.\d+$/);
     assert.match(sh('ip', ['-n', ns, 'link', 'show', 'lo']), /<LOOPBACK,UP/);
     assert.ok(sh('ip', ['-n', ns, '-4', 'addr', 'show', 'eth0']).includes(`inet ${res.ips[0]}/24`));
-    sh('busybox', ['ping', '-c1', '-W1', res.ips[0]!]);
+    sh('busybox', ['ping', '-c1', '-W1', res.ips[0]]);
     const t2 = performance.now();
     await def.teardown(p);
     const t3 = performance.now();
@@ -384,7 +384,7 @@ async function medianTimes(cni: Cni, next: () => PodNetworkArgs, n: number): Pro
     setups.push(t1 - t0);
     teardowns.push(performance.now() - t1);
   }
-  const med = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  const med = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)];
   return [med(setups), med(teardowns)];
 }
 
@@ -424,7 +424,7 @@ function cleanIptables(ids: string[], natBefore: string): void {
   const leftoverChains = new Set<string>();
   for (const line of nat.split('\n')) {
     const m = /^-A (CNI-HOSTPORT-DNAT|CNI-HOSTPORT-SETMARK) .* -j (CNI-(?:DN|SN)-[0-9a-f]+)/.exec(line);
-    if (m && mine(line)) leftoverChains.add(m[2]!);
+    if (m && mine(line)) leftoverChains.add(m[2]);
   }
   for (const c of leftoverChains) {
     trySh('iptables', ['-t', 'nat', '-F', c]);

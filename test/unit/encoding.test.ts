@@ -26,7 +26,7 @@ function sandbox(n: number): SandboxRecord {
     hostPid: false,
     hostname: `pod-${n}`,
     dir: '/run/x',
-    namespaces: {} as SandboxRecord['namespaces'],
+    namespaces: {},
     ips: ['10.1.0.5', 'fd00::5'],
     cgroupParent: '/kubepods/pod1',
   };
@@ -72,7 +72,7 @@ const enc = new RecordEncodings(() => false);
 test('ListContainersResponse from kept items: the same bytes as encoding the whole response', () => {
   const pod = sandbox(1);
   const recs = [container(1, pod.id), container(2, pod.id), container(3, pod.id)];
-  recs[2]!.phase = 'exited';
+  recs[2].phase = 'exited';
   const mine = new MessageBuilder().repeated(1, recs.map((r) => enc.container.get(r))).finish();
   const whole = runtime.ListContainers.responseSerialize({ containers: recs.map(toContainer) });
   assert.deepEqual(mine, Buffer.from(whole));
@@ -81,12 +81,12 @@ test('ListContainersResponse from kept items: the same bytes as encoding the who
 
 test('ListPodSandboxResponse and ContainerStatusResponse from kept items match the whole encoding', () => {
   const pods = [sandbox(1), sandbox(2)];
-  pods[1]!.phase = 'stopped';
+  pods[1].phase = 'stopped';
   assert.deepEqual(
     new MessageBuilder().repeated(1, pods.map((p) => enc.sandbox.get(p))).finish(),
     Buffer.from(runtime.ListPodSandbox.responseSerialize({ items: pods.map(toPodSandbox) })),
   );
-  const c = container(4, pods[0]!.id);
+  const c = container(4, pods[0].id);
   assert.deepEqual(
     new MessageBuilder().bytes(1, enc.containerStatus.get(c)).finish(),
     Buffer.from(runtime.ContainerStatus.responseSerialize({ status: toContainerStatus(c), info: {} })),
@@ -128,11 +128,11 @@ test('a kept encoding follows its record: state, exit and resources changes re-e
   const after = decodeStatus(enc.containerStatus.get(c));
   assert.deepEqual([after.state, after.exit_code, after.reason], ['CONTAINER_EXITED', 137, 'OOMKilled']);
   const listed = runtime.ListContainers.responseDeserialize(new MessageBuilder().repeated(1, [enc.container.get(c)]).finish()) as { containers: { state: string }[] };
-  assert.equal(listed.containers[0]!.state, 'CONTAINER_EXITED');
+  assert.equal(listed.containers[0].state, 'CONTAINER_EXITED');
 
   pod.phase = 'stopped';
   const listedPods = runtime.ListPodSandbox.responseDeserialize(new MessageBuilder().repeated(1, [enc.sandbox.get(pod)]).finish()) as { items: { state: string }[] };
-  assert.equal(listedPods.items[0]!.state, 'SANDBOX_NOTREADY');
+  assert.equal(listedPods.items[0].state, 'SANDBOX_NOTREADY');
 });
 
 test('MessageBuilder.int64 writes negative and large values as protobuf varints do', () => {

@@ -30,14 +30,14 @@ test('no configuration: the default upstream, https unless local or insecure', a
   assert.deepEqual(summary(await loadRegistryEndpoints(dir, 'docker.io', [])), [
     { url: 'https://registry-1.docker.io/v2', caps: 'pull,push,resolve', mirror: false },
   ]);
-  assert.equal((await loadRegistryEndpoints(dir, 'registry.k8s.io', []))[0]!.url, 'https://registry.k8s.io/v2');
-  assert.equal((await loadRegistryEndpoints(dir, '127.0.0.1:5000', []))[0]!.url, 'http://127.0.0.1:5000/v2');
-  assert.equal((await loadRegistryEndpoints(dir, 'localhost:5000', []))[0]!.url, 'http://localhost:5000/v2');
-  assert.equal((await loadRegistryEndpoints(dir, '[::1]:5000', []))[0]!.url, 'http://[::1]:5000/v2');
-  assert.equal((await loadRegistryEndpoints(dir, 'reg.lan:5000', ['reg.lan:5000']))[0]!.url, 'http://reg.lan:5000/v2');
-  assert.equal((await loadRegistryEndpoints(dir, 'reg.lan:5000', []))[0]!.url, 'https://reg.lan:5000/v2');
-  assert.equal((await loadRegistryEndpoints('', 'quay.io', []))[0]!.url, 'https://quay.io/v2');
-  assert.equal((await loadRegistryEndpoints(path.join(dir, 'missing'), 'quay.io', []))[0]!.url, 'https://quay.io/v2');
+  assert.equal((await loadRegistryEndpoints(dir, 'registry.k8s.io', []))[0].url, 'https://registry.k8s.io/v2');
+  assert.equal((await loadRegistryEndpoints(dir, '127.0.0.1:5000', []))[0].url, 'http://127.0.0.1:5000/v2');
+  assert.equal((await loadRegistryEndpoints(dir, 'localhost:5000', []))[0].url, 'http://localhost:5000/v2');
+  assert.equal((await loadRegistryEndpoints(dir, '[::1]:5000', []))[0].url, 'http://[::1]:5000/v2');
+  assert.equal((await loadRegistryEndpoints(dir, 'reg.lan:5000', ['reg.lan:5000']))[0].url, 'http://reg.lan:5000/v2');
+  assert.equal((await loadRegistryEndpoints(dir, 'reg.lan:5000', []))[0].url, 'https://reg.lan:5000/v2');
+  assert.equal((await loadRegistryEndpoints('', 'quay.io', []))[0].url, 'https://quay.io/v2');
+  assert.equal((await loadRegistryEndpoints(path.join(dir, 'missing'), 'quay.io', []))[0].url, 'https://quay.io/v2');
 });
 
 test("the lab's hosts.toml: a local server that is also a pull/resolve mirror", async () => {
@@ -86,13 +86,13 @@ skip_verify = false
     { url: 'https://registry.k8s.io/v2', caps: 'pull,push,resolve', mirror: false },
   ]);
   const hostDir = path.join(dir, 'registry.k8s.io');
-  assert.equal(eps[0]!.skipVerify, true);
-  assert.deepEqual(eps[0]!.ca, [path.join(hostDir, 'certs/zz.pem')]);
-  assert.deepEqual(eps[0]!.headers, { 'x-custom': ['1'], 'x-multi': ['a', 'b'] });
-  assert.deepEqual(eps[1]!.ca, ['/abs/ca1.pem', path.join(hostDir, 'rel/ca2.pem')]);
-  assert.deepEqual(eps[1]!.clientCerts, [{ cert: path.join(hostDir, 'c.cert'), key: path.join(hostDir, 'c.key') }]);
-  assert.equal(eps[1]!.skipVerify, false);
-  assert.deepEqual(eps[3]!.headers, {});
+  assert.equal(eps[0].skipVerify, true);
+  assert.deepEqual(eps[0].ca, [path.join(hostDir, 'certs/zz.pem')]);
+  assert.deepEqual(eps[0].headers, { 'x-custom': ['1'], 'x-multi': ['a', 'b'] });
+  assert.deepEqual(eps[1].ca, ['/abs/ca1.pem', path.join(hostDir, 'rel/ca2.pem')]);
+  assert.deepEqual(eps[1].clientCerts, [{ cert: path.join(hostDir, 'c.cert'), key: path.join(hostDir, 'c.key') }]);
+  assert.equal(eps[1].skipVerify, false);
+  assert.deepEqual(eps[3].headers, {});
 });
 
 test('override_path keeps the URL path as written; otherwise /v2 is appended once', async () => {
@@ -131,8 +131,8 @@ capabilities = ["pull", "resolve"]
     { url: 'https://registry-1.docker.io/v2', caps: 'pull,resolve', mirror: false },
   ]);
   const [ep] = await loadRegistryEndpoints(dir, 'reg.lan:5000', []);
-  assert.equal(ep!.url, 'https://reg.lan:5000/v2');
-  assert.equal(ep!.skipVerify, true);
+  assert.equal(ep.url, 'https://reg.lan:5000/v2');
+  assert.equal(ep.skipVerify, true);
 });
 
 test('_default applies to hosts without a directory; host_port_ spelling is found first', async () => {
@@ -164,9 +164,9 @@ test('a host directory without hosts.toml is read as a docker certs.d directory'
   });
   const [ep] = await loadRegistryEndpoints(dir, 'reg.example.com', []);
   const hostDir = path.join(dir, 'reg.example.com');
-  assert.equal(ep!.url, 'https://reg.example.com/v2');
-  assert.deepEqual(ep!.ca, [path.join(hostDir, 'ca.crt')]);
-  assert.deepEqual(ep!.clientCerts, [{ cert: path.join(hostDir, 'client.cert'), key: path.join(hostDir, 'client.key') }]);
+  assert.equal(ep.url, 'https://reg.example.com/v2');
+  assert.deepEqual(ep.ca, [path.join(hostDir, 'ca.crt')]);
+  assert.deepEqual(ep.clientCerts, [{ cert: path.join(hostDir, 'client.cert'), key: path.join(hostDir, 'client.key') }]);
 });
 
 test('a broken hosts.toml is an error that names the file', async () => {

@@ -14,7 +14,7 @@ const read = (name: string): string => fs.readFileSync(path.join(dir, name), 'ut
 
 /** `key: value` lines of a YAML file (quotes dropped), enough for these flat manifests. */
 function yamlValues(text: string, key: string): string[] {
-  return [...text.matchAll(new RegExp(`^\\s*(?:- )?${key}:\\s*"?([^"\\s#]+)"?`, 'gm'))].map((m) => m[1]!);
+  return [...text.matchAll(new RegExp(`^\\s*(?:- )?${key}:\\s*"?([^"\\s#]+)"?`, 'gm'))].map((m) => m[1]);
 }
 
 test('every CRI endpoint named in manifests/ is the socket tscri serves by default', () => {

@@ -52,7 +52,7 @@ test('pinned namespaces are fresh, carry the hostname, and leave the daemon wher
   const rootMount = readMountInfo().filter((m) => m.mountPoint === root);
   assert.equal(rootMount.length, 1, 'the pin root should be one bind mount of itself');
   assert.ok(rootMount[0].optional.some((o) => o.startsWith('shared:')), `pin root should be shared: ${rootMount[0].optional}`);
-  for (const p of Object.values(ns)) assert.ok(isPinned(p!), `${p} should be an nsfs mount`);
+  for (const p of Object.values(ns)) assert.ok(isPinned(p), `${p} should be an nsfs mount`);
 
   const links = sh('nsenter', [`--net=${ns.net}`, 'ip', '-o', 'link', 'show']).split('\n');
   assert.equal(links.length, 1, `expected only lo in the pod netns, saw:\n${links.join('\n')}`);
@@ -114,7 +114,7 @@ test('20 pods pin quickly; unpin removes the mounts and is idempotent', opts, as
   console.log(`unpinNamespaces x20: ${(Number(process.hrtime.bigint() - u0) / 1e6 / 20).toFixed(2)} ms each`);
   assert.deepEqual(mountedUnder(root).filter((p) => /bench-/.test(p)), []);
   for (const ns of pods) {
-    for (const p of Object.values(ns)) assert.equal(fs.existsSync(p!), false, `${p} should be gone`);
+    for (const p of Object.values(ns)) assert.equal(fs.existsSync(p), false, `${p} should be gone`);
   }
   for (const ns of pods) await unpinNamespaces(ns);
   await unpinNamespaces({ net: path.join(root, 'never-existed', 'net') });

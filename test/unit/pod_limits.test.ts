@@ -23,7 +23,7 @@ function res(over: Partial<LinuxContainerResources__Output>): LinuxContainerReso
     unified: {},
     memory_swap_limit_in_bytes: '0',
     ...over,
-  } as LinuxContainerResources__Output;
+  };
 }
 
 test('pod totals: containers plus overhead; an unspecified limit has no total', () => {
@@ -75,8 +75,8 @@ test('v1 writes: period before quota, -1 for no limit', () => {
     `memory/memory.limit_in_bytes=${288 * MiB}`,
   ]);
   // -1 lifts a v1 limit (the kernel then shows its own maximum).
-  assert.equal(parseV1CpuQuota(podLimitWrites({ cpuQuota: -1 }, 1)[0]!.value), undefined);
-  assert.equal(podLimitWrites({ memoryLimitBytes: -1 }, 1)[0]!.value, '-1');
+  assert.equal(parseV1CpuQuota(podLimitWrites({ cpuQuota: -1 }, 1)[0].value), undefined);
+  assert.equal(podLimitWrites({ memoryLimitBytes: -1 }, 1)[0].value, '-1');
 });
 
 test('a controller or cgroup that is not there is skipped, never created', () => {

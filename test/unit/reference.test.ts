@@ -97,7 +97,7 @@ test('rejects malformed references with the input in the message', () => {
     'example.com/',
     ':tag',
     '@' + D,
-    `${'a'.repeat(64)}`,
+    'a'.repeat(64),
     `example.com/${'a/'.repeat(130)}b`,
   ];
   for (const input of bad) {

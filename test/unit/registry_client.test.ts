@@ -157,8 +157,8 @@ function registry(b: RegistryBehaviour): Handler {
           }
           return;
         }
-        const doc = b.repos?.[repo!];
-        if (doc === undefined || (ref!.startsWith('sha256:') && ref !== sha256(doc) && ref !== '*')) {
+        const doc = b.repos?.[repo];
+        if (doc === undefined || (ref.startsWith('sha256:') && ref !== sha256(doc) && ref !== '*')) {
           res.writeHead(404, { 'content-type': 'application/json' }).end(errorJson('MANIFEST_UNKNOWN', 'manifest unknown'));
           return;
         }
@@ -240,7 +240,7 @@ test('anonymous token flow: 401 challenge, token, manifest; the token is cached'
         [`/v2/team/app/manifests/${manifestDigest}`],
         'the second request goes straight through with the cached token',
       );
-      assert.match(reg.requests[reg.requests.length - 1]!.authorization ?? '', /^Bearer tok-1$/);
+      assert.match(reg.requests[reg.requests.length - 1].authorization ?? '', /^Bearer tok-1$/);
     });
   } finally {
     await reg.close();
@@ -293,7 +293,7 @@ test('identity_token uses the OAuth2 refresh-token POST; registry_token is used 
       const n = reg.requests.filter((q) => q.url.startsWith('/token')).length;
       await c.resolve(ref, { auth: { registry_token: 'direct-registry-token' } });
       assert.equal(reg.requests.filter((q) => q.url.startsWith('/token')).length, n, 'no token request');
-      assert.equal(reg.requests[reg.requests.length - 1]!.authorization, 'Bearer direct-registry-token');
+      assert.equal(reg.requests[reg.requests.length - 1].authorization, 'Bearer direct-registry-token');
     });
   } finally {
     await reg.close();
@@ -403,7 +403,7 @@ test('mirrors: a 404 or an unreachable mirror falls through to the next endpoint
       assert.equal(r.endpoint.url, `${upstream.url}/v2`);
       assert.equal(r.endpoint.isMirror, false);
       assert.deepEqual(emptyMirror.requests.map((q) => q.url), ['/v2/library/busybox/manifests/latest']);
-      assert.equal(emptyMirror.requests[0]!.headers['x-mirror'], 'yes', 'hosts.toml headers are sent');
+      assert.equal(emptyMirror.requests[0].headers['x-mirror'], 'yes', 'hosts.toml headers are sent');
       assert.ok(!upstream.requests.some((q) => q.url.startsWith('/pull-only')), 'a pull-only mirror is not used to resolve');
     });
   } finally {
@@ -482,10 +482,10 @@ test('fetchBlob streams, follows a redirect to storage and drops Authorization t
       const chunks: Buffer[] = [];
       for await (const chunk of stream) chunks.push(chunk as Buffer);
       assert.equal(sha256(Buffer.concat(chunks)), blobDigest);
-      assert.match(reg.requests[reg.requests.length - 1]!.authorization ?? '', /^Bearer /);
+      assert.match(reg.requests[reg.requests.length - 1].authorization ?? '', /^Bearer /);
       assert.equal(storage.requests.length, 1);
-      assert.equal(storage.requests[0]!.url, `/storage/${blobDigest}?sig=x`);
-      assert.equal(storage.requests[0]!.authorization, undefined, 'no registry token sent to storage');
+      assert.equal(storage.requests[0].url, `/storage/${blobDigest}?sig=x`);
+      assert.equal(storage.requests[0].authorization, undefined, 'no registry token sent to storage');
 
       await assert.rejects(c.fetchBlob(ref, `sha256:${'2'.repeat(64)}`, endpoint), (err: unknown) => {
         assert.ok(err instanceof NotFoundError, String(err));
@@ -532,11 +532,11 @@ test('an aborted request is Cancelled, before headers and mid-stream', async () 
     await withClient({}, async (c) => {
       const ref = parseReference(`${trickle.host}/app`);
       const ac = new AbortController();
-      const stream = await c.fetchBlob(ref, blobDigest, (await c.endpoints(ref))[0]!, { signal: ac.signal });
+      const stream = await c.fetchBlob(ref, blobDigest, (await c.endpoints(ref))[0], { signal: ac.signal });
       setTimeout(() => ac.abort(), 50);
       await assert.rejects(
         (async () => {
-          for await (const _ of stream) void _;
+          for await (const _ of stream) _;
         })(),
         CancelledError,
       );

@@ -107,7 +107,7 @@ test('extra descriptors beyond stdio reach the child as numbered', async () => {
   const child = spawnProcess(SH, ['-c', 'echo three >&3; read line <&4; echo "got $line"'], {
     stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe'],
   });
-  const three = collect(child.stdio[3]!);
+  const three = collect(child.stdio[3]);
   child.stdio[4]!.end('four\n');
   const r = await ended(child);
   assert.equal(r.code, 0, r.err);

@@ -68,16 +68,16 @@ test('header blocks share one zlib context per direction across many frames', as
       associatedId: 0,
       priority: 0,
       flags: 0,
-      headers: { streamtype: ['error', 'stdin', 'stdout', 'stderr', 'resize'][i % 5]!, requestid: String(i), port: '8080' },
+      headers: { streamtype: ['error', 'stdin', 'stdout', 'stderr', 'resize'][i % 5], requestid: String(i), port: '8080' },
     });
   }
   const tx = new SpdyFramer();
   const encoded = await Promise.all(frames.map((f) => tx.encode(f)));
   // Later blocks refer back to earlier ones: they are smaller, and unreadable on their own.
-  assert.ok(encoded[10]!.length < encoded[0]!.length, `block 10 (${encoded[10]!.length} B) should be smaller than block 0 (${encoded[0]!.length} B)`);
+  assert.ok(encoded[10].length < encoded[0].length, `block 10 (${encoded[10].length} B) should be smaller than block 0 (${encoded[0].length} B)`);
   const fresh = new SpdyFramer();
-  const [late] = new FrameSplitter().push(encoded[10]!);
-  await assert.rejects(fresh.decode(late!));
+  const [late] = new FrameSplitter().push(encoded[10]);
+  await assert.rejects(fresh.decode(late));
   fresh.close();
   tx.close();
   assert.deepEqual(await roundTrip(frames), frames);
@@ -121,7 +121,7 @@ test('a session pair: streams, data both ways, FIN, RST and PING', async () => {
   assert.equal((await clientGot).toString(), 'from server');
 
   const c = await cli.openStream({ streamtype: 'error' });
-  const sc = got[2]!;
+  const sc = got[2];
   const reset = new Promise<void>((r) => c.once('close', () => r()));
   sc.destroy();
   await reset;

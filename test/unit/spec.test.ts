@@ -510,7 +510,7 @@ test('prepareMountSources: creates a missing host path, resolves symlinks', asyn
   fs.symlinkSync(path.join(dir, 'real'), path.join(dir, 'link'));
   const out = await prepareMountSources([mount('/a', path.join(dir, 'missing/deep')), mount('/b', path.join(dir, 'link'))]);
   assert.ok(fs.statSync(path.join(dir, 'missing/deep')).isDirectory());
-  assert.equal(out[1]!.host_path, fs.realpathSync(path.join(dir, 'real')));
+  assert.equal(out[1].host_path, fs.realpathSync(path.join(dir, 'real')));
 });
 
 test('seccomp: none when unset; the default profile resolved against the final capabilities', async () => {

@@ -10,7 +10,7 @@ import zlib from 'node:zlib';
 import * as tar from 'tar-stream';
 import { InvalidArgumentError, NotFoundError, RegistryUnavailableError } from '../../src/errors';
 import { LayerPathError } from '../../src/image/layer_unpack';
-import { UnpackPool, reviveError, type UnpackOutcome } from '../../src/image/unpack_pool';
+import { UnpackPool, reviveError } from '../../src/image/unpack_pool';
 
 const needRoot = process.getuid?.() === 0 ? {} : { skip: 'needs root (the unpacker chowns)' };
 const REAL_WORKER = path.resolve(__dirname, '../../src/image/unpack_worker.js');
@@ -68,7 +68,7 @@ async function feed(p: UnpackPool, dir: string, data: Iterable<Buffer> | Readabl
   const src = data instanceof Readable ? data : Readable.from(data, { objectMode: false });
   const [transfer, outcome] = await Promise.allSettled([pipeline(src, job.input), job.outcome]);
   assert.equal(outcome.status, 'fulfilled', 'outcome never rejects');
-  return { transfer, outcome: (outcome as PromiseFulfilledResult<UnpackOutcome>).value };
+  return { transfer, outcome: (outcome).value };
 }
 
 test('a gzip layer larger than the window unpacks on a worker with the right diff id', needRoot, async () => {
@@ -90,12 +90,12 @@ test('more layers than threads share the threads and all succeed', needRoot, asy
   const p = pool(2);
   const layers = await Promise.all([0, 1, 2, 3].map((i) => pack([{ name: `f${i}`, content: crypto.randomBytes(1 << 20) }])));
   const dirs = layers.map(() => dest());
-  const results = await Promise.all(layers.map((l, i) => feed(p, dirs[i]!, chunked(l, 16 * 1024), 'none')));
+  const results = await Promise.all(layers.map((l, i) => feed(p, dirs[i], chunked(l, 16 * 1024), 'none')));
   assert.ok(p.threads <= 2, `pool of 2 runs ${p.threads} threads`);
   results.forEach(({ outcome }, i) => {
     assert.ok(outcome.ok);
-    assert.equal(outcome.diffId, sha(layers[i]!));
-    assert.ok(fs.readFileSync(path.join(dirs[i]!, `f${i}`)).equals(layers[i]!.subarray(512, 512 + (1 << 20))));
+    assert.equal(outcome.diffId, sha(layers[i]));
+    assert.ok(fs.readFileSync(path.join(dirs[i], `f${i}`)).equals(layers[i].subarray(512, 512 + (1 << 20))));
   });
 });
 

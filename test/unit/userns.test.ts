@@ -104,7 +104,7 @@ describe('pinned pod user namespaces', rootOnly, () => {
     const ns = await pinUserNamespace(path.join(pinRoot, 'pod'), { uids: mapping, gids: mapping, net: true, ipc: true, uts: true, hostname: 'in-userns' });
     try {
       assert.deepEqual(Object.keys(ns).sort(), ['ipc', 'net', 'user', 'uts']);
-      for (const p of Object.values(ns)) assert.ok(isPinned(p!), `${p} should be pinned`);
+      for (const p of Object.values(ns)) assert.ok(isPinned(p), `${p} should be pinned`);
       // nsenter into the pinned user namespace: its uid_map, and root in it.
       const inside = execFileSync('nsenter', [`--user=${ns.user}`, `--net=${ns.net}`, `--uts=${ns.uts}`, 'sh', '-c', 'cat /proc/self/uid_map /proc/self/gid_map; hostname; id -u; ip -o link show lo'], {
         encoding: 'utf8',
@@ -133,7 +133,7 @@ describe('pinned pod user namespaces', rootOnly, () => {
     } finally {
       await unpinNamespaces(ns);
     }
-    for (const p of Object.values(ns)) assert.ok(!fs.existsSync(p!), `${p} should be removed`);
+    for (const p of Object.values(ns)) assert.ok(!fs.existsSync(p), `${p} should be removed`);
   });
 
   test('an idmapped clone shows host root files as the mapped root', async () => {
