@@ -25,7 +25,8 @@ export class CriCallError extends Error {
   readonly method: string;
 
   constructor(method: string, err: grpc.ServiceError) {
-    const codeName = grpc.status[err.code] ?? String(err.code);
+    // A code newer than this grpc-js has no name in its enum.
+    const codeName = err.code in grpc.status ? grpc.status[err.code] : String(err.code);
     super(`${method} failed: ${codeName}: ${err.details}`);
     this.name = 'CriCallError';
     this.code = err.code;
@@ -36,8 +37,9 @@ export class CriCallError extends Error {
   }
 }
 
-type ReqOf<M> = M extends MethodDefinition<infer Req, any, any, any> ? Req : never;
-type ResOf<M> = M extends MethodDefinition<any, any, any, infer Res> ? Res : never;
+// never where a type is a serializer's parameter (contravariant), unknown where it is a result.
+type ReqOf<M> = M extends MethodDefinition<infer Req, never, unknown, unknown> ? Req : never;
+type ResOf<M> = M extends MethodDefinition<never, never, unknown, infer Res> ? Res : never;
 
 // The generated definitions type requestStream/responseStream as plain booleans, so the
 // server-streaming methods are picked out by name; the proto names all of them Stream* except

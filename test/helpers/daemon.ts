@@ -110,8 +110,8 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
     });
     child = proc;
     live.add(proc);
-    proc.stdout?.setEncoding('utf8').on('data', (d: string) => (log += d));
-    proc.stderr?.setEncoding('utf8').on('data', (d: string) => (log += d));
+    proc.stdout.setEncoding('utf8').on('data', (d: string) => (log += d));
+    proc.stderr.setEncoding('utf8').on('data', (d: string) => (log += d));
     proc.once('exit', () => {
       live.delete(proc);
       log += `--- daemon exited with ${exitDescription(proc)}\n`;

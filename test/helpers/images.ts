@@ -240,7 +240,7 @@ export function busyboxLayer(compression: Compression = 'gzip'): Promise<BuiltLa
 }
 
 function isBuilt(l: LayerSpec | BuiltLayer): l is BuiltLayer {
-  return (l as BuiltLayer).blob !== undefined;
+  return 'blob' in l;
 }
 
 // ---- registry v2 client --------------------------------------------------------------------
@@ -377,7 +377,7 @@ export class RegistryClient {
  */
 export async function pushImage(host: string, repo: string, tag: string | null, opts: PushImageOptions): Promise<PushedImage> {
   const format = opts.format ?? 'oci';
-  const layers = await Promise.all(opts.layers.map((l) => (isBuilt(l) ? l : buildLayer(l))));
+  const layers = await Promise.all(opts.layers.map((l) => (isBuilt(l) ? Promise.resolve(l) : buildLayer(l))));
   const platform = opts.platform ?? { os: 'linux', architecture: 'amd64' };
   const diffIds = layers.map((l) => l.diffId);
   const config = Buffer.from(

@@ -218,7 +218,13 @@ export function natTable(): string {
 export function splitRule(rule: string): string[] {
   const out: string[] = [];
   const re = /"((?:[^"\\]|\\.)*)"|(\S+)/g;
-  for (let m = re.exec(rule); m; m = re.exec(rule)) out.push(m[1] !== undefined ? m[1].replace(/\\"/g, '"') : m[2]);
+  for (let m = re.exec(rule); m; m = re.exec(rule)) {
+    // The group of the alternative that did not match is undefined, which RegExpExecArray's type hides.
+    const groups: (string | undefined)[] = m;
+    const quoted = groups[1];
+    const bare = groups[2];
+    out.push(quoted !== undefined ? quoted.replace(/\\"/g, '"') : (bare ?? ''));
+  }
   return out;
 }
 

@@ -175,8 +175,9 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Registr
       clearTimeout(timer);
     }
     if (tokens) {
-      tokens.server.closeAllConnections();
-      await new Promise<void>((r) => tokens!.server.close(() => r()));
+      const t = tokens;
+      t.server.closeAllConnections();
+      await new Promise<void>((r) => t.server.close(() => r()));
     }
     fs.rmSync(base, { recursive: true, force: true });
   };
@@ -228,8 +229,8 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Registr
     const child = spawn(REGISTRY_BIN, ['serve', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
     proc = child;
     live.add(child);
-    child.stdout?.setEncoding('utf8').on('data', (d: string) => (log += d));
-    child.stderr?.setEncoding('utf8').on('data', (d: string) => (log += d));
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (log += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (log += d));
     child.once('exit', () => live.delete(child));
     await waitHttp(`http://${host}/v2/`, child, () => log);
 

@@ -64,7 +64,7 @@ export async function pushSecurityImage(registryHost: string, repo: string, user
 // ---- capabilities and /proc/self/status ----------------------------------------------------
 
 // Bit numbers from linux/capability.h.
-export const CAP_BITS: Record<string, number> = {
+export const CAP_BITS: Partial<Record<string, number>> = {
   CHOWN: 0, DAC_OVERRIDE: 1, DAC_READ_SEARCH: 2, FOWNER: 3, FSETID: 4, KILL: 5, SETGID: 6, SETUID: 7,
   SETPCAP: 8, LINUX_IMMUTABLE: 9, NET_BIND_SERVICE: 10, NET_BROADCAST: 11, NET_ADMIN: 12, NET_RAW: 13,
   IPC_LOCK: 14, IPC_OWNER: 15, SYS_MODULE: 16, SYS_RAWIO: 17, SYS_CHROOT: 18, SYS_PTRACE: 19,
