@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { expectCriError, type CriClient } from '../helpers/cri';
+import { must } from '../helpers/must';
+import { CriCallError, expectCriError, type CriClient } from '../helpers/cri';
 import { startDaemon, type Daemon } from '../helpers/daemon';
 import { startRegistry, type Registry } from '../helpers/registry';
 import { evictFromCgroups } from '../helpers/cgroup_evict';
@@ -75,7 +76,7 @@ function scope(): LeakScope {
 
 async function runPod(name: string): Promise<{ id: string; config: PodSandboxConfig }> {
   const config = podConfig(name, { logDirectory: path.join(logDir, name) });
-  fs.mkdirSync(config.log_directory!, { recursive: true });
+  fs.mkdirSync(must(config.log_directory, 'log_directory in the pod config'), { recursive: true });
   const { pod_sandbox_id } = await cri().runtime.RunPodSandbox({ config, runtime_handler: '' });
   await tracked.pod(cri().runtime, pod_sandbox_id);
   return { id: pod_sandbox_id, config };
@@ -84,7 +85,7 @@ async function runPod(name: string): Promise<{ id: string; config: PodSandboxCon
 async function create(name: string, command: string[], opts: ContainerOptions = {}, inPod = { id: podId, config: pod }): Promise<string> {
   const { container_id } = await cri().runtime.CreateContainer({
     pod_sandbox_id: inPod.id,
-    config: containerConfig(name, image.tagRef!, command, opts),
+    config: containerConfig(name, must(image.tagRef, 'a tag on the pushed tools image'), command, opts),
     sandbox_config: inPod.config,
   });
   tracked.containerIds.push(container_id);
@@ -108,7 +109,7 @@ function exec(containerId: string, cmd: string[], timeout = 10): ReturnType<type
 }
 
 function logFile(id: string, inPod: PodSandboxConfig, logPath: string): string {
-  return path.join(inPod.log_directory!, logPath);
+  return path.join(must(inPod.log_directory, 'log_directory in the pod config'), logPath);
 }
 
 function daemonLog(id: string): string {
@@ -141,18 +142,20 @@ describe('containers', () => {
     image = await pushToolsImage(registry.host);
     daemon = await startDaemon({ config: daemonConfig(cni) });
     baseline = snapshotLeaks(scope());
-    await cri().image.PullImage({ image: { image: image.tagRef! } });
+    await cri().image.PullImage({ image: { image: must(image.tagRef, 'a tag on the pushed tools image') } });
     ({ id: podId, config: pod } = await runPod('ctr-main'));
   });
 
   after(async () => {
-    if (daemon) {
+    // before() may have failed before assigning these, which their declared types hide.
+    const up: { daemon?: Daemon; registry?: Registry; cni?: CniFixture } = { daemon, registry, cni };
+    if (up.daemon) {
       await removePodsAndLeftovers(cri().runtime, tracked.podIds, scope());
-      await daemon.stop();
+      await up.daemon.stop();
     }
-    await registry?.stop();
+    await up.registry?.stop();
     removeTestCgroups();
-    cni?.remove();
+    up.cni?.remove();
     for (const d of [logDir, hostDir]) if (d) fs.rmSync(d, { recursive: true, force: true });
     assert.ok(!bridgeExists(), `bridge ${BRIDGE} still exists after cleanup`);
   });
@@ -190,7 +193,9 @@ describe('containers', () => {
     const both = await Promise.allSettled([0, 1].map(() => cri().runtime.StartContainer({ container_id: id })));
     const refused = both.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
     assert.equal(refused.length, 1, `one start is refused, saw ${JSON.stringify(both.map((r) => r.status))}`);
-    assert.equal(refused[0].reason.codeName, 'FAILED_PRECONDITION', String(refused[0].reason));
+    const reason: unknown = refused[0].reason;
+    assert.ok(reason instanceof CriCallError, `the refused start fails as a CRI call: saw ${String(reason)}`);
+    assert.equal(reason.codeName, 'FAILED_PRECONDITION', String(reason));
     assert.equal((await status(id)).state, 'CONTAINER_RUNNING');
     const again = await expectCriError('StartContainer of a running container', () => cri().runtime.StartContainer({ container_id: id }));
     assert.equal(again.codeName, 'FAILED_PRECONDITION', String(again));
@@ -242,8 +247,8 @@ describe('containers', () => {
       const res = st.resources?.linux;
       // The kubelet reads these back to confirm an in-place resize (cri-api ContainerStatus.resources).
       assert.equal(res?.memory_limit_in_bytes, String(96 * MiB), `ContainerStatus.resources.linux.memory_limit_in_bytes after the update: saw resources ${JSON.stringify(st.resources)}`);
-      assert.equal(res?.cpu_quota, '25000', `ContainerStatus.resources.linux.cpu_quota after the update: saw ${JSON.stringify(res)}`);
-      assert.equal(res?.cpu_shares, '256', `ContainerStatus.resources.linux.cpu_shares after the update: saw ${JSON.stringify(res)}`);
+      assert.equal(res.cpu_quota, '25000', `ContainerStatus.resources.linux.cpu_quota after the update: saw ${JSON.stringify(res)}`);
+      assert.equal(res.cpu_shares, '256', `ContainerStatus.resources.linux.cpu_shares after the update: saw ${JSON.stringify(res)}`);
     } finally {
       await removeContainer(limited);
     }
@@ -371,7 +376,7 @@ describe('containers', () => {
     const finished = BigInt(st.finished_at);
     assert.ok(t0 - 2_000_000_000n <= created && created <= started && started <= finished && finished <= t1 + 2_000_000_000n,
       `timestamps: expected ${t0} ≤ created ≤ started ≤ finished ≤ ${t1}, saw created ${st.created_at}, started ${st.started_at}, finished ${st.finished_at}`);
-    assert.equal(st.log_path, path.join(pod.log_directory!, 'status.log'), 'log_path');
+    assert.equal(st.log_path, path.join(must(pod.log_directory, 'log_directory in the pod config'), 'status.log'), 'log_path');
     assert.deepEqual(st.labels, { role: 'status' }, 'labels');
     assert.deepEqual(st.annotations, { 'tscri.test/a': 'b' }, 'annotations');
     const m = st.mounts.find((x) => x.container_path === '/data');
@@ -388,10 +393,10 @@ describe('containers', () => {
     const { stats } = await cri().runtime.ContainerStats({ container_id: sleeper });
     const s = JSON.stringify(stats);
     assert.equal(stats?.attributes?.id, sleeper, `attributes.id: saw ${s}`);
-    assert.equal(stats?.attributes?.metadata?.name, 'exec', `attributes.metadata.name: saw ${s}`);
-    assert.ok(Number(stats?.cpu?.usage_core_nano_seconds?.value ?? 0) > 0, `cpu.usage_core_nano_seconds: expected > 0, saw ${s}`);
-    assert.ok(Number(stats?.memory?.working_set_bytes?.value ?? 0) > 0, `memory.working_set_bytes: expected > 0, saw ${s}`);
-    const used = Number(stats?.writable_layer?.used_bytes?.value ?? 0);
+    assert.equal(stats.attributes.metadata?.name, 'exec', `attributes.metadata.name: saw ${s}`);
+    assert.ok(Number(stats.cpu?.usage_core_nano_seconds?.value ?? 0) > 0, `cpu.usage_core_nano_seconds: expected > 0, saw ${s}`);
+    assert.ok(Number(stats.memory?.working_set_bytes?.value ?? 0) > 0, `memory.working_set_bytes: expected > 0, saw ${s}`);
+    const used = Number(stats.writable_layer?.used_bytes?.value ?? 0);
     assert.ok(used >= 2 * MiB, `writable_layer.used_bytes after writing 2 MiB to /tmp: expected ≥ ${2 * MiB}, saw ${s}`);
     const listed = (await cri().runtime.ListContainerStats({ filter: { id: sleeper } })).stats;
     assert.deepEqual(listed.map((x) => x.attributes?.id), [sleeper], 'ListContainerStats filtered by id');
@@ -412,12 +417,12 @@ describe('containers', () => {
       await waitForState(cri(), id, 'CONTAINER_EXITED');
       await cri().runtime.RemoveContainer({ container_id: id });
       const want: string[] = ['CONTAINER_CREATED_EVENT', 'CONTAINER_STARTED_EVENT', 'CONTAINER_STOPPED_EVENT', 'CONTAINER_DELETED_EVENT'];
-      const mine = (): string[] => events.filter((e) => e.container_id === id).map((e) => String(e.container_event_type));
+      const mine = (): string[] => events.filter((e) => e.container_id === id).map((e) => e.container_event_type);
       await waitFor(`events ${want.join(', ')} for ${id}`, () => (want.every((w) => mine().includes(w)) ? true : undefined), 5_000, () => `${JSON.stringify(mine())} (stream error: ${String(streamErr)})`);
       assert.deepEqual(mine(), want, `event types for ${id}, in order`);
       const startedEv = events.find((e) => e.container_id === id && e.container_event_type === 'CONTAINER_STARTED_EVENT');
       assert.equal(startedEv?.pod_sandbox_status?.id, podId, `STARTED event pod_sandbox_status.id: saw ${JSON.stringify(startedEv?.pod_sandbox_status?.id)}`);
-      assert.ok(BigInt(startedEv?.created_at || '0') > 0n, 'STARTED event created_at');
+      assert.ok(BigInt(startedEv.created_at || '0') > 0n, 'STARTED event created_at');
     } finally {
       stream.cancel();
     }
@@ -468,8 +473,8 @@ describe('containers', () => {
     const a = await status(alone);
     assert.equal(a.state, 'CONTAINER_EXITED', `StopContainer with the cgroup gone: saw ${show(a)}\n${daemonLog(alone)}`);
     assert.equal(a.exit_code, 137, `killed by SIGKILL: saw ${show(a)}`);
-    await cri().runtime.StopPodSandbox({ pod_sandbox_id: other.id }).catch((e: Error) => {
-      throw new Error(`${e.message}\n${daemonLog(inPod)}`);
+    await cri().runtime.StopPodSandbox({ pod_sandbox_id: other.id }).catch((e: unknown) => {
+      throw new Error(`${e instanceof Error ? e.message : String(e)}\n${daemonLog(inPod)}`);
     });
     const b = await status(inPod);
     assert.equal(b.state, 'CONTAINER_EXITED', `StopPodSandbox with the cgroup gone: saw ${show(b)}\n${daemonLog(inPod)}`);

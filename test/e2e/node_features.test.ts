@@ -8,6 +8,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { must } from '../helpers/must';
 import { expectCriError, type CriClient } from '../helpers/cri';
 import { startDaemon, type Daemon } from '../helpers/daemon';
 import { startRegistry, type Registry } from '../helpers/registry';
@@ -58,7 +59,7 @@ function scope(): LeakScope {
 
 async function runPod(name: string): Promise<Pod> {
   const config = podConfig(name, { logDirectory: path.join(logDir, name) });
-  fs.mkdirSync(config.log_directory!, { recursive: true });
+  fs.mkdirSync(must(config.log_directory, 'log_directory in the pod config'), { recursive: true });
   const { pod_sandbox_id } = await cri().runtime.RunPodSandbox({ config, runtime_handler: '' });
   await tracked.pod(cri().runtime, pod_sandbox_id);
   return { id: pod_sandbox_id, config };
@@ -72,7 +73,7 @@ interface Ctr {
 }
 
 async function create(c: Ctr): Promise<string> {
-  const config = containerConfig(c.name, (c.img ?? image).tagRef!, SLEEPER, { mounts: c.mounts ?? [] });
+  const config = containerConfig(c.name, must((c.img ?? image).tagRef, 'a tag on the pushed image'), SLEEPER, { mounts: c.mounts ?? [] });
   config.linux = { ...config.linux, security_context: c.sc ?? {} };
   const { container_id } = await cri().runtime.CreateContainer({ pod_sandbox_id: main.id, config, sandbox_config: main.config });
   tracked.containerIds.push(container_id);
@@ -151,18 +152,20 @@ describe('node features of a v1.36 kubelet', () => {
     });
     daemon = await startDaemon({ config: daemonConfig(cni) });
     baseline = snapshotLeaks(scope());
-    await cri().image.PullImage({ image: { image: image.tagRef! } });
+    await cri().image.PullImage({ image: { image: must(image.tagRef, 'a tag on the pushed tools image') } });
     main = await runPod('nf-main');
   });
 
   after(async () => {
-    if (daemon) {
+    // before() may have failed before assigning these, which their declared types hide.
+    const up: { daemon?: Daemon; registry?: Registry; cni?: CniFixture } = { daemon, registry, cni };
+    if (up.daemon) {
       await removePodsAndLeftovers(cri().runtime, tracked.podIds, scope());
-      await daemon.stop();
+      await up.daemon.stop();
     }
-    await registry?.stop();
+    await up.registry?.stop();
     removeTestCgroups();
-    cni?.remove();
+    up.cni?.remove();
     if (scratchDir) {
       // A tmpfs the rro test mounted, should it have failed before unmounting it.
       for (const m of daemonMounts([scratchDir]).mounts.map((x) => x.replace(/ \([^)]*\)$/, '')).reverse()) {
@@ -212,7 +215,7 @@ describe('node features of a v1.36 kubelet', () => {
       assert.ok(fs.existsSync(path.join(sub, 'plain-ok')), 'the control write landed on the host tmpfs');
       // The host source is untouched by the clone: still writable there.
       fs.writeFileSync(path.join(sub, 'host-write.txt'), 'x');
-      const status = (await cri().runtime.ContainerStatus({ container_id: id, verbose: false })).status!;
+      const status = must((await cri().runtime.ContainerStatus({ container_id: id, verbose: false })).status, `ContainerStatus.status of ${id}`);
       const m = status.mounts.find((x) => x.container_path === '/rro');
       assert.equal(m?.recursive_read_only, true, `ContainerStatus reports the mount as asked: ${JSON.stringify(m)}`);
       assert.equal(fs.readFileSync(path.join(sub, 'in-sub.txt'), 'utf8'), 'sub\n', 'the host submount keeps its files');
@@ -249,10 +252,10 @@ describe('node features of a v1.36 kubelet', () => {
   // ---- image volumes ---------------------------------------------------------------------------
 
   test('an image volume shows the image files read-only; image_sub_path binds a subdirectory; ContainerStatus reports the image', async () => {
-    await cri().image.PullImage({ image: { image: volImage.tagRef! } });
+    await cri().image.PullImage({ image: { image: must(volImage.tagRef, 'a tag on the pushed image-volume image') } });
     const id = await startSleeper({
       name: 'imgvol',
-      mounts: [imageMount('/vol', volImage.tagRef!), imageMount('/sub', volImage.tagRef!, 'data/nested'), imageMount('/link', volImage.tagRef!, 'inside')],
+      mounts: [imageMount('/vol', must(volImage.tagRef, 'a tag on the pushed image-volume image')), imageMount('/sub', must(volImage.tagRef, 'a tag on the pushed image-volume image'), 'data/nested'), imageMount('/link', must(volImage.tagRef, 'a tag on the pushed image-volume image'), 'inside')],
     });
     const read = await sh(id, 'cat /vol/data/hello.txt /vol/data/second.txt /sub/deep.txt /link/deep.txt');
     assert.deepEqual(read, { out: 'hello from an image volume\nfrom the second layer\ndeep\ndeep', code: 0 }, 'both layers, the sub path and a sub path through an in-image symlink');
@@ -263,14 +266,14 @@ describe('node features of a v1.36 kubelet', () => {
     const hidden = await sh(id, 'ls /sub');
     assert.equal(hidden.out, 'deep.txt', 'only the sub directory is visible at /sub');
 
-    const status = (await cri().runtime.ContainerStatus({ container_id: id, verbose: false })).status!;
+    const status = must((await cri().runtime.ContainerStatus({ container_id: id, verbose: false })).status, `ContainerStatus.status of ${id}`);
     const m = status.mounts.find((x) => x.container_path === '/sub');
     assert.equal(m?.image?.image, volImage.tagRef, `ContainerStatus mount keeps its image: ${JSON.stringify(m)}`);
     assert.equal(m?.image_sub_path, 'data/nested');
 
     // containerd's answer: RemoveImage succeeds (the names go), and the volume's layers stay
     // until the container using them is removed (its lease on the snapshot).
-    await cri().image.RemoveImage({ image: { image: volImage.tagRef! } });
+    await cri().image.RemoveImage({ image: { image: must(volImage.tagRef, 'a tag on the pushed image-volume image') } });
     const listed = (await cri().image.ListImages({})).images.map((i) => i.id);
     assert.ok(!listed.includes(volImage.configDigest), 'the removed image is no longer listed');
     const layerDirs = volImage.chainIds.map((c) => path.join(daemon.root, 'layers', c.slice('sha256:'.length)));
@@ -278,7 +281,7 @@ describe('node features of a v1.36 kubelet', () => {
     const still = await sh(id, 'cat /vol/data/hello.txt');
     assert.deepEqual(still, { out: 'hello from an image volume', code: 0 }, 'the volume still reads after RemoveImage');
     // A new container cannot mount it any more: the image is gone.
-    const gone = await expectCreateRefused('image volume of a removed image', { name: 'imgvol-gone', mounts: [imageMount('/vol', volImage.tagRef!)] });
+    const gone = await expectCreateRefused('image volume of a removed image', { name: 'imgvol-gone', mounts: [imageMount('/vol', must(volImage.tagRef, 'a tag on the pushed image-volume image'))] });
     assert.equal(gone.code, 'NOT_FOUND', gone.details);
 
     assert.deepEqual(volumeMounts(id), [], 'the image volumes are mounted in the container only, not left on the host');
@@ -287,7 +290,7 @@ describe('node features of a v1.36 kubelet', () => {
   });
 
   test('image_sub_path that escapes the image, is missing or is not a directory is refused; nothing stays mounted', async () => {
-    await cri().image.PullImage({ image: { image: volImage.tagRef! } });
+    await cri().image.PullImage({ image: { image: must(volImage.tagRef, 'a tag on the pushed image-volume image') } });
     const cases: [string, string][] = [
       ['../etc', 'INVALID_ARGUMENT'],
       ['/data', 'INVALID_ARGUMENT'],
@@ -298,23 +301,23 @@ describe('node features of a v1.36 kubelet', () => {
       ['plain.txt', 'INVALID_ARGUMENT'],
     ];
     for (const [sub, code] of cases) {
-      const r = await expectCreateRefused(`image_sub_path ${sub}`, { name: 'imgvol-bad', mounts: [imageMount('/vol', volImage.tagRef!, sub)] });
+      const r = await expectCreateRefused(`image_sub_path ${sub}`, { name: 'imgvol-bad', mounts: [imageMount('/vol', must(volImage.tagRef, 'a tag on the pushed image-volume image'), sub)] });
       assert.equal(r.code, code, `image_sub_path ${JSON.stringify(sub)}: ${r.details}`);
     }
-    const notRo = await expectCreateRefused('image volume not readonly', { name: 'imgvol-rw', mounts: [{ ...imageMount('/vol', volImage.tagRef!), readonly: false }] });
+    const notRo = await expectCreateRefused('image volume not readonly', { name: 'imgvol-rw', mounts: [{ ...imageMount('/vol', must(volImage.tagRef, 'a tag on the pushed image-volume image')), readonly: false }] });
     assert.equal(notRo.code, 'INVALID_ARGUMENT', notRo.details);
     assert.deepEqual(daemonMounts([path.join(daemon.state, 'containers')]).mounts.filter((m) => m.includes('/volumes')), [], 'no staged volume is left after the refusals');
-    await cri().image.RemoveImage({ image: { image: volImage.tagRef! } });
+    await cri().image.RemoveImage({ image: { image: must(volImage.tagRef, 'a tag on the pushed image-volume image') } });
   });
 
   test('a restart unmounts the volumes of the containers it cleans up and keeps the layers of live ones', async () => {
-    await cri().image.PullImage({ image: { image: volImage.tagRef! } });
+    await cri().image.PullImage({ image: { image: must(volImage.tagRef, 'a tag on the pushed image-volume image') } });
     const host = fs.mkdtempSync(path.join(scratchDir, 'rro-restart-'));
-    const survivor = await startSleeper({ name: 'vol-survivor', mounts: [imageMount('/vol', volImage.tagRef!)] });
-    const orphan = await startSleeper({ name: 'vol-orphan', mounts: [imageMount('/vol', volImage.tagRef!), bindMount(host, { container_path: '/rro', recursive_read_only: true })] });
-    const halfmade = await create({ name: 'vol-halfmade', mounts: [imageMount('/vol', volImage.tagRef!)] });
+    const survivor = await startSleeper({ name: 'vol-survivor', mounts: [imageMount('/vol', must(volImage.tagRef, 'a tag on the pushed image-volume image'))] });
+    const orphan = await startSleeper({ name: 'vol-orphan', mounts: [imageMount('/vol', must(volImage.tagRef, 'a tag on the pushed image-volume image')), bindMount(host, { container_path: '/rro', recursive_read_only: true })] });
+    const halfmade = await create({ name: 'vol-halfmade', mounts: [imageMount('/vol', must(volImage.tagRef, 'a tag on the pushed image-volume image'))] });
     // Only the containers hold the layers now.
-    await cri().image.RemoveImage({ image: { image: volImage.tagRef! } });
+    await cri().image.RemoveImage({ image: { image: must(volImage.tagRef, 'a tag on the pushed image-volume image') } });
     const how = await daemon.stop('SIGKILL', { keep: true });
     assert.equal(how, 'signal SIGKILL');
     // A container whose record never reached the disk, and one whose create was cut short.
@@ -349,7 +352,7 @@ describe('node features of a v1.36 kubelet', () => {
       const r = await sh(id, 'id -G');
       const seen = [...new Set(r.out.split(/\s+/).map(Number))].sort((a, b) => a - b);
       assert.deepEqual(seen, want[policy], `id -G under ${policy}: ${JSON.stringify(r)}`);
-      const user = (await cri().runtime.ContainerStatus({ container_id: id, verbose: false })).status!.user?.linux;
+      const user = must((await cri().runtime.ContainerStatus({ container_id: id, verbose: false })).status, `ContainerStatus.status of ${id}`).user?.linux;
       assert.deepEqual(
         { uid: Number(user?.uid), gid: Number(user?.gid), groups: (user?.supplemental_groups ?? []).map(Number) },
         { uid: APP_USER.uid, gid: APP_USER.gid, groups: want[policy] },
@@ -364,7 +367,7 @@ describe('node features of a v1.36 kubelet', () => {
   test('UpdatePodSandboxResources writes the pod totals (resources + overhead) to its cgroup; an unknown pod is NOT_FOUND', async () => {
     // The pod cgroup exists once a container runs in it (runc makes the parent).
     const id = await startSleeper({ name: 'resize' });
-    const parent = main.config.linux!.cgroup_parent!;
+    const parent = must(main.config.linux?.cgroup_parent, 'linux.cgroup_parent in the pod config');
     const v2 = fs.existsSync('/sys/fs/cgroup/cgroup.controllers');
     const read = (controller: string, file: string): string =>
       fs.readFileSync(path.join('/sys/fs/cgroup', v2 ? '' : controller, parent, file), 'utf8').trim();

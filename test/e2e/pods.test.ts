@@ -7,6 +7,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { must } from '../helpers/must';
 import { expectCriError, type CriClient } from '../helpers/cri';
 import { startDaemon, type Daemon } from '../helpers/daemon';
 import { startRegistry, type Registry } from '../helpers/registry';
@@ -74,7 +75,7 @@ function pod(name: string, opts: Partial<PodOptions> = {}): PodSandboxConfig {
 }
 
 async function runPod(config: PodSandboxConfig, handler = ''): Promise<string> {
-  fs.mkdirSync(config.log_directory!, { recursive: true });
+  fs.mkdirSync(must(config.log_directory, 'log_directory in the pod config'), { recursive: true });
   const { pod_sandbox_id } = await cri().runtime.RunPodSandbox({ config, runtime_handler: handler });
   await tracked.pod(cri().runtime, pod_sandbox_id);
   return pod_sandbox_id;
@@ -87,7 +88,7 @@ async function podStatus(id: string): Promise<PodSandboxStatus__Output> {
 }
 
 async function startSleeper(podId: string, config: PodSandboxConfig, name = 'sleeper'): Promise<string> {
-  const id = await runContainer(cri(), podId, config, containerConfig(name, image.tagRef!, SLEEPER));
+  const id = await runContainer(cri(), podId, config, containerConfig(name, must(image.tagRef, 'a tag on the pushed tools image'), SLEEPER));
   tracked.containerIds.push(id);
   await waitForState(cri(), id, 'CONTAINER_RUNNING');
   return id;
@@ -123,19 +124,21 @@ describe('pod sandboxes', () => {
     image = await pushToolsImage(registry.host);
     daemon = await startDaemon({ config: daemonConfig(cni) });
     baseline = snapshotLeaks(scope());
-    await cri().image.PullImage({ image: { image: image.tagRef! } });
+    await cri().image.PullImage({ image: { image: must(image.tagRef, 'a tag on the pushed tools image') } });
   });
 
   after(async () => {
+    // before() may have failed before assigning these, which their declared types hide.
+    const up: { daemon?: Daemon; registry?: Registry; cni?: CniFixture } = { daemon, registry, cni };
     // Best effort: the last test asserts the cleanup; this only makes sure nothing stays.
-    if (daemon) {
+    if (up.daemon) {
       await removePodsAndLeftovers(cri().runtime, tracked.podIds, scope());
-      await daemon.stop();
+      await up.daemon.stop();
     }
     removeHostportChainsCreatedSince(natBefore);
-    await registry?.stop();
+    await up.registry?.stop();
     removeTestCgroups();
-    cni?.remove();
+    up.cni?.remove();
     if (logDir) fs.rmSync(logDir, { recursive: true, force: true });
     assert.ok(!bridgeExists(), `bridge ${BRIDGE} still exists after cleanup`);
   });
@@ -211,8 +214,8 @@ describe('pod sandboxes', () => {
 
     const listed = (await cri().runtime.ListPodSandbox({})).items.find((p) => p.id === podA);
     assert.equal(listed?.state, 'SANDBOX_READY', 'ListPodSandbox item state');
-    assert.deepEqual(listed?.labels, podAConfig.labels, 'ListPodSandbox item labels');
-    assert.equal(listed?.metadata?.name, 'alpha', 'ListPodSandbox item metadata.name');
+    assert.deepEqual(listed.labels, podAConfig.labels, 'ListPodSandbox item labels');
+    assert.equal(listed.metadata?.name, 'alpha', 'ListPodSandbox item metadata.name');
 
     const streamed = (await cri().runtime.StreamPodSandboxes({ filter: { label_selector: { tier: 'web' } } }))
       .flatMap((r) => r.pod_sandboxes.map((p) => p.id))
@@ -306,7 +309,7 @@ describe('pod sandboxes', () => {
     const cfg = pod('web', { portMappings: [{ protocol: 'TCP', container_port: 80, host_port: HOST_PORT, host_ip: '' }] });
     const id = await runPod(cfg);
     const ip = (await podStatus(id)).network?.ip ?? '';
-    const c = await runContainer(cri(), id, cfg, containerConfig('httpd', image.tagRef!, ['httpd', '-f', '-p', '80', '-h', '/www']));
+    const c = await runContainer(cri(), id, cfg, containerConfig('httpd', must(image.tagRef, 'a tag on the pushed tools image'), ['httpd', '-f', '-p', '80', '-h', '/www']));
     tracked.containerIds.push(c);
     await waitForState(cri(), c, 'CONTAINER_RUNNING');
     // Straight to the pod first, so a failure below is the port mapping and not httpd.
@@ -343,7 +346,7 @@ describe('pod sandboxes', () => {
     const { stats } = await cri().runtime.PodSandboxStats({ pod_sandbox_id: podB });
     const show = JSON.stringify(stats);
     assert.equal(stats?.attributes?.id, podB, `PodSandboxStats attributes.id: saw ${show}`);
-    const lin = stats?.linux;
+    const lin = stats.linux;
     assert.ok(lin, `PodSandboxStats linux: expected stats, saw ${show}`);
     assert.ok(Number(lin.cpu?.usage_core_nano_seconds?.value ?? 0) > 0, `cpu.usage_core_nano_seconds: expected > 0, saw ${JSON.stringify(lin.cpu)}`);
     assert.ok(Number(lin.memory?.working_set_bytes?.value ?? 0) > 0 || Number(lin.memory?.usage_bytes?.value ?? 0) > 0, `memory: expected usage > 0, saw ${JSON.stringify(lin.memory)}`);
@@ -381,13 +384,13 @@ describe('pod sandboxes', () => {
       'container_start_time_seconds',
     ]) {
       assert.ok(keys.has(name), `ListMetricDescriptors: expected ${name}, saw ${[...keys.keys()].join(', ')}`);
-      assert.deepEqual(keys.get(name)!.slice(0, base.length), base, `${name} label keys`);
+      assert.deepEqual(must(keys.get(name), `label keys of ${name}`).slice(0, base.length), base, `${name} label keys`);
     }
     assert.deepEqual(keys.get('container_network_receive_bytes_total'), [...base, 'interface']);
     assert.deepEqual(keys.get('container_cpu_usage_seconds_total'), [...base, 'cpu']);
 
     // A whole CPU second is the smallest step the CRI's integer values can show.
-    const spinner = await runContainer(cri(), podB, podBConfig, containerConfig('spinner', image.tagRef!, ['sh', '-c', 'while :; do :; done']));
+    const spinner = await runContainer(cri(), podB, podBConfig, containerConfig('spinner', must(image.tagRef, 'a tag on the pushed tools image'), ['sh', '-c', 'while :; do :; done']));
     tracked.containerIds.push(spinner);
     assert.ok(hostPing(ipB), 'ping so the pod interface has traffic');
     type M = { name: string; label_values: string[]; value: { value: string } | null; metric_type: string; timestamp: string };
@@ -403,7 +406,7 @@ describe('pod sandboxes', () => {
         const p = pod_metrics.find((x) => x.pod_sandbox_id === podB);
         const c = p?.container_metrics.find((x) => x.container_id === spinner);
         last = JSON.stringify(c?.metrics.filter((m) => m.name.startsWith('container_cpu')) ?? p ?? pod_metrics.map((x) => x.pod_sandbox_id));
-        return c && (value(c.metrics, 'container_cpu_usage_seconds_total', 'total') ?? 0) >= 1 ? { pod: p!, ctr: c } : undefined;
+        return p && c && (value(c.metrics, 'container_cpu_usage_seconds_total', 'total') ?? 0) >= 1 ? { pod: p, ctr: c } : undefined;
       },
       60_000,
       () => last,
@@ -414,12 +417,12 @@ describe('pod sandboxes', () => {
     const all = [...podMetrics.metrics, ...podMetrics.container_metrics.flatMap((c) => c.metrics)] as M[];
     for (const m of all) {
       assert.ok(keys.has(m.name), `metric ${m.name} has no descriptor`);
-      assert.equal(m.label_values.length, keys.get(m.name)!.length, `${m.name}: label values ${JSON.stringify(m.label_values)} against keys ${JSON.stringify(keys.get(m.name))}`);
+      assert.equal(m.label_values.length, must(keys.get(m.name), `label keys of ${m.name}`).length, `${m.name}: label values ${JSON.stringify(m.label_values)} against keys ${JSON.stringify(keys.get(m.name))}`);
       assert.ok(BigInt(m.timestamp) > 0n, `${m.name}: timestamp`);
     }
     const cm = ctr.metrics as M[];
     const labels = cm[0].label_values;
-    assert.deepEqual([labels[0], labels[3], labels[4], labels[5]], ['spinner', spinner, podBConfig.metadata!.namespace, podBConfig.metadata!.name], `container labels: ${JSON.stringify(labels)}`);
+    assert.deepEqual([labels[0], labels[3], labels[4], labels[5]], ['spinner', spinner, must(podBConfig.metadata, 'metadata in the config of pod B').namespace, must(podBConfig.metadata, 'metadata in the config of pod B').name], `container labels: ${JSON.stringify(labels)}`);
     assert.equal(labels[2], image.tagRef, 'image label');
     assert.ok((value(cm, 'container_memory_working_set_bytes') ?? 0) > 0, `working set: ${JSON.stringify(cm)}`);
     assert.ok((value(cm, 'container_memory_usage_bytes') ?? 0) > 0, 'memory usage');

@@ -8,6 +8,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { must } from '../helpers/must';
 import { expectCriError, type CriClient } from '../helpers/cri';
 import { startDaemon, type Daemon } from '../helpers/daemon';
 import { startRegistry, type Registry } from '../helpers/registry';
@@ -92,13 +93,13 @@ interface PodSpec {
 
 function podFor(name: string, spec: PodSpec = {}): PodSandboxConfig {
   const config = podConfig(name, { logDirectory: path.join(logDir, name), hostNetwork: spec.hostNetwork });
-  const base = config.linux!.security_context!;
+  const base = must(config.linux?.security_context, 'linux.security_context in the pod config');
   config.linux = {
     ...config.linux,
     security_context: { ...base, ...spec.sc, namespace_options: { ...base.namespace_options, ...spec.sc?.namespace_options } },
     sysctls: spec.sysctls ?? {},
   };
-  fs.mkdirSync(config.log_directory!, { recursive: true });
+  fs.mkdirSync(must(config.log_directory, 'log_directory in the pod config'), { recursive: true });
   return config;
 }
 
@@ -126,7 +127,7 @@ interface Ctr {
 
 async function create(c: Ctr): Promise<string> {
   const pod = c.pod ?? main;
-  const config = containerConfig(c.name, (c.img ?? image).tagRef!, c.command, { logPath: `${c.name}.log`, ...c.opts });
+  const config = containerConfig(c.name, must((c.img ?? image).tagRef, 'a tag on the pushed image'), c.command, { logPath: `${c.name}.log`, ...c.opts });
   config.linux = { ...config.linux, security_context: c.sc ?? {} };
   const { container_id } = await cri().runtime.CreateContainer({ pod_sandbox_id: pod.id, config, sandbox_config: pod.config });
   tracked.containerIds.push(container_id);
@@ -158,7 +159,7 @@ async function runToExit(c: Ctr, timeoutMs = 20_000): Promise<Ran> {
   const pod = c.pod ?? main;
   const id = await start(c);
   const status = await waitForState(cri(), id, 'CONTAINER_EXITED', timeoutMs);
-  const file = path.join(pod.config.log_directory!, `${c.name}.log`);
+  const file = path.join(must(pod.config.log_directory, 'log_directory in the pod config'), `${c.name}.log`);
   // conmon can write the last lines just after the exit is recorded: wait for the marker.
   const lines = await waitFor(`the end marker in ${file}`, () => {
     const l = readCriLog(file);
@@ -172,8 +173,8 @@ async function runToExit(c: Ctr, timeoutMs = 20_000): Promise<Ran> {
 const script = (s: string): string[] => ['sh', '-c', `${s}\necho END`];
 
 /** `key=value` lines of a container's output, as a record. */
-function kv(lines: string[]): Record<string, string> {
-  const out: Record<string, string> = {};
+function kv(lines: string[]): Partial<Record<string, string>> {
+  const out: Partial<Record<string, string>> = {};
   for (const l of lines) {
     const eq = l.indexOf('=');
     if (eq > 0) out[l.slice(0, eq)] = l.slice(eq + 1);
@@ -210,18 +211,20 @@ describe('security contexts', () => {
     userImage = await pushSecurityImage(registry.host, 'sec-user', APP_USER.name);
     daemon = await startDaemon({ config: daemonConfig(cni) });
     baseline = snapshotLeaks(scope());
-    for (const img of [image, userImage]) await cri().image.PullImage({ image: { image: img.tagRef! } });
+    for (const img of [image, userImage]) await cri().image.PullImage({ image: { image: must(img.tagRef, 'a tag on the pushed image') } });
     main = await runPod('sc-main');
   });
 
   after(async () => {
-    if (daemon) {
+    // before() may have failed before assigning these, which their declared types hide.
+    const up: { daemon?: Daemon; registry?: Registry; cni?: CniFixture } = { daemon, registry, cni };
+    if (up.daemon) {
       await removePodsAndLeftovers(cri().runtime, tracked.podIds, scope());
-      await daemon.stop();
+      await up.daemon.stop();
     }
-    await registry?.stop();
+    await up.registry?.stop();
     removeTestCgroups();
-    cni?.remove();
+    up.cni?.remove();
     for (const d of [logDir, scratchDir]) if (d) fs.rmSync(d, { recursive: true, force: true });
     assert.ok(!scBridgeExists(), `bridge ${SC_BRIDGE} still exists after cleanup`);
   });
@@ -590,7 +593,7 @@ describe('security contexts', () => {
   test('a non-namespaced sysctl (vm.swappiness) is refused with an error naming it, and the host is untouched', async (t) => {
     const host = fs.readFileSync('/proc/sys/vm/swappiness', 'utf8').trim();
     const value = host === '37' ? '38' : '37';
-    let refusal: string;
+    let refusal: string | undefined;
     let pod: Pod | undefined;
     try {
       pod = await runPod('sc-sysctl-vm', { sysctls: { 'vm.swappiness': value } });
@@ -603,8 +606,9 @@ describe('security contexts', () => {
       refusal = `CreateContainer: ${err.codeName}: ${err.details}`;
       await removePod(p);
     }
-    t.diagnostic(`refused at ${refusal!}`);
-    assert.match(refusal!, /vm\.swappiness/, `the refusal names the sysctl: ${refusal!}`);
+    assert.ok(refusal, 'a refusal of vm.swappiness at RunPodSandbox or CreateContainer');
+    t.diagnostic(`refused at ${refusal}`);
+    assert.match(refusal, /vm\.swappiness/, `the refusal names the sysctl: ${refusal}`);
     assert.equal(fs.readFileSync('/proc/sys/vm/swappiness', 'utf8').trim(), host, 'the host\'s vm.swappiness is unchanged');
   });
 
@@ -615,7 +619,7 @@ describe('security contexts', () => {
     assert.ok(res.runtime_handlers.length > 0, `runtime_handlers: saw ${JSON.stringify(res.runtime_handlers)}`);
     for (const h of res.runtime_handlers) {
       assert.equal(h.features?.user_namespaces, true, `handler ${JSON.stringify(h.name)}: user_namespaces (idmapped layers probe on kernel 6.18): saw ${JSON.stringify(h.features)}`);
-      assert.equal(h.features?.recursive_read_only_mounts, true, `handler ${JSON.stringify(h.name)}: recursive_read_only_mounts (made by the daemon on kernel 6.18): saw ${JSON.stringify(h.features)}`);
+      assert.equal(h.features.recursive_read_only_mounts, true, `handler ${JSON.stringify(h.name)}: recursive_read_only_mounts (made by the daemon on kernel 6.18): saw ${JSON.stringify(h.features)}`);
     }
   });
 
@@ -640,7 +644,7 @@ describe('security contexts', () => {
     let pidsDir = '';
     const pod = await runPod('sc-bomb', {
       prepare: (config) => {
-        pidsDir = makePidsCgroup(config.linux!.cgroup_parent!, 64);
+        pidsDir = makePidsCgroup(must(config.linux?.cgroup_parent, 'linux.cgroup_parent in the pod config'), 64);
       },
     });
     assert.ok(pidsDir.includes(CGROUP_ROOT_NAME), `fixture: the pids cgroup ${pidsDir} is under the test's cgroup root`);
