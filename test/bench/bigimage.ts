@@ -55,7 +55,7 @@ export function binaryData(size: number, seed: number): Buffer {
     } else if (kind < 72) {
       for (let i = off; i < end; i += 8) {
         let v = rng.next();
-        for (let j = 0; j < 8 && i + j < end; j++, v >>>= 4) buf[i + j] = OPCODE_BYTES[v & 15]!;
+        for (let j = 0; j < 8 && i + j < end; j++, v >>>= 4) buf[i + j] = OPCODE_BYTES[v & 15];
       }
     } else if (kind < 85) {
       buf.fill(0, off, end);
@@ -185,7 +185,7 @@ export async function buildBigImageLayers(): Promise<BenchLayer[]> {
       compression: 'gzip',
       tarSize: raw.length,
       files: files.length,
-      fileBytes: files.reduce((n, e) => n + (e.type === 'file' ? e.content.length : 0), 0),
+      fileBytes: files.reduce((n, e) => n + e.content.length, 0),
     });
   }
   return out;

@@ -10,7 +10,7 @@ import { startRegistry, type Registry } from '../helpers/registry';
 import { busyboxLayer, pushImage } from '../helpers/images';
 import { containerConfig, daemonConfig, makeCniFixture, podConfig, removeTestCgroups, type CniFixture, type TestNetwork } from '../helpers/pods';
 import { memOf } from './procs';
-import { fmtMB, intFlag, parseFlags, table } from './util';
+import { fmtMB, intFlag, need, parseFlags, table } from './util';
 
 export const CHURN_USAGE = `churn [--n N] [--warmup W] [--top K] [--trim yes] [--snapshots no]
     Memory over churn: N pod lifecycles (default 1000) on one tscri daemon, one after
@@ -78,7 +78,7 @@ function rssByKind(pid: number): Map<string, number> {
 /** Asks the daemon for a heap snapshot (--heapsnapshot-signal) and waits until it is written. */
 async function heapSnapshot(daemon: Daemon, dir: string): Promise<string> {
   const before = new Set(fs.readdirSync(dir));
-  process.kill(daemon.pid!, 'SIGUSR2');
+  process.kill(need(daemon.pid, 'a running daemon pid'), 'SIGUSR2');
   for (;;) {
     const fresh = fs.readdirSync(dir).filter((f) => !before.has(f) && f.endsWith('.heapsnapshot'));
     if (fresh.length > 0) {
@@ -99,7 +99,8 @@ async function heapSnapshot(daemon: Daemon, dir: string): Promise<string> {
 async function lifecycle(daemon: Daemon, image: string, logDir: string, i: number): Promise<void> {
   const rt = daemon.cri.runtime;
   const config = podConfig(`churn-${i}`, { logDirectory: path.join(logDir, String(i)) });
-  fs.mkdirSync(config.log_directory!, { recursive: true });
+  const logDirectory = need(config.log_directory, `a log directory in pod config churn-${i}`);
+  fs.mkdirSync(logDirectory, { recursive: true });
   const { pod_sandbox_id } = await rt.RunPodSandbox({ config, runtime_handler: '' });
   const { container_id } = await rt.CreateContainer({ pod_sandbox_id, config: containerConfig('c', image, SLEEP), sandbox_config: config });
   await rt.StartContainer({ container_id });
@@ -113,7 +114,7 @@ async function lifecycle(daemon: Daemon, image: string, logDir: string, i: numbe
   await rt.RemoveContainer({ container_id });
   await rt.StopPodSandbox({ pod_sandbox_id });
   await rt.RemovePodSandbox({ pod_sandbox_id });
-  fs.rmSync(config.log_directory!, { recursive: true, force: true });
+  fs.rmSync(logDirectory, { recursive: true, force: true });
 }
 
 export async function runChurn(argv: string[]): Promise<number> {
@@ -139,23 +140,25 @@ export async function runChurn(argv: string[]): Promise<number> {
       logLevel: 'warn',
       env: { NODE_OPTIONS: `--heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${snapDir}` },
     });
-    await daemon.cri.image.PullImage({ image: { image: img.tagRef! } });
-    const rss = (): number => memOf(daemon!.pid!).rss;
+    const ref = need(img.tagRef, 'a tag reference for the pushed churn image');
+    const pid = need(daemon.pid, 'a running daemon pid');
+    await daemon.cri.image.PullImage({ image: { image: ref } });
+    const rss = (): number => memOf(pid).rss;
     const rss0 = rss();
     const t0 = Date.now();
-    for (let i = 0; i < warmup; i++) await lifecycle(daemon, img.tagRef!, logDir, i);
+    for (let i = 0; i < warmup; i++) await lifecycle(daemon, ref, logDir, i);
     // RSS first: a heap snapshot's own work leaves freed memory in the process for a while.
     const rssA = rss();
-    const kindsA = rssByKind(daemon.pid!);
+    const kindsA = rssByKind(pid);
     const snapA = snapshots ? await heapSnapshot(daemon, snapDir) : undefined;
     const t1 = Date.now();
-    for (let i = warmup; i < n; i++) await lifecycle(daemon, img.tagRef!, logDir, i);
+    for (let i = warmup; i < n; i++) await lifecycle(daemon, ref, logDir, i);
     const rssB = rss();
-    const kindsB = rssByKind(daemon.pid!);
+    const kindsB = rssByKind(pid);
     const t2 = Date.now();
     let trimmed = '';
     if (flags['trim'] === 'yes') {
-      const r = spawnSync('gdb', ['-p', String(daemon.pid!), '-batch', '-ex', 'call (int) malloc_trim(0)'], { encoding: 'utf8' });
+      const r = spawnSync('gdb', ['-p', String(pid), '-batch', '-ex', 'call (int) malloc_trim(0)'], { encoding: 'utf8' });
       trimmed = r.status !== 0 ? `gdb malloc_trim failed: ${(r.stderr || String(r.error)).slice(0, 300)}` : `RSS after malloc_trim(0): ${fmtMB(rss())} (${fmtMB(rssB - rss())} given back)`;
     }
     const snapB = snapshots ? await heapSnapshot(daemon, snapDir) : undefined;
@@ -174,7 +177,7 @@ export async function runChurn(argv: string[]): Promise<number> {
         ],
       ),
     );
-    console.log(`open file descriptors of the daemon: ${fs.readdirSync(`/proc/${daemon.pid!}/fd`).length}`);
+    console.log(`open file descriptors of the daemon: ${fs.readdirSync(`/proc/${pid}/fd`).length}`);
     if (trimmed) console.log(trimmed);
     if (!a || !b) return 0;
     const keys = new Set([...a.count.keys(), ...b.count.keys()]);

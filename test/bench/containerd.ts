@@ -187,8 +187,8 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
     const proc = spawn(CONTAINERD_BIN, ['--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
     child = proc;
     live.add(proc);
-    proc.stdout?.setEncoding('utf8').on('data', (d: string) => (log += d));
-    proc.stderr?.setEncoding('utf8').on('data', (d: string) => (log += d));
+    proc.stdout.setEncoding('utf8').on('data', (d: string) => (log += d));
+    proc.stderr.setEncoding('utf8').on('data', (d: string) => (log += d));
     proc.once('exit', () => live.delete(proc));
   };
 

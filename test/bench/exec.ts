@@ -7,7 +7,7 @@ import type { PodSandboxConfig } from '../../src/gen/runtime/v1/PodSandboxConfig
 import type { ContainerConfig } from '../../src/gen/runtime/v1/ContainerConfig';
 import { BenchStack, type BenchNet, type Name } from './stack';
 import { PortForwardClient, httpGet, spdyExec, upload } from './stream_client';
-import { cpuSeconds, fmtMB, fmtMs, fmtRatio, intFlag, iptablesSave, median, parseFlags, percentile, table } from './util';
+import { cpuSeconds, fmtMB, fmtMs, fmtRatio, intFlag, iptablesSave, median, need, parseFlags, percentile, table } from './util';
 
 export const EXEC_USAGE = `exec [--n N] [--mib M] [--rounds R] [--warmup W]
     Exec and port-forward, tscri against containerd 1.6: one pod with one busybox container
@@ -127,7 +127,7 @@ async function removeAllPods(rt: Runtime): Promise<number> {
 
 async function execSync(rt: Runtime, cmd: string[], want: string): Promise<number> {
   const t0 = process.hrtime.bigint();
-  const r = await rt.cri.runtime.ExecSync({ container_id: rt.containerId!, cmd, timeout: '10' }, { timeoutMs: CALL_TIMEOUT_MS });
+  const r = await rt.cri.runtime.ExecSync({ container_id: need(rt.containerId, `${rt.name}: a started container`), cmd, timeout: '10' }, { timeoutMs: CALL_TIMEOUT_MS });
   const ms = msSince(t0);
   if (r.exit_code !== 0 || r.stdout.toString() !== want) {
     throw new Error(`${rt.name}: ExecSync ${cmd.join(' ')}: exit ${r.exit_code}, stdout ${JSON.stringify(r.stdout.toString())}, stderr ${JSON.stringify(r.stderr.toString())}`);
@@ -139,7 +139,7 @@ async function execSync(rt: Runtime, cmd: string[], want: string): Promise<numbe
 async function streamingExec(rt: Runtime): Promise<number> {
   const t0 = process.hrtime.bigint();
   const { url } = await rt.cri.runtime.Exec(
-    { container_id: rt.containerId!, cmd: ['echo', 'hello'], stdin: false, stdout: true, stderr: true, tty: false },
+    { container_id: need(rt.containerId, `${rt.name}: a started container`), cmd: ['echo', 'hello'], stdin: false, stdout: true, stderr: true, tty: false },
     { timeoutMs: CALL_TIMEOUT_MS },
   );
   const r = await spdyExec(url, 'v4.channel.k8s.io');
@@ -165,7 +165,7 @@ interface Transfer {
 
 async function portForward(rt: Runtime, port: number, fn: (pf: PortForwardClient) => Promise<number>): Promise<Transfer> {
   const t0 = process.hrtime.bigint();
-  const { url } = await rt.cri.runtime.PortForward({ pod_sandbox_id: rt.podId!, port: [port] }, { timeoutMs: CALL_TIMEOUT_MS });
+  const { url } = await rt.cri.runtime.PortForward({ pod_sandbox_id: need(rt.podId, `${rt.name}: a started pod`), port: [port] }, { timeoutMs: CALL_TIMEOUT_MS });
   const pf = await PortForwardClient.connect(url);
   try {
     const setupMs = msSince(t0);
@@ -234,16 +234,18 @@ export async function runExec(argv: string[]): Promise<number> {
     console.log(`machine: ${os.cpus().length} CPUs, ${fmtMB(os.totalmem())} RAM, load average ${load0.map((l) => l.toFixed(2)).join(' ')}`);
     await stack.start();
     const { daemon, containerd, image, pause } = stack;
+    const d = need(daemon, 'a started tscri daemon');
+    const c = need(containerd, 'a started containerd');
     runtimes.push(
-      { name: 'tscri', cri: daemon!.cri, pid: daemon!.pid!, cgroupRoot: stack.cgroupRoots.tscri, logDir: stack.logDir('tscri') },
-      { name: 'containerd', cri: containerd!.cri, pid: containerd!.pid!, cgroupRoot: stack.cgroupRoots.containerd, logDir: stack.logDir('containerd') },
+      { name: 'tscri', cri: d.cri, pid: need(d.pid, 'a tscri daemon pid'), cgroupRoot: stack.cgroupRoots.tscri, logDir: stack.logDir('tscri') },
+      { name: 'containerd', cri: c.cri, pid: need(c.pid, 'a containerd pid'), cgroupRoot: stack.cgroupRoots.containerd, logDir: stack.logDir('containerd') },
     );
     for (const rt of runtimes) stack.addPodCleanup({ what: `removing ${rt.name} pods`, run: () => removeAllPods(rt) });
     for (const rt of runtimes) {
       const v = await rt.cri.runtime.Version({ version: 'v1' });
       for (const ref of [image, pause]) await rt.cri.image.PullImage({ image: { image: ref } }, { timeoutMs: 120_000 });
       await startPod(rt, image, mib);
-      console.log(`${rt.name}: ${v.runtime_name} ${v.runtime_version} (pid ${rt.pid}), pod ${rt.podId!.slice(0, 12)} serving ${mib} MiB`);
+      console.log(`${rt.name}: ${v.runtime_name} ${v.runtime_version} (pid ${rt.pid}), pod ${need(rt.podId, `${rt.name}: a started pod`).slice(0, 12)} serving ${mib} MiB`);
     }
 
     const latencyRound = async (rt: Runtime, keep: boolean): Promise<void> => {

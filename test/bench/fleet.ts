@@ -8,7 +8,7 @@ import type { ContainerConfig } from '../../src/gen/runtime/v1/ContainerConfig';
 import type { PodSandboxConfig } from '../../src/gen/runtime/v1/PodSandboxConfig';
 import { conmonsUnder, listProcs, shimsOf } from './procs';
 import type { BenchStack, Name } from './stack';
-import { cpuSeconds } from './util';
+import { cpuSeconds, need } from './util';
 
 export const CALL_TIMEOUT_MS = 120_000;
 
@@ -34,13 +34,13 @@ export interface FleetPod {
 
 /** Both runtimes of a started BenchStack. */
 export function fleetRuntimes(stack: BenchStack): FleetRuntime[] {
-  const d = stack.daemon!;
-  const c = stack.containerd!;
+  const d = need(stack.daemon, 'a started tscri daemon');
+  const c = need(stack.containerd, 'a started containerd');
   return [
     {
       name: 'tscri',
       cri: () => d.cri,
-      pid: () => d.pid!,
+      pid: () => need(d.pid, 'a tscri daemon pid'),
       cgroupRoot: stack.cgroupRoots.tscri,
       logDir: stack.logDir('tscri'),
       monitorPids: () => conmonsUnder(listProcs(), [d.base]).map((p) => p.pid),
@@ -48,7 +48,7 @@ export function fleetRuntimes(stack: BenchStack): FleetRuntime[] {
     {
       name: 'containerd',
       cri: () => c.cri,
-      pid: () => c.pid!,
+      pid: () => need(c.pid, 'a containerd pid'),
       cgroupRoot: stack.cgroupRoots.containerd,
       logDir: stack.logDir('containerd'),
       monitorPids: () => shimsOf(listProcs(), c.socket).map((p) => p.pid),

@@ -7,7 +7,7 @@ import type { PodSandboxConfig } from '../../src/gen/runtime/v1/PodSandboxConfig
 import type { ContainerConfig } from '../../src/gen/runtime/v1/ContainerConfig';
 import { conmonsUnder, descendants, listProcs, shimsOf, sumMem, type Mem, type Proc } from './procs';
 import { BenchStack, type BenchNet, type Name } from './stack';
-import { cpuSeconds, fmtMB, fmtMs, fmtRatio, intFlag, iptablesSave, median, parseFlags, percentile, secondsFlag, table } from './util';
+import { cpuSeconds, fmtMB, fmtMs, fmtRatio, intFlag, iptablesSave, median, need, parseFlags, percentile, secondsFlag, table } from './util';
 
 export const LIFECYCLE_USAGE = `lifecycle [--pods N] [--rss-pods M] [--warmup W] [--log-level LEVEL] [--settle SECONDS]
     Pod lifecycle latency and memory, tscri against containerd 1.6 (runc, CNI bridge,
@@ -120,7 +120,7 @@ async function cycle(rt: Runtime, image: string, tag: string): Promise<number[]>
   await timed(() => rt.cri.runtime.RemoveContainer({ container_id }, o));
   await timed(() => rt.cri.runtime.StopPodSandbox({ pod_sandbox_id }, o));
   await timed(() => rt.cri.runtime.RemovePodSandbox({ pod_sandbox_id }, o));
-  fs.rmSync(pod.log_directory!, { recursive: true, force: true });
+  fs.rmSync(need(pod.log_directory, 'a log directory in the pod config'), { recursive: true, force: true });
   return times;
 }
 
@@ -223,13 +223,13 @@ export async function runLifecycle(argv: string[]): Promise<number> {
     await stack.start();
     const { image, pause } = stack;
     console.log(`images: ${image} (container), ${pause} (containerd's sandbox_image)`);
-    const d = stack.daemon!;
-    const c = stack.containerd!;
+    const d = need(stack.daemon, 'a started tscri daemon');
+    const c = need(stack.containerd, 'a started containerd');
     runtimes.push(
       {
         name: 'tscri',
         cri: d.cri,
-        pid: d.pid!,
+        pid: need(d.pid, 'a tscri daemon pid'),
         cgroupRoot: stack.cgroupRoots.tscri,
         logDir: stack.logDir('tscri'),
         monitors: (procs) => conmonsUnder(procs, [d.base]),
@@ -237,7 +237,7 @@ export async function runLifecycle(argv: string[]): Promise<number> {
       {
         name: 'containerd',
         cri: c.cri,
-        pid: c.pid!,
+        pid: need(c.pid, 'a containerd pid'),
         cgroupRoot: stack.cgroupRoots.containerd,
         logDir: stack.logDir('containerd'),
         monitors: (procs) => shimsOf(procs, c.socket),

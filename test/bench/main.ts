@@ -30,7 +30,8 @@ function usage(): string {
 }
 
 async function main(argv: string[]): Promise<number> {
-  const [name, ...rest] = argv;
+  const name = argv.at(0);
+  const rest = argv.slice(1);
   if (name === '-h' || name === '--help' || name === 'help') {
     process.stdout.write(usage());
     return 0;

@@ -1,7 +1,7 @@
 import * as os from 'node:os';
 import { cpuDelta, cpuOf, fleetRuntimes, pullImages, removePods, startPods, type FleetPod, type FleetRuntime } from './fleet';
 import { BenchStack, type BenchNet, type Name } from './stack';
-import { fmtMB, fmtRatio, fmtSec, intFlag, parseFlags, percentile, secondsFlag, table } from './util';
+import { fmtMB, fmtRatio, fmtSec, intFlag, need, parseFlags, percentile, secondsFlag, table } from './util';
 
 export const POLL_USAGE = `poll [--pods N] [--containers M] [--duration SECONDS] [--idle SECONDS] [--parallel P]
       [--cpu-prof DIR] [--log-level LEVEL]
@@ -110,11 +110,12 @@ export async function runPoll(argv: string[]): Promise<number> {
     const pods: Partial<Record<Name, FleetPod[]>> = {};
     for (const rt of runtimes) {
       if (stop()) break;
-      pods[rt.name] = await startPods(rt, stack.image, TAG, nPods, nContainers, parallel, stop);
-      console.log(`${rt.name}: ${pods[rt.name]!.length} pods x ${nContainers} containers running`);
+      const started = await startPods(rt, stack.image, TAG, nPods, nContainers, parallel, stop);
+      pods[rt.name] = started;
+      console.log(`${rt.name}: ${started.length} pods x ${nContainers} containers running`);
     }
     if (!stop()) {
-      if (cpuProf) await stack.daemon!.restart();
+      if (cpuProf) await need(stack.daemon, 'a started tscri daemon').restart();
       // The creates' after-effects (containerd's first stats, tscri's exit watchers) settle first.
       await sleep(5000);
       if (idleMs > 0) {
@@ -127,10 +128,10 @@ export async function runPoll(argv: string[]): Promise<number> {
         });
       }
       console.log(`polling both for ${durationMs / 1000} s`);
-      const [t, c] = await Promise.all(runtimes.map((rt) => poll(rt, pods[rt.name]!, durationMs, stop)));
+      const [t, c] = await Promise.all(runtimes.map((rt) => poll(rt, need(pods[rt.name], `${rt.name}: started pods`), durationMs, stop)));
       results.tscri = t;
       results.containerd = c;
-      if (cpuProf) await stack.daemon!.restart();
+      if (cpuProf) await need(stack.daemon, 'a started tscri daemon').restart();
     }
   } catch (err) {
     failed = stack.failure(err);

@@ -35,8 +35,8 @@ export function descendants(procs: Proc[], root: number): Proc[] {
   }
   const out: Proc[] = [];
   const stack = [root];
-  while (stack.length > 0) {
-    for (const c of children.get(stack.pop()!) ?? []) {
+  for (let pid = stack.pop(); pid !== undefined; pid = stack.pop()) {
+    for (const c of children.get(pid) ?? []) {
       out.push(c);
       stack.push(c.pid);
     }

@@ -8,7 +8,7 @@ import { pushImage } from '../helpers/images';
 import { startRegistry, type Registry } from '../helpers/registry';
 import { buildBigImageLayers, type BenchLayer } from './bigimage';
 import { startContainerd, mountsUnder, type Containerd } from './containerd';
-import { UsageError, cpuSeconds, fmtMB, fmtRatio, fmtSec, intFlag, median, parseFlags, secondsFlag, table } from './util';
+import { UsageError, cpuSeconds, fmtMB, fmtRatio, fmtSec, intFlag, median, need, parseFlags, secondsFlag, table } from './util';
 
 export const PULL_USAGE = `pull [--rounds N] [--log-level LEVEL] [--settle SECONDS]
     Cold pulls of a 157 MB (97 MB gzipped) 6-layer image from a local docker-registry,
@@ -134,7 +134,8 @@ export async function runPull(argv: string[]): Promise<number> {
   let registry: Registry | undefined;
   let daemon: Daemon | undefined;
   let containerd: Containerd | undefined;
-  let interrupted = false;
+  // An object, so that checks after awaits see the signal handler's write.
+  const signal = { interrupted: false };
   const teardown = async (): Promise<string[]> => {
     const problems: string[] = [];
     const step = async (what: string, fn: () => Promise<unknown>) => {
@@ -167,8 +168,8 @@ export async function runPull(argv: string[]): Promise<number> {
     return problems;
   };
   const onSignal = (sig: NodeJS.Signals) => {
-    if (interrupted) return;
-    interrupted = true;
+    if (signal.interrupted) return;
+    signal.interrupted = true;
     process.stderr.write(`\n${sig}: stopping everything\n`);
     void teardown().finally(() => {
       dropTmpfs();
@@ -211,7 +212,7 @@ export async function runPull(argv: string[]): Promise<number> {
     const tBuild = Date.now();
     layers = await buildBigImageLayers();
     const pushed = await pushImage(registry.host, 'bench/big', '1', { layers, config: { Cmd: ['/bin/sh'] } });
-    ref = pushed.tagRef!;
+    ref = need(pushed.tagRef, 'a tag reference for the pushed image');
     const compressed = layers.reduce((n, l) => n + l.size, 0);
     const unpacked = layers.reduce((n, l) => n + l.tarSize, 0);
     console.log(`image ${ref} (built and pushed in ${fmtSec((Date.now() - tBuild) / 1000)})`);
@@ -244,7 +245,7 @@ export async function runPull(argv: string[]): Promise<number> {
     rounds: for (let r = 0; r < rounds; r++) {
       const order = r % 2 === 0 ? runtimes : [...runtimes].reverse();
       for (const rt of order) {
-        if (interrupted) break rounds;
+        if (signal.interrupted) break rounds;
         await settle(lastRemoval, settleSeconds);
         const logMark = rt.name === 'tscri' ? daemon.logs().length : 0;
         let s: Sample;
@@ -272,14 +273,14 @@ export async function runPull(argv: string[]): Promise<number> {
     process.off('SIGTERM', onSignal);
   }
   const load1 = os.loadavg();
-  const problems = interrupted ? [] : [...(await teardown()), ...dropTmpfs()];
+  const problems = signal.interrupted ? [] : [...(await teardown()), ...dropTmpfs()];
 
   if (samples.tscri.length > 0 || samples.containerd.length > 0) {
     const n = Math.max(samples.tscri.length, samples.containerd.length);
     const rows: string[][] = [];
     for (let i = 0; i < n; i++) {
-      const t = samples.tscri[i];
-      const c = samples.containerd[i];
+      const t = samples.tscri.at(i);
+      const c = samples.containerd.at(i);
       rows.push([`round ${i + 1}`, t ? fmtSec(t.seconds) : '-', c ? fmtSec(c.seconds) : '-', t ? fmtSec(t.cpu) : '-', c ? fmtSec(c.cpu) : '-']);
     }
     const mt = median(samples.tscri.map((s) => s.seconds));
@@ -305,5 +306,5 @@ export async function runPull(argv: string[]): Promise<number> {
     console.error(failed);
     return 1;
   }
-  return interrupted ? 130 : 0;
+  return signal.interrupted ? 130 : 0;
 }

@@ -2,7 +2,7 @@ import * as os from 'node:os';
 import { connectCri, type CriClient } from '../helpers/cri';
 import { cpuOf, fleetRuntimes, msSince, pullImages, removePods, startPods, type FleetPod, type FleetRuntime } from './fleet';
 import { BenchStack, type BenchNet, type Name } from './stack';
-import { cpuSeconds, fmtMB, fmtMs, fmtRatio, fmtSec, intFlag, median, parseFlags, percentile, secondsFlag, table } from './util';
+import { cpuSeconds, fmtMB, fmtMs, fmtRatio, fmtSec, intFlag, median, need, parseFlags, percentile, secondsFlag, table } from './util';
 
 export const SCALE_USAGE = `scale [--pods N] [--containers M] [--samples S] [--stats-samples T] [--stats-gap SECONDS]
       [--parallel P] [--restart] [--cpu-prof DIR] [--log-level LEVEL]
@@ -108,7 +108,7 @@ async function timeRestart(rt: FleetRuntime, socket: string, restart: (beforeSpa
 
 export async function runScale(argv: string[]): Promise<number> {
   // A bare --restart (last, or followed by another flag) means yes.
-  argv = argv.map((a, i) => (a === '--restart' && (argv[i + 1] === undefined || argv[i + 1].startsWith('--')) ? '--restart=true' : a));
+  argv = argv.map((a, i) => (a === '--restart' && (argv.at(i + 1)?.startsWith('--') ?? true) ? '--restart=true' : a));
   const flags = parseFlags(argv, {
     pods: '50',
     containers: '10',
@@ -184,8 +184,8 @@ export async function runScale(argv: string[]): Promise<number> {
     runtimes.forEach((rt, i) => (callCpu[rt.name] = cpuSeconds(rt.pid()) - cpu0[i]));
 
     if (doRestart && !stop()) {
-      const d = stack.daemon!;
-      const c = stack.containerd!;
+      const d = need(stack.daemon, 'a started tscri daemon');
+      const c = need(stack.containerd, 'a started containerd');
       restarts.tscri = await timeRestart(runtimes[0], d.socket, async (beforeSpawn) => {
         await d.stop('SIGTERM', { keep: true });
         beforeSpawn();

@@ -9,6 +9,7 @@ import { busyboxLayer, pushImage } from '../helpers/images';
 import { startRegistry, type Registry } from '../helpers/registry';
 import { startContainerd, type Containerd } from './containerd';
 import { ipLinkExists, teardownBench } from './teardown';
+import { need } from './util';
 
 export type Name = 'tscri' | 'containerd';
 
@@ -137,8 +138,8 @@ export class BenchStack {
     this.registry = await startRegistry();
     const base = await busyboxLayer();
     const env = ['PATH=/bin'];
-    this.image = (await pushImage(this.registry.host, 'bench/busybox', this.opts.tag, { layers: [base], config: { Env: env, Cmd: ['/bin/sh'] } })).tagRef!;
-    this.pause = (await pushImage(this.registry.host, 'pause', 'bench', { layers: [base], config: { Env: env, Entrypoint: PAUSE_CMD } })).tagRef!;
+    this.image = need((await pushImage(this.registry.host, 'bench/busybox', this.opts.tag, { layers: [base], config: { Env: env, Cmd: ['/bin/sh'] } })).tagRef, 'a tag reference for the bench image');
+    this.pause = need((await pushImage(this.registry.host, 'pause', 'bench', { layers: [base], config: { Env: env, Entrypoint: PAUSE_CMD } })).tagRef, 'a tag reference for the pause image');
     for (const name of ['tscri', 'containerd'] as const) {
       for (const d of ['net.d', 'ipam', 'logs']) fs.mkdirSync(path.join(this.work, name, d), { recursive: true });
     }

@@ -23,7 +23,7 @@ export interface StartedParts {
  * them). Every step runs even when one fails; the failures are returned.
  */
 export async function teardownBench(s: StartedParts, problems: string[]): Promise<string[]> {
-  const step = async (what: string, fn: () => Promise<unknown> | unknown): Promise<void> => {
+  const step = async (what: string, fn: () => unknown): Promise<void> => {
     try {
       await fn();
     } catch (err) {

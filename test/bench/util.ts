@@ -16,9 +16,9 @@ export function parseFlags(argv: string[], defaults: Record<string, string>): Re
     if (!m) throw new UsageError(`unexpected argument ${JSON.stringify(arg)}`);
     const name = m[1];
     if (!(name in defaults)) throw new UsageError(`unknown flag --${name}`);
-    let value = m[2];
+    let value = m.at(2);
     if (value === undefined) {
-      value = argv[++i];
+      value = argv.at(++i);
       if (value === undefined) throw new UsageError(`--${name} needs a value`);
     }
     out[name] = value;
@@ -93,4 +93,10 @@ export function iptablesSave(): string[] {
   const r = spawnSync('iptables-save', [], { encoding: 'utf8' });
   if (r.status !== 0) return [`iptables-save failed: ${r.stderr.trim()}`];
   return r.stdout.split('\n').filter((l) => l && !l.startsWith('#'));
+}
+
+/** `v`, or an Error naming `what` when the benchmark did not get it. */
+export function need<T>(v: T | null | undefined, what: string): T {
+  if (v === undefined || v === null) throw new Error(`benchmark expected ${what}, got ${String(v)}`);
+  return v;
 }

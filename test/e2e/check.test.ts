@@ -91,7 +91,7 @@ describe('tscri check', () => {
 });
 
 describe('daemon host check', () => {
-  let daemon: Daemon;
+  let daemon: Daemon | undefined;
   before(async () => {
     daemon = await startDaemon();
   });
@@ -100,8 +100,9 @@ describe('daemon host check', () => {
   });
 
   test('Status(verbose) carries the report under info.host, and the log says it', async () => {
+    assert.ok(daemon, 'a daemon started by before()');
     const st = await daemon.cri.runtime.Status({ verbose: true });
-    assert.ok(st.info?.host, `info keys: ${Object.keys(st.info ?? {}).join(', ')}`);
+    assert.ok(st.info.host, `info keys: ${Object.keys(st.info).join(', ')}`);
     const report = JSON.parse(st.info.host) as HostReport;
     assert.equal(report.podsCanRun, true);
     const features = report.findings.map((f) => f.feature);
@@ -110,6 +111,6 @@ describe('daemon host check', () => {
     }
     assert.match(daemon.logs(), /"msg":"host check"/);
     const quiet = await daemon.cri.runtime.Status({ verbose: false });
-    assert.equal(quiet.info?.host, undefined);
+    assert.equal(quiet.info.host, undefined);
   });
 });

@@ -36,14 +36,17 @@ const CRASHES = 3;
 /** Lifecycle steps the workload completes between two crashes, at least. */
 const STEPS_BETWEEN_CRASHES = 12;
 
-let registry: Registry;
-let daemon: Daemon;
-let cni: CniFixture;
+let registry: Registry | undefined;
+let daemon: Daemon | undefined;
+let cni: CniFixture | undefined;
 let image: PushedImage;
 let logDir: string;
 let baseline: LeakSnapshot;
 const tracked = new Created(POD_IP_PREFIX);
-const cri = (): CriClient => daemon.cri;
+const cri = (): CriClient => {
+  assert.ok(daemon, 'a daemon started by before()');
+  return daemon.cri;
+};
 
 /** What the workload knows for sure about a container, from answers it got. */
 type Known = 'running' | 'stopping' | 'uncertain';
@@ -82,9 +85,14 @@ class Worker {
     r?.();
   }
 
+  // Read through a call: stop() sets the flag while loop() awaits, which narrowing cannot see.
+  private stopRequested(): boolean {
+    return this.stopping;
+  }
+
   private async loop(): Promise<void> {
     let cycle = 0;
-    while (!this.stopping) {
+    while (!this.stopRequested()) {
       try {
         await this.cycle(cycle++);
       } catch (e) {
@@ -95,7 +103,7 @@ class Worker {
           this.resume = resolve;
           this.parked = Promise.resolve();
         });
-        if (this.stopping) return;
+        if (this.stopRequested()) return;
         // Back on a restarted daemon: end the pod this cycle was in, as the kubelet would.
         await this.endPod().catch((err: unknown) => this.errors.push(`after restart: ${String(err).slice(0, 300)}`));
       }
@@ -104,16 +112,19 @@ class Worker {
 
   private async cycle(n: number): Promise<void> {
     const config = podConfig(`fault-${this.n}-${n}`, { logDirectory: path.join(logDir, `w${this.n}-${n}`) });
-    fs.mkdirSync(config.log_directory!, { recursive: true });
+    assert.ok(config.log_directory, `a log directory in the config of pod fault-${this.n}-${n}`);
+    fs.mkdirSync(config.log_directory, { recursive: true });
     const { pod_sandbox_id } = await cri().runtime.RunPodSandbox({ config, runtime_handler: '' });
     this.pod = { id: pod_sandbox_id, config };
     await tracked.pod(cri().runtime, pod_sandbox_id);
     this.step();
     const ids: string[] = [];
+    const ref = image.tagRef;
+    assert.ok(ref, 'the tools image pushed with a tag');
     for (const name of ['a', 'b']) {
       const { container_id } = await cri().runtime.CreateContainer({
         pod_sandbox_id,
-        config: containerConfig(name, image.tagRef!, SLEEPER),
+        config: containerConfig(name, ref, SLEEPER),
         sandbox_config: config,
       });
       tracked.containerIds.push(container_id);
@@ -161,7 +172,8 @@ describe('faults', { timeout: 180_000 }, () => {
     image = await pushToolsImage(registry.host);
     daemon = await startDaemon({ config: daemonConfig(cni) });
     baseline = snapshotLeaks(tracked.scope(daemon));
-    await cri().image.PullImage({ image: { image: image.tagRef! } });
+    assert.ok(image.tagRef, 'the tools image pushed with a tag');
+    await cri().image.PullImage({ image: { image: image.tagRef } });
   });
 
   after(async () => {
@@ -176,16 +188,17 @@ describe('faults', { timeout: 180_000 }, () => {
   });
 
   test(`${CRASHES} SIGKILLs during ${WORKERS} concurrent pod lifecycles lose no running container and leave nothing`, async (t) => {
+    assert.ok(daemon && cni, 'a daemon and a CNI fixture set up by before()');
     const workers = Array.from({ length: WORKERS }, (_, i) => new Worker(i));
     for (const w of workers) w.start();
     const totalSteps = (): number => workers.reduce((n, w) => n + w.steps, 0);
     for (let crash = 1; crash <= CRASHES; crash++) {
       const from = totalSteps();
       await waitFor(`${STEPS_BETWEEN_CRASHES} workload steps before crash ${crash}`, () => totalSteps() - from >= STEPS_BETWEEN_CRASHES || undefined, 60_000);
-      const how = await daemon.stop('SIGKILL', { keep: true });
+      const how: string = await daemon.stop('SIGKILL', { keep: true });
       assert.equal(how, 'signal SIGKILL');
       // Every worker runs into the dead daemon on its next call and parks.
-      await waitFor(`all workers parked after crash ${crash}`, () => workers.every((w) => w.parked) || undefined, 30_000);
+      await waitFor(`all workers parked after crash ${crash}`, () => workers.every((w) => w.parked !== undefined) || undefined, 30_000);
       await daemon.restart();
       const listed = new Map((await cri().runtime.ListContainers({})).containers.map((c) => [c.id, c.state]));
       for (const w of workers) {

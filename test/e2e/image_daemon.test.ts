@@ -55,7 +55,7 @@ class Gateway {
         const pending: Buffer[] = [];
         ur.on('data', (chunk: Buffer) => pending.push(chunk));
         const timer = setInterval(() => {
-          const head = pending[0];
+          const head = pending.at(0);
           if (!head) return;
           res.write(head.subarray(0, 1));
           if (head.length > 1) pending[0] = head.subarray(1);
@@ -82,7 +82,9 @@ class Gateway {
         }
         res.write(chunk);
         sent += chunk.length;
-        const ahead = sent / rate! - (Date.now() - started) / 1000;
+        // Not stalled, so the blob was slowed: the early return above passed only then.
+        assert.ok(rate !== undefined, `a rate for slowed blob ${digest ?? ''}`);
+        const ahead = sent / rate - (Date.now() - started) / 1000;
         if (ahead > 0) {
           ur.pause();
           setTimeout(() => ur.resume(), ahead * 1000);
@@ -168,12 +170,16 @@ describe('image service: shared downloads, stalls, pinning, metrics, side-by-sid
   });
 
   after(async () => {
-    await daemon?.stop();
-    await gateway?.stop();
-    await registry?.stop();
+    // Each is unset when before() failed ahead of it.
+    await (daemon as Daemon | undefined)?.stop();
+    await (gateway as Gateway | undefined)?.stop();
+    await (registry as Registry | undefined)?.stop();
   });
 
-  const via = (img: PushedImage): string => img.tagRef!.replace(registry.host, gateway.host);
+  const via = (img: PushedImage): string => {
+    assert.ok(img.tagRef, 'an image pushed with a tag');
+    return img.tagRef.replace(registry.host, gateway.host);
+  };
 
   test('two pulls of images sharing a layer download it once', async () => {
     // Slowed to ~3 s, so the second pull finds the first one's download under way.

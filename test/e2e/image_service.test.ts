@@ -31,6 +31,12 @@ let privateRegistry: Registry;
 let daemon: Daemon;
 const cri = (): CriClient => daemon.cri;
 
+/** The tag reference of an image the test pushed with a tag. */
+function tagOf(img: PushedImage): string {
+  assert.ok(img.tagRef, `image ${img.repo} pushed with a tag`);
+  return img.tagRef;
+}
+
 // Images pushed once in before(); each test pulls what it needs, so tests also run alone.
 let multi: PushedImage;
 let compressed: PushedImage;
@@ -192,10 +198,11 @@ describe('ImageService', { timeout: 300_000 }, () => {
 
   after(async () => {
     // Each step runs even if an earlier one throws: a leaked daemon or registry outlives the test run.
-    const steps: (() => Promise<unknown> | void)[] = [
-      () => daemon?.stop(),
-      () => registry?.stop(),
-      () => privateRegistry?.stop(),
+    // Each is unset when before() failed ahead of it.
+    const steps: (() => unknown)[] = [
+      () => (daemon as Daemon | undefined)?.stop(),
+      () => (registry as Registry | undefined)?.stop(),
+      () => (privateRegistry as Registry | undefined)?.stop(),
       () => cleanupDirs.forEach((d) => fs.rmSync(d, { recursive: true, force: true })),
     ];
     for (const step of steps) {
@@ -208,7 +215,7 @@ describe('ImageService', { timeout: 300_000 }, () => {
   });
 
   test('pulls a multi-layer image by tag and reports it in ImageStatus', async (t) => {
-    const ref = multi.tagRef!;
+    const ref = tagOf(multi);
     const imageRef = await pull(ref);
     assert.equal(imageRef, multi.configDigest, `PullImage(${ref}) image_ref: expected the config digest ${multi.configDigest}, saw ${imageRef}`);
 
@@ -225,7 +232,7 @@ describe('ImageService', { timeout: 300_000 }, () => {
   });
 
   test('unpacks whiteouts, opaque dirs, hard links, owners and modes into overlay layers', async () => {
-    await pull(multi.tagRef!);
+    await pull(tagOf(multi));
     const [l1, l2, l3] = multi.chainIds.map(layerDir);
 
     const bb = fs.statSync(path.join(l1, 'bin/busybox'));
@@ -273,27 +280,28 @@ describe('ImageService', { timeout: 300_000 }, () => {
   });
 
   test('pulls gzip, zstd and uncompressed layers; a named USER is reported as username', async () => {
-    const imageRef = await pull(compressed.tagRef!);
+    const imageRef = await pull(tagOf(compressed));
     assert.equal(imageRef, compressed.configDigest, `PullImage(${compressed.tagRef}): expected ${compressed.configDigest}, saw ${imageRef}`);
     assert.deepEqual(compressed.layers.map((l) => l.compression), ['gzip', 'zstd', 'none']);
     const [l1, l2, l3] = compressed.chainIds.map(layerDir);
     assert.ok(fs.statSync(path.join(l1, 'bin/busybox')).isFile(), 'gzip layer: bin/busybox');
     assert.equal(fs.readFileSync(path.join(l2, 'zstd.txt'), 'utf8'), 'from a zstd layer\n', 'zstd layer: zstd.txt');
     assert.equal(fs.readFileSync(path.join(l3, 'plain.txt'), 'utf8'), 'from an uncompressed layer\n', 'uncompressed layer: plain.txt');
-    const { image } = await status(compressed.tagRef!);
+    const { image } = await status(tagOf(compressed));
     assert.equal(image?.username, 'app', `username for USER app: expected app, saw ${show(image)}`);
-    assert.equal(image?.uid ?? null, null, `uid for a named USER: expected unset, saw ${JSON.stringify(image?.uid)}`);
+    assert.equal(image.uid ?? null, null, `uid for a named USER: expected unset, saw ${JSON.stringify(image.uid)}`);
   });
 
   test('pulls a Docker schema 2 image', async () => {
-    const imageRef = await pull(dockerFormat.tagRef!);
+    const imageRef = await pull(tagOf(dockerFormat));
     assert.equal(imageRef, dockerFormat.configDigest, `PullImage(${dockerFormat.tagRef}): expected ${dockerFormat.configDigest}, saw ${imageRef}`);
     assert.equal(fs.readFileSync(path.join(layerDir(dockerFormat.chainIds[1]), 'docker.txt'), 'utf8'), 'schema 2\n');
   });
 
   test('picks linux/amd64 from an image index', async () => {
-    const amd64 = multiarch.images.find((i) => i.platform.architecture === 'amd64')!;
-    const arm64 = multiarch.images.find((i) => i.platform.architecture === 'arm64')!;
+    const amd64 = multiarch.images.find((i) => i.platform.architecture === 'amd64');
+    const arm64 = multiarch.images.find((i) => i.platform.architecture === 'arm64');
+    assert.ok(amd64 && arm64, 'the multiarch index holds an amd64 and an arm64 image');
     const imageRef = await pull(multiarch.tagRef);
     assert.notEqual(imageRef, arm64.configDigest, 'PullImage of an index chose the arm64 image');
     assert.equal(imageRef, amd64.configDigest, `PullImage(${multiarch.tagRef}): expected the amd64 config ${amd64.configDigest}, saw ${imageRef}`);
@@ -305,13 +313,13 @@ describe('ImageService', { timeout: 300_000 }, () => {
   });
 
   test('ListImages lists everything and filters by reference', async () => {
-    await pull(multi.tagRef!);
-    await pull(compressed.tagRef!);
+    await pull(tagOf(multi));
+    await pull(tagOf(compressed));
     const all = await listed();
     const ids = all.map((i) => i.id);
     for (const img of [multi, compressed]) assert.ok(ids.includes(img.configDigest), `ListImages: expected ${img.configDigest} (${img.tagRef}), saw ${JSON.stringify(ids)}`);
 
-    const filtered = (await cri().image.ListImages({ filter: { image: { image: multi.tagRef! } } })).images;
+    const filtered = (await cri().image.ListImages({ filter: { image: { image: tagOf(multi) } } })).images;
     assert.deepEqual(filtered.map((i) => i.id), [multi.configDigest], `ListImages filtered by ${multi.tagRef}: expected only ${multi.configDigest}, saw ${JSON.stringify(filtered.map((i) => i.id))}`);
     const byId = (await cri().image.ListImages({ filter: { image: { image: compressed.configDigest } } })).images;
     assert.deepEqual(byId.map((i) => i.id), [compressed.configDigest], `ListImages filtered by id: saw ${JSON.stringify(byId.map((i) => i.id))}`);
@@ -320,13 +328,13 @@ describe('ImageService', { timeout: 300_000 }, () => {
   });
 
   test('StreamImages streams the same images as ListImages', async () => {
-    await pull(multi.tagRef!);
+    await pull(tagOf(multi));
     const listIds = (await listed()).map((i) => i.id).sort();
     const messages = await cri().image.StreamImages({});
     assert.ok(messages.length > 0, 'StreamImages: expected at least one message');
     const streamIds = messages.flatMap((m) => m.images.map((i) => i.id)).sort();
     assert.deepEqual(streamIds, listIds, 'StreamImages ids vs ListImages ids');
-    const filtered = (await cri().image.StreamImages({ filter: { image: { image: multi.tagRef! } } })).flatMap((m) => m.images.map((i) => i.id));
+    const filtered = (await cri().image.StreamImages({ filter: { image: { image: tagOf(multi) } } })).flatMap((m) => m.images.map((i) => i.id));
     assert.deepEqual(filtered, [multi.configDigest], `StreamImages filtered by ${multi.tagRef}`);
   });
 
@@ -338,20 +346,20 @@ describe('ImageService', { timeout: 300_000 }, () => {
   });
 
   test('ImageStatus verbose returns the image config in info', async () => {
-    await pull(multi.tagRef!);
-    const res = await status(multi.tagRef!, true);
+    await pull(tagOf(multi));
+    const res = await status(tagOf(multi), true);
     assert.ok(res.image, 'verbose ImageStatus: expected the image');
     const values = Object.values(res.info);
     assert.ok(values.length > 0, 'verbose ImageStatus: expected info entries, saw none');
     const withConfig = values.find((v) => v.includes('TSCRI_TEST=multi'));
     assert.ok(withConfig, `verbose info: expected the image config (Env TSCRI_TEST=multi), saw ${JSON.stringify(res.info)}`);
     assert.doesNotThrow(() => JSON.parse(withConfig), 'the info value holding the config is JSON');
-    const quiet = await status(multi.tagRef!, false);
+    const quiet = await status(tagOf(multi), false);
     assert.deepEqual(quiet.info, {}, `non-verbose ImageStatus: expected empty info, saw ${JSON.stringify(quiet.info)}`);
   });
 
   test('ImageFsInfo reports the layer store after a pull', async () => {
-    await pull(multi.tagRef!);
+    await pull(tagOf(multi));
     const res = await cri().image.ImageFsInfo({});
     assert.ok(res.image_filesystems.length >= 1, `ImageFsInfo: expected an image filesystem, saw ${JSON.stringify(res)}`);
     const fsu = res.image_filesystems[0];
@@ -363,20 +371,20 @@ describe('ImageService', { timeout: 300_000 }, () => {
   });
 
   test('RemoveImage by tag, id and digest; twice is fine; unused layers go, shared ones stay', async () => {
-    for (const img of [rmA, rmB, rmC]) await pull(img.tagRef!);
-    await pull(multi.tagRef!);
+    for (const img of [rmA, rmB, rmC]) await pull(tagOf(img));
+    await pull(tagOf(multi));
     const shared = rmA.chainIds[0];
     assert.equal(shared, multi.chainIds[0], 'fixture: rm-a and multi share the busybox base layer');
     for (const img of [rmA, rmB, rmC]) layerDir(img.chainIds[1]);
 
     const cases: [PushedImage, string, string][] = [
-      [rmA, 'tag', rmA.tagRef!],
+      [rmA, 'tag', tagOf(rmA)],
       [rmB, 'id', rmB.configDigest],
       [rmC, 'digest', rmC.digestRef],
     ];
     for (const [img, how, ref] of cases) {
       await cri().image.RemoveImage({ image: { image: ref } });
-      for (const probe of [img.tagRef!, img.configDigest, img.digestRef]) {
+      for (const probe of [tagOf(img), img.configDigest, img.digestRef]) {
         const { image } = await status(probe);
         assert.equal(image, null, `after RemoveImage by ${how} (${ref}), ImageStatus(${probe}): expected no image, saw ${show(image)}`);
       }
@@ -390,7 +398,7 @@ describe('ImageService', { timeout: 300_000 }, () => {
     }
     await cri().image.RemoveImage({ image: { image: `${registry.host}/never-pushed:v1` } });
 
-    const { image } = await status(multi.tagRef!);
+    const { image } = await status(tagOf(multi));
     assert.equal(image?.id, multi.configDigest, 'the image sharing the base layer is untouched');
     assert.ok(fs.statSync(path.join(layerDir(shared), 'bin/busybox')).isFile(), 'the shared layer still has its files');
   });
@@ -444,7 +452,7 @@ describe('ImageService', { timeout: 300_000 }, () => {
           layers: [{ entries: [{ type: 'file', path: 'innocent.txt', content: 'unpacked before the bad entry\n' }, ...c.entries()] }],
         });
         const before = layerNames();
-        const err = await expectCriError(`PullImage(${img.tagRef}) with a ${c.name}`, () => pull(img.tagRef!));
+        const err = await expectCriError(`PullImage(${img.tagRef}) with a ${c.name}`, () => pull(tagOf(img)));
         t.diagnostic(err.message);
         assert.ok(err.details.length > 0, 'the error says why');
 
@@ -457,7 +465,7 @@ describe('ImageService', { timeout: 300_000 }, () => {
           ...fs.readdirSync('/').filter((n) => n.includes(marker)),
         ];
         assert.deepEqual(escaped, [], `files written by a rejected layer (${err.details})`);
-        assert.equal((await status(img.tagRef!)).image, null, 'a failed pull must not leave an image');
+        assert.equal((await status(tagOf(img))).image, null, 'a failed pull must not leave an image');
         assert.ok(!(await listed()).some((x) => x.id === img.configDigest), 'a failed pull must not list an image');
         assert.deepEqual(layerNames(), before, `${daemon.root}/layers after a failed pull: expected unchanged`);
       });
@@ -476,12 +484,12 @@ describe('ImageService', { timeout: 300_000 }, () => {
     const served = await new RegistryClient(registry.host).getBlob('corrupt', bad.digest);
     assert.notEqual(sha256(served), bad.digest, 'fixture: the registry must now serve bytes that do not match the digest');
 
-    await pull(multi.tagRef!);
+    await pull(tagOf(multi));
     const before = layerNames();
-    const err = await expectCriError(`PullImage(${img.tagRef}) with a corrupted blob`, () => pull(img.tagRef!));
+    const err = await expectCriError(`PullImage(${img.tagRef}) with a corrupted blob`, () => pull(tagOf(img)));
     t.diagnostic(err.message);
     assert.match(err.details, /digest|sha256|mismatch|verif/i, `error for a corrupted blob: expected a digest mismatch, saw ${err.message}`);
-    assert.equal((await status(img.tagRef!)).image, null, 'no image after a failed pull');
+    assert.equal((await status(tagOf(img))).image, null, 'no image after a failed pull');
     assert.ok(!layerExists(img.chainIds[1]), `no layer for the corrupted blob in ${daemon.root}/layers`);
     assert.deepEqual(layerNames(), before, `${daemon.root}/layers after a failed pull: expected unchanged (no staging leftovers)`);
   });
@@ -492,31 +500,31 @@ describe('ImageService', { timeout: 300_000 }, () => {
     });
 
     test('a pull without credentials fails and names the registry', async (t) => {
-      const err = await expectCriError(`PullImage(${privateImage.tagRef}) without auth`, () => pull(privateImage.tagRef!));
+      const err = await expectCriError(`PullImage(${privateImage.tagRef}) without auth`, () => pull(tagOf(privateImage)));
       t.diagnostic(err.message);
       assert.ok(
         ['UNAUTHENTICATED', 'PERMISSION_DENIED', 'UNKNOWN', 'NOT_FOUND'].includes(err.codeName),
         `code: expected an auth failure, saw ${err.codeName}: ${err.details}`,
       );
       assert.ok(err.details.includes(privateRegistry.host), `error: expected it to name ${privateRegistry.host}, saw ${err.details}`);
-      assert.equal((await status(privateImage.tagRef!)).image, null, 'no image after a refused pull');
+      assert.equal((await status(tagOf(privateImage))).image, null, 'no image after a refused pull');
     });
 
     test('a pull with a wrong password fails', async (t) => {
-      const err = await expectCriError('PullImage with a wrong password', () => pull(privateImage.tagRef!, { username: PRIVATE_USER, password: 'wrong' }));
+      const err = await expectCriError('PullImage with a wrong password', () => pull(tagOf(privateImage), { username: PRIVATE_USER, password: 'wrong' }));
       t.diagnostic(err.message);
-      assert.equal((await status(privateImage.tagRef!)).image, null, 'no image after a refused pull');
+      assert.equal((await status(tagOf(privateImage))).image, null, 'no image after a refused pull');
     });
 
     test('a pull with username and password succeeds', async () => {
-      const imageRef = await pull(privateImage.tagRef!, { username: PRIVATE_USER, password: PRIVATE_PASSWORD });
+      const imageRef = await pull(tagOf(privateImage), { username: PRIVATE_USER, password: PRIVATE_PASSWORD });
       assert.equal(imageRef, privateImage.configDigest, `PullImage(${privateImage.tagRef}) with auth: expected ${privateImage.configDigest}, saw ${imageRef}`);
-      assert.equal((await status(privateImage.tagRef!)).image?.id, privateImage.configDigest);
+      assert.equal((await status(tagOf(privateImage))).image?.id, privateImage.configDigest);
     });
 
     test('a pull with the base64 auth field succeeds', async () => {
       const auth = Buffer.from(`${PRIVATE_USER}:${PRIVATE_PASSWORD}`).toString('base64');
-      const imageRef = await pull(privateImage2.tagRef!, { auth });
+      const imageRef = await pull(tagOf(privateImage2), { auth });
       assert.equal(imageRef, privateImage2.configDigest, `PullImage(${privateImage2.tagRef}) with auth field: expected ${privateImage2.configDigest}, saw ${imageRef}`);
     });
   });
@@ -530,16 +538,16 @@ describe('ImageService', { timeout: 300_000 }, () => {
   });
 
   test('image records survive a daemon restart', async () => {
-    await pull(multi.tagRef!);
+    await pull(tagOf(multi));
     const beforeIds = (await listed()).map((i) => i.id).sort();
-    const beforeStatus = (await status(multi.tagRef!)).image;
+    const beforeStatus = (await status(tagOf(multi))).image;
     await daemon.restart();
-    const after = (await status(multi.tagRef!)).image;
+    const after = (await status(tagOf(multi))).image;
     assert.ok(after, `ImageStatus(${multi.tagRef}) after restart: expected the image, saw none; daemon log:\n${daemon.logs().slice(-4000)}`);
     assert.deepEqual(after, beforeStatus, 'ImageStatus after restart vs before');
     assert.deepEqual((await listed()).map((i) => i.id).sort(), beforeIds, 'ListImages after restart vs before');
     for (const c of multi.chainIds) layerDir(c);
     // The restarted daemon must still be able to use what it found, not just list it.
-    assert.equal(await pull(multi.tagRef!), multi.configDigest, 'PullImage after restart');
+    assert.equal(await pull(tagOf(multi)), multi.configDigest, 'PullImage after restart');
   });
 });

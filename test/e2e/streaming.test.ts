@@ -30,7 +30,8 @@ let sleeper: string;
 const cri = (): CriClient => daemon.cri;
 
 async function startContainer(name: string, command: string[], opts: { stdin?: boolean; stdinOnce?: boolean } = {}): Promise<string> {
-  const config = containerConfig(name, image.tagRef!, command);
+  assert.ok(image.tagRef, 'the streaming image pushed with a tag');
+  const config = containerConfig(name, image.tagRef, command);
   config.stdin = opts.stdin ?? false;
   config.stdin_once = opts.stdinOnce ?? false;
   const { container_id } = await cri().runtime.CreateContainer({ pod_sandbox_id: podId, config, sandbox_config: pod });
@@ -140,20 +141,22 @@ describe('streaming: exec and attach', { timeout: 180_000 }, () => {
       config: { Env: ['PATH=/bin'], Cmd: ['/bin/sh'] },
     });
     daemon = await startDaemon({ config: daemonConfig(cni) });
-    await cri().image.PullImage({ image: { image: image.tagRef! } });
+    assert.ok(image.tagRef, 'the streaming image pushed with a tag');
+    await cri().image.PullImage({ image: { image: image.tagRef } });
     pod = podConfig('streaming', { logDirectory: logDir });
     ({ pod_sandbox_id: podId } = await cri().runtime.RunPodSandbox({ config: pod, runtime_handler: '' }));
     sleeper = await startContainer('sleeper', SLEEPER);
   });
 
   after(async () => {
-    if (daemon) {
+    // Each is unset when before() failed ahead of it.
+    if (daemon as Daemon | undefined) {
       await cri().runtime.StopPodSandbox({ pod_sandbox_id: podId }, { timeoutMs: 30_000 }).catch(() => undefined);
       await cri().runtime.RemovePodSandbox({ pod_sandbox_id: podId }, { timeoutMs: 30_000 }).catch(() => undefined);
       await daemon.stop();
     }
-    await registry?.stop();
-    cni?.remove();
+    await (registry as Registry | undefined)?.stop();
+    (cni as CniFixture | undefined)?.remove();
     fs.rmSync(logDir, { recursive: true, force: true });
     // The pod's cgroup parent (podConfig's /tscri-e2e-<pid>/pod-…) is the test's to remove.
     const left = removeTestCgroups();

@@ -56,17 +56,36 @@ let baseline: LeakSnapshot;
 const cri = (): CriClient => daemon.cri;
 const tracked = new Created('10.95.0.');
 
+type PodSecurity = NonNullable<NonNullable<PodSandboxConfig['linux']>['security_context']>;
+type ContainerSecurity = NonNullable<NonNullable<ContainerConfig['linux']>['security_context']>;
+
+/** The pod's security context, which podConfig always sets; the tests edit it in place. */
+function podSecurity(config: PodSandboxConfig): PodSecurity {
+  const sc = config.linux?.security_context;
+  assert.ok(sc, `linux.security_context in the config of pod ${config.metadata?.name ?? '?'}`);
+  return sc;
+}
+
+/** The container's security context, which ctr() always sets. */
+function containerSecurity(config: ContainerConfig): ContainerSecurity {
+  const sc = config.linux?.security_context;
+  assert.ok(sc, `linux.security_context in the config of container ${config.metadata?.name ?? '?'}`);
+  return sc;
+}
+
 function usernsPod(name: string, userns: UserNamespace = POD_USERNS, pid: 'POD' | 'CONTAINER' = 'CONTAINER'): PodSandboxConfig {
   const config = podConfig(name, { logDirectory: path.join(logDir, name), hostname: `${name}-host` });
-  config.linux!.security_context!.namespace_options = { network: 'POD', pid, ipc: 'POD', userns_options: userns };
-  fs.mkdirSync(config.log_directory!, { recursive: true });
+  podSecurity(config).namespace_options = { network: 'POD', pid, ipc: 'POD', userns_options: userns };
+  assert.ok(config.log_directory, `a log directory in the config of pod ${name}`);
+  fs.mkdirSync(config.log_directory, { recursive: true });
   return config;
 }
 
 function ctr(name: string, pod: PodSandboxConfig, command: string[], extra: Partial<ContainerConfig> = {}): ContainerConfig {
-  const config = { ...containerConfig(name, image.tagRef!, command), ...extra };
+  assert.ok(image.tagRef, 'the userns image pushed with a tag');
+  const config = { ...containerConfig(name, image.tagRef, command), ...extra };
   // As the kubelet does: the container repeats the pod's namespace options.
-  config.linux = { ...config.linux, security_context: { namespace_options: pod.linux!.security_context!.namespace_options } };
+  config.linux = { ...config.linux, security_context: { namespace_options: podSecurity(pod).namespace_options } };
   return config;
 }
 
@@ -136,17 +155,19 @@ describe('user namespaces (hostUsers: false)', { timeout: 240_000 }, () => {
     // runc reaches the pod's files as the pod's root: the temp base (mkdtemp: 0700) must let
     // it through, as the default /run/tscri (0711) does.
     fs.chmodSync(daemon.base, 0o711);
-    await cri().image.PullImage({ image: { image: image.tagRef! } });
+    assert.ok(image.tagRef, 'the userns image pushed with a tag');
+    await cri().image.PullImage({ image: { image: image.tagRef } });
     baseline = snapshotLeaks(tracked.scope(daemon));
   });
 
   after(async () => {
-    if (daemon) {
+    // Each is unset when before() failed ahead of it.
+    if (daemon as Daemon | undefined) {
       await removePodsAndLeftovers(cri().runtime, tracked.podIds, tracked.scope(daemon));
       await daemon.stop();
     }
-    await registry?.stop();
-    cni?.remove();
+    await (registry as Registry | undefined)?.stop();
+    (cni as CniFixture | undefined)?.remove();
     fs.rmSync(logDir, { recursive: true, force: true });
     fs.rmSync(volume, { recursive: true, force: true });
     const left = removeTestCgroups();
@@ -220,7 +241,9 @@ describe('user namespaces (hostUsers: false)', { timeout: 240_000 }, () => {
     assert.equal((await ok(['hostname'])).trim(), 'userns-host');
 
     // The network namespace belongs to the pod's user namespace: its root may bind port 80.
-    const ip = (await cri().runtime.PodSandboxStatus({ pod_sandbox_id: podId })).status!.network!.ip;
+    const network = (await cri().runtime.PodSandboxStatus({ pod_sandbox_id: podId })).status?.network;
+    assert.ok(network, `network in the status of pod ${podId}`);
+    const ip = network.ip;
     const web = await start(podId, pod, ctr('web', pod, ['httpd', '-f', '-p', '80', '-h', '/www']));
     await waitForState(cri(), web, 'CONTAINER_RUNNING');
     const page = await waitFor(`httpd on ${ip}:80 in the pod`, () => httpGet(`http://${ip}:80/`).catch(() => undefined), 15_000);
@@ -228,7 +251,8 @@ describe('user namespaces (hostUsers: false)', { timeout: 240_000 }, () => {
 
     // Remove: no process left in the pod's user namespace, no mount, no pin.
     const { info } = await cri().runtime.ContainerStatus({ container_id: id, verbose: true });
-    const pid = JSON.parse(info.info ?? '{}').pid as number;
+    assert.ok(info.info, `verbose info in the status of container ${id}`);
+    const pid = (JSON.parse(info.info) as { pid: number }).pid;
     const userns = fs.readlinkSync(`/proc/${pid}/ns/user`);
     assert.notEqual(userns, fs.readlinkSync('/proc/self/ns/user'));
     await cri().runtime.StopPodSandbox({ pod_sandbox_id: podId });
@@ -247,9 +271,11 @@ describe('user namespaces (hostUsers: false)', { timeout: 240_000 }, () => {
     assert.equal(spawnSync('mount', ['-t', 'tmpfs', '-o', 'mode=0755', 'tmpfs', sub]).status, 0, 'tmpfs on the volume\'s sub dir');
     try {
       fs.writeFileSync(path.join(sub, 'in-submount'), 's\n');
+      const ref = image.tagRef;
+      assert.ok(ref, 'the userns image pushed with a tag');
       const mounts = [
         // The image itself as a volume: its layers come through the pod's idmapped view.
-        { container_path: '/img', host_path: '', readonly: true, image: { image: image.tagRef! }, image_sub_path: 'home' },
+        { container_path: '/img', host_path: '', readonly: true, image: { image: ref }, image_sub_path: 'home' },
         { container_path: '/rro', host_path: volume, readonly: true, recursive_read_only: true, propagation: 'PROPAGATION_PRIVATE' as const },
       ];
       const id = await start(podId, pod, ctr('vols', pod, SLEEPER, { mounts }));
@@ -284,7 +310,8 @@ describe('user namespaces (hostUsers: false)', { timeout: 240_000 }, () => {
     const config = ctr('ps', pod, ['sh', '-c', 'cat /proc/self/uid_map; ps -o pid,comm']);
     const id = await start(podId, pod, config);
     await waitForState(cri(), id, 'CONTAINER_EXITED');
-    const out = logLines(readCriLog(path.join(pod.log_directory!, config.log_path!)), 'stdout');
+    assert.ok(pod.log_directory && config.log_path, `a log directory and log path for container ps in pod ${podId}`);
+    const out = logLines(readCriLog(path.join(pod.log_directory, config.log_path)), 'stdout');
     assert.deepEqual(mapLines(out[0] ?? ''), [`0 ${HOST_ID} ${LENGTH}`], out.join('\n'));
     // pid 1 is the pod's holder, not this container.
     assert.ok(out.some((l) => /^\s*1\s+sh$/.test(l)), out.join('\n'));
@@ -304,7 +331,8 @@ describe('user namespaces (hostUsers: false)', { timeout: 240_000 }, () => {
     const second = await start(podId, pod, ctr('second', pod, SLEEPER));
     const ns = async (cid: string) => {
       const { info } = await cri().runtime.ContainerStatus({ container_id: cid, verbose: true });
-      return fs.readlinkSync(`/proc/${JSON.parse(info.info ?? '{}').pid as number}/ns/user`);
+      assert.ok(info.info, `verbose info in the status of container ${cid}`);
+      return fs.readlinkSync(`/proc/${(JSON.parse(info.info) as { pid: number }).pid}/ns/user`);
     };
     assert.equal(await ns(second), await ns(id));
     await cri().runtime.StopPodSandbox({ pod_sandbox_id: podId });
@@ -325,7 +353,9 @@ describe('user namespaces (hostUsers: false)', { timeout: 240_000 }, () => {
       ['NODE mode with mappings', usernsPod('bad-node', { mode: 'NODE', uids: MAPPING, gids: MAPPING })],
     ];
     const hostNet = usernsPod('bad-hostnet');
-    hostNet.linux!.security_context!.namespace_options!.network = 'NODE';
+    const hostNetNs = podSecurity(hostNet).namespace_options;
+    assert.ok(hostNetNs, 'namespace options set by usernsPod');
+    hostNetNs.network = 'NODE';
     cases.push(['host network', hostNet]);
     for (const [what, config] of cases) {
       const err = await expectCriError(what, () => cri().runtime.RunPodSandbox({ config, runtime_handler: '' }));
@@ -338,8 +368,8 @@ describe('user namespaces (hostUsers: false)', { timeout: 240_000 }, () => {
     const pod = usernsPod('userns-mismatch');
     const podId = await runPod(pod);
     const other = ctr('other', pod, SLEEPER);
-    other.linux!.security_context!.namespace_options = {
-      ...pod.linux!.security_context!.namespace_options,
+    containerSecurity(other).namespace_options = {
+      ...podSecurity(pod).namespace_options,
       userns_options: { mode: 'POD', uids: [{ container_id: 0, host_id: HOST_ID * 2, length: LENGTH }], gids: MAPPING },
     };
     const err = await expectCriError('container with other mappings', () =>
