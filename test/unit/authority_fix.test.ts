@@ -10,8 +10,22 @@ import * as grpc from '@grpc/grpc-js';
 import { loadCri } from '../../src/proto';
 import { acceptConnection, AuthorityFix, isValidAuthority } from '../../src/server/authority_fix';
 import { connectCri } from '../helpers/cri';
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const hpack = require('hpack.js');
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- hpack.js has no type declarations to import; the little of it used here is typed below.
+const hpack = require('hpack.js') as {
+  compressor: { create(opts: { table: { maxSize: number } }): HpackCompressor };
+  decompressor: { create(opts: { table: { maxSize: number } }): HpackDecompressor };
+};
+
+interface HpackCompressor {
+  write(headers: { name: string; value: string }[]): void;
+  read(): Buffer | null;
+}
+
+interface HpackDecompressor {
+  write(data: Buffer): void;
+  execute(): void;
+  read(): { name: string; value: string } | null;
+}
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
 

@@ -233,7 +233,12 @@ test('v1: limits written to a real cgroup read back; stats of a process in it; r
   const parent = `/tscri-test-${process.pid}`;
   const cgPath = containerCgroupsPath(parent, 'c1', 'cgroupfs');
   const h = cgroupHierarchies().v1;
-  const dir = (c: string): string => path.join(h.get(c)!, cgPath);
+  const mount = (c: string): string => {
+    const m = h.get(c);
+    assert.ok(m, `a cgroup v1 ${c} hierarchy is mounted`);
+    return m;
+  };
+  const dir = (c: string): string => path.join(mount(c), cgPath);
   const controllers = ['memory', 'cpu', 'cpuacct', 'cpuset', 'pids'].filter((c) => h.has(c));
   try {
     for (const c of controllers) fs.mkdirSync(dir(c), { recursive: true });
@@ -291,7 +296,7 @@ test('v1: limits written to a real cgroup read back; stats of a process in it; r
   } finally {
     await removeCgroup(parent, 'cgroupfs');
   }
-  for (const c of controllers) assert.equal(fs.existsSync(path.join(h.get(c)!, parent)), false);
+  for (const c of controllers) assert.equal(fs.existsSync(path.join(mount(c), parent)), false);
 });
 
 const unified = cgroupHierarchies().unified;
@@ -299,7 +304,8 @@ const v2opts = isRoot && unified ? {} : { skip: 'needs root and a cgroup2 mount'
 
 test('v2 stats through a real cgroup2 mount (controllers may be absent)', v2opts, async () => {
   const cgPath = `/tscri-test-${process.pid}-v2`;
-  const dir = path.join(unified!, cgPath);
+  assert.ok(unified, 'a cgroup2 mount');
+  const dir = path.join(unified, cgPath);
   fs.mkdirSync(dir);
   try {
     const stats = await readStats(cgPath, 'cgroupfs', 2);

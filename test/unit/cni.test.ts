@@ -186,7 +186,7 @@ describe('CNI plugins on this host (root)', { skip: !isRoot || !haveBridge ? 'ne
     const res = await cni.setup(podA);
     const ms = performance.now() - t0;
     assert.equal(res.ips.length, 1, `expected one IP, got ${JSON.stringify(res.raw)}`);
-    ipA = res.ips[0]!;
+    ipA = res.ips[0];
     assert.match(ipA, /^10\.97\.0\.\d+$/);
     const addr = sh('ip', ['-n', ns, '-4', 'addr', 'show', 'eth0']);
     assert.ok(addr.includes(`inet ${ipA}/24`), `eth0 in ${ns} lacks ${ipA}: ${addr}`);
@@ -203,7 +203,7 @@ describe('CNI plugins on this host (root)', { skip: !isRoot || !haveBridge ? 'ne
     const ns = newNetns('b');
     podB = args(ns);
     const res = await cni.setup(podB);
-    ipB = res.ips[0]!;
+    ipB = res.ips[0];
     assert.match(ipB, /^10\.97\.0\.\d+$/);
     assert.notEqual(ipB, ipA);
     sh('ip', ['netns', 'exec', ns, 'busybox', 'ping', '-c1', '-W1', ipA]);

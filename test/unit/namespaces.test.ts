@@ -15,6 +15,15 @@ import {
 } from '../../src/sys/namespaces';
 import { readMountInfo } from '../../src/sys/mountinfo';
 
+/** The paths `ns` pins, each checked to be a string (Object.values of an interface is untyped). */
+function pinPaths(ns: PodNamespaces): string[] {
+  const values: unknown[] = Object.values(ns);
+  return values.map((p) => {
+    assert.ok(typeof p === 'string', `a namespace path, not ${String(p)}`);
+    return p;
+  });
+}
+
 const isRoot = process.getuid?.() === 0;
 const opts = isRoot ? {} : { skip: 'needs root (unshare, mount)' };
 
@@ -51,8 +60,8 @@ test('pinned namespaces are fresh, carry the hostname, and leave the daemon wher
   assert.deepEqual(Object.keys(ns).sort(), ['ipc', 'net', 'uts']);
   const rootMount = readMountInfo().filter((m) => m.mountPoint === root);
   assert.equal(rootMount.length, 1, 'the pin root should be one bind mount of itself');
-  assert.ok(rootMount[0].optional.some((o) => o.startsWith('shared:')), `pin root should be shared: ${rootMount[0].optional}`);
-  for (const p of Object.values(ns)) assert.ok(isPinned(p), `${p} should be an nsfs mount`);
+  assert.ok(rootMount[0].optional.some((o) => o.startsWith('shared:')), `pin root should be shared: ${rootMount[0].optional.join(',')}`);
+  for (const p of pinPaths(ns)) assert.ok(isPinned(p), `${p} should be an nsfs mount`);
 
   const links = sh('nsenter', [`--net=${ns.net}`, 'ip', '-o', 'link', 'show']).split('\n');
   assert.equal(links.length, 1, `expected only lo in the pod netns, saw:\n${links.join('\n')}`);
@@ -83,7 +92,8 @@ test('pinning into an existing pin fails and leaves it intact', opts, async () =
   const ns = await pinPodNamespaces(dir, { net: true, ipc: false, uts: false });
   pinned.push(ns);
   await assert.rejects(pinPodNamespaces(dir, { net: true, ipc: false, uts: false }), /EEXIST/);
-  assert.ok(isPinned(ns.net!));
+  assert.ok(ns.net, 'a pinned net namespace');
+  assert.ok(isPinned(ns.net));
   assert.equal((await namespaceWorkerState()).net, fs.readlinkSync('/proc/self/ns/net'));
 });
 
@@ -114,7 +124,7 @@ test('20 pods pin quickly; unpin removes the mounts and is idempotent', opts, as
   console.log(`unpinNamespaces x20: ${(Number(process.hrtime.bigint() - u0) / 1e6 / 20).toFixed(2)} ms each`);
   assert.deepEqual(mountedUnder(root).filter((p) => /bench-/.test(p)), []);
   for (const ns of pods) {
-    for (const p of Object.values(ns)) assert.equal(fs.existsSync(p), false, `${p} should be gone`);
+    for (const p of pinPaths(ns)) assert.equal(fs.existsSync(p), false, `${p} should be gone`);
   }
   for (const ns of pods) await unpinNamespaces(ns);
   await unpinNamespaces({ net: path.join(root, 'never-existed', 'net') });

@@ -65,14 +65,15 @@ before(async () => {
   assert.equal(add.status, 0, add.stderr);
   const up = spawnSync('ip', ['-n', NS, 'link', 'set', 'lo', 'up'], { encoding: 'utf8' });
   assert.equal(up.status, 0, up.stderr);
-  pod = spawn('ip', ['netns', 'exec', NS, process.execPath, '-e', POD_SERVER], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const child = spawn('ip', ['netns', 'exec', NS, process.execPath, '-e', POD_SERVER], { stdio: ['pipe', 'pipe', 'inherit'] });
+  pod = child;
   await new Promise<void>((resolve, reject) => {
     let out = '';
-    pod!.stdout!.on('data', (d: Buffer) => {
+    child.stdout.on('data', (d: Buffer) => {
       out += d.toString();
       if (out.includes('ready')) resolve();
     });
-    pod!.on('exit', (code) => reject(new Error(`pod server exited early with ${code}`)));
+    child.on('exit', (code) => reject(new Error(`pod server exited early with ${code}`)));
   });
 });
 
@@ -364,7 +365,7 @@ function wsSend(ws: WebSocket, channel: number, payload: Buffer, base64 = false)
 }
 
 describe('servePortForwardWebSocket', opts, () => {
-  let wss: WebSocketServer;
+  let wss: WebSocketServer | undefined;
   let base = '';
 
   before(async () => {
@@ -384,9 +385,10 @@ describe('servePortForwardWebSocket', opts, () => {
   });
 
   after(async () => {
-    if (!wss) return;
-    for (const c of wss.clients) c.terminate();
-    await new Promise((r) => wss.close(r));
+    const server = wss;
+    if (!server) return;
+    for (const c of server.clients) c.terminate();
+    await new Promise((r) => server.close(r));
   });
 
   test('two ports at once, data both ways, a refused port on its error channel', async () => {

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { FailedPreconditionError, InvalidArgumentError } from '../../src/errors';
-import type { OciSeccomp } from '../../src/container/oci_types';
+import type { OciSeccomp, OciSeccompArg, OciSyscall } from '../../src/container/oci_types';
 import {
   type SeccompTarget,
   containerSeccomp,
@@ -29,6 +29,13 @@ function allowed(p: OciSeccomp): Set<string> {
 
 function rulesFor(p: OciSeccomp, name: string) {
   return (p.syscalls ?? []).filter((s) => s.names.includes(name));
+}
+
+/** A rule's first argument condition, which the test expects the rule to carry. */
+function firstArg(rule: OciSyscall): OciSeccompArg {
+  const arg = rule.args?.[0];
+  assert.ok(arg, `an argument condition on ${rule.names.join(',')}`);
+  return arg;
 }
 
 function tempProfile(name: string, body: string): string {
@@ -69,12 +76,12 @@ test('default profile: capability-conditional rules follow the bounding set', ()
   ]);
   assert.deepEqual(rulesFor(plain, 'clone3'), [{ names: ['clone3'], action: 'SCMP_ACT_ERRNO', errnoRet: 38 }]);
   assert.deepEqual(
-    rulesFor(plain, 'personality').map((r) => r.args![0].value),
+    rulesFor(plain, 'personality').map((r) => firstArg(r).value),
     [0, 8, 0x20000, 0x20008, 0xffffffff],
   );
   // socket(2) for every family but AF_ALG (38) and AF_VSOCK (40).
   assert.deepEqual(
-    rulesFor(plain, 'socket').map((r) => [r.args![0].op, r.args![0].value]),
+    rulesFor(plain, 'socket').map((r) => [firstArg(r).op, firstArg(r).value]),
     [
       ['SCMP_CMP_LT', 38],
       ['SCMP_CMP_EQ', 39],
@@ -131,10 +138,12 @@ test('profile conversion: Docker format to OCI (name, archMap, includes/excludes
       { names: ['personality'], action: 'SCMP_ACT_ERRNO', args: [{ index: 0, value: 8, op: 'SCMP_CMP_NE' }] },
     ],
   });
-  const arm = resolveSeccompProfile(doc, { ...AMD64, arch: 'arm64', capabilities: ['CAP_SYS_ADMIN'] })!;
+  const arm = resolveSeccompProfile(doc, { ...AMD64, arch: 'arm64', capabilities: ['CAP_SYS_ADMIN'] });
+  assert.ok(arm, 'a profile for arm64');
   assert.deepEqual(arm.architectures, ['SCMP_ARCH_AARCH64']);
+  assert.ok(arm.syscalls, 'syscall rules for arm64');
   assert.deepEqual(
-    arm.syscalls!.map((s) => s.names[0]),
+    arm.syscalls.map((s) => s.names[0]),
     ['sethostname', 'chmod', 'kexec_load', 'personality'],
   );
   // OCI-form profiles (what containerd reads) pass through unchanged.
@@ -191,10 +200,10 @@ test('containerSeccomp: unset is unconfined, privileged ignores the profile, loc
   assert.equal(await containerSeccomp(null, opts), undefined);
   assert.equal(await containerSeccomp(sc(), opts), undefined);
   assert.equal(await containerSeccomp(sc({ seccomp_profile_path: 'unconfined' }), opts), undefined);
-  assert.equal((await containerSeccomp(sc({ seccomp: { profile_type: 'RuntimeDefault', localhost_ref: '' } }), opts))!.defaultAction, 'SCMP_ACT_ERRNO');
+  assert.equal((await containerSeccomp(sc({ seccomp: { profile_type: 'RuntimeDefault', localhost_ref: '' } }), opts))?.defaultAction, 'SCMP_ACT_ERRNO');
 
   const file = tempProfile('block-host-name.json', JSON.stringify({ defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['sethostname'], action: 'SCMP_ACT_ERRNO' }] }));
-  assert.deepEqual((await containerSeccomp(sc({ seccomp_profile_path: `localhost/${file}` }), opts))!.syscalls, [{ names: ['sethostname'], action: 'SCMP_ACT_ERRNO' }]);
+  assert.deepEqual((await containerSeccomp(sc({ seccomp_profile_path: `localhost/${file}` }), opts))?.syscalls, [{ names: ['sethostname'], action: 'SCMP_ACT_ERRNO' }]);
   assert.equal(await containerSeccomp(sc({ privileged: true, seccomp_profile_path: `localhost/${file}` }), opts), undefined);
   // The request is still checked for a privileged container, as containerd does.
   await assert.rejects(containerSeccomp(sc({ privileged: true, seccomp_profile_path: file }), opts), InvalidArgumentError);

@@ -42,7 +42,8 @@ test('stdout, stderr and the exit code come back, with the environment given', a
 
 test('stdin is written and closed, and the child sees its end', async () => {
   const child = spawnProcess('/bin/cat', [], { stdio: ['pipe', 'pipe', 'ignore'] });
-  child.stdin!.end('a line\nand more');
+  assert.ok(child.stdin, 'a stdin pipe');
+  child.stdin.end('a line\nand more');
   const r = await ended(child);
   assert.equal(r.code, 0);
   assert.equal(r.out, 'a line\nand more');
@@ -50,7 +51,9 @@ test('stdin is written and closed, and the child sees its end', async () => {
 
 test('a killed child reports its signal, and a second kill after the exit is refused', async () => {
   const child = spawnProcess(SH, ['-c', 'echo ready; exec sleep 30'], { stdio: ['ignore', 'pipe', 'ignore'] });
-  await new Promise<void>((resolve) => child.stdout!.once('data', () => resolve()));
+  const stdout = child.stdout;
+  assert.ok(stdout, 'a stdout pipe');
+  await new Promise<void>((resolve) => stdout.once('data', () => resolve()));
   assert.equal(child.kill('SIGTERM'), true);
   const r = await ended(child);
   assert.equal(r.code, null);
@@ -108,7 +111,9 @@ test('extra descriptors beyond stdio reach the child as numbered', async () => {
     stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe'],
   });
   const three = collect(child.stdio[3]);
-  child.stdio[4]!.end('four\n');
+  const four = child.stdio[4];
+  assert.ok(four, 'a pipe on descriptor 4');
+  four.end('four\n');
   const r = await ended(child);
   assert.equal(r.code, 0, r.err);
   assert.equal(r.out, 'got four\n');

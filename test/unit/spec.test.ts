@@ -27,6 +27,7 @@ import {
   rootfsFiles,
   toOciResources,
 } from '../../src/container/spec';
+import type { OciCapabilities, OciMount } from '../../src/container/oci_types';
 
 const PASSWD = [
   'root:x:0:0:root:/root:/bin/sh',
@@ -60,6 +61,34 @@ function tempRootfs(files: Record<string, string> = { 'etc/passwd': PASSWD, 'etc
 const HOST: HostFacts = { cgroupV2: true, lastCap: 40, swapAvailable: true, hugetlbAvailable: true, oomScoreAdj: -500 };
 
 const sc = securityContext;
+
+/** The process's capabilities, which the test expects the spec to carry. */
+function capsOf(spec: OciSpec): OciCapabilities {
+  const caps = spec.process.capabilities;
+  assert.ok(caps, 'capabilities in the spec');
+  return caps;
+}
+
+/** One capability set, which the test expects to be there. */
+function capSet(caps: OciCapabilities, set: keyof OciCapabilities): string[] {
+  const names = caps[set];
+  assert.ok(names, `a ${set} capability set`);
+  return names;
+}
+
+/** The spec's mount at `destination`, which the test expects to be there. */
+function mountAt(spec: OciSpec, destination: string): OciMount {
+  const m = spec.mounts.find((x) => x.destination === destination);
+  assert.ok(m, `a mount at ${destination}`);
+  return m;
+}
+
+/** The options of the spec's mount at `destination`, which the test expects it to have. */
+function mountOptions(spec: OciSpec, destination: string): string[] {
+  const options = mountAt(spec, destination).options;
+  assert.ok(options, `options on the mount at ${destination}`);
+  return options;
+}
 
 function nsOpts(over: Partial<NamespaceOption__Output> = {}): NamespaceOption__Output {
   return { network: 'POD', pid: 'CONTAINER', ipc: 'POD', target_id: '', userns_options: null, ...over };
@@ -285,9 +314,8 @@ test('buildSpec: process user, terminal, noNewPrivileges', async () => {
 
 test('capabilities: defaults, add/drop, ALL', async () => {
   const caps = async (add: string[], drop: string[]) =>
-    (await buildSpec(input({ config: containerConfig({}, sc({ namespace_options: nsOpts(), capabilities: { add_capabilities: add, drop_capabilities: drop, add_ambient_capabilities: [] } })) })))
-      .process.capabilities!;
-  const def = (await buildSpec(input())).process.capabilities!;
+    capsOf(await buildSpec(input({ config: containerConfig({}, sc({ namespace_options: nsOpts(), capabilities: { add_capabilities: add, drop_capabilities: drop, add_ambient_capabilities: [] } })) })));
+  const def = capsOf(await buildSpec(input()));
   assert.deepEqual(def.bounding, [...DEFAULT_CAPABILITIES]);
   assert.deepEqual(def.effective, [...DEFAULT_CAPABILITIES]);
   assert.deepEqual(def.permitted, [...DEFAULT_CAPABILITIES]);
@@ -295,12 +323,12 @@ test('capabilities: defaults, add/drop, ALL', async () => {
   assert.equal(def.ambient, undefined);
 
   const c1 = await caps(['SYS_ADMIN', 'cap_net_admin'], ['NET_RAW', 'MKNOD']);
-  assert.ok(c1.bounding!.includes('CAP_SYS_ADMIN') && c1.bounding!.includes('CAP_NET_ADMIN'));
-  assert.ok(!c1.bounding!.includes('CAP_NET_RAW') && !c1.effective!.includes('CAP_MKNOD'));
+  assert.ok(capSet(c1, 'bounding').includes('CAP_SYS_ADMIN') && capSet(c1, 'bounding').includes('CAP_NET_ADMIN'));
+  assert.ok(!capSet(c1, 'bounding').includes('CAP_NET_RAW') && !capSet(c1, 'effective').includes('CAP_MKNOD'));
 
   const all = await caps(['ALL'], ['CHOWN']);
-  assert.equal(all.bounding!.length, 40);
-  assert.ok(!all.bounding!.includes('CAP_CHOWN'));
+  assert.equal(capSet(all, 'bounding').length, 40);
+  assert.ok(!capSet(all, 'bounding').includes('CAP_CHOWN'));
 
   assert.deepEqual((await caps([], ['ALL'])).bounding, []);
   assert.deepEqual((await caps(['NET_BIND_SERVICE'], ['ALL'])).permitted, ['CAP_NET_BIND_SERVICE']);
@@ -311,13 +339,13 @@ test('privileged: all host caps, writable sysfs/cgroupfs, no masked paths, all d
   const privileged = sc({ namespace_options: nsOpts(), privileged: true });
   await assert.rejects(buildSpec(input({ config: containerConfig({}, privileged) })), (e: unknown) => e instanceof InvalidArgumentError && /privileged/.test(e.message));
   const spec = await buildSpec(input({ config: containerConfig({}, privileged), sandbox: sandbox({ config: podConfig({ privileged: true }) }), host: { ...HOST, lastCap: 38 } }));
-  assert.equal(spec.process.capabilities!.bounding!.length, 39);
-  assert.equal(spec.process.capabilities!.bounding!.at(-1), 'CAP_PERFMON');
+  assert.equal(capSet(capsOf(spec), 'bounding').length, 39);
+  assert.equal(capSet(capsOf(spec), 'bounding').at(-1), 'CAP_PERFMON');
   assert.equal(spec.linux.maskedPaths, undefined);
   assert.equal(spec.linux.readonlyPaths, undefined);
-  assert.deepEqual(spec.mounts.find((m) => m.destination === '/sys')!.options!.at(-1), 'rw');
-  assert.deepEqual(spec.mounts.find((m) => m.destination === '/sys/fs/cgroup')!.options!.at(-1), 'rw');
-  assert.deepEqual(spec.linux.resources!.devices, [{ allow: true, access: 'rwm' }]);
+  assert.deepEqual(mountOptions(spec, '/sys').at(-1), 'rw');
+  assert.deepEqual(mountOptions(spec, '/sys/fs/cgroup').at(-1), 'rw');
+  assert.deepEqual(spec.linux.resources?.devices, [{ allow: true, access: 'rwm' }]);
   assert.ok(!spec.linux.namespaces.some((n) => n.type === 'cgroup'));
 });
 
@@ -464,7 +492,7 @@ test('mounts: no pod shm → own tmpfs; host IPC → host /dev/shm; /dev mount h
 
   const hostIpc = nsOpts({ ipc: 'NODE' });
   spec = await buildSpec(input({ config: containerConfig({}, sc({ namespace_options: hostIpc })), sandbox: sandbox({ config: podConfig({ ns: hostIpc }), ipcns: undefined }) }));
-  assert.equal(spec.mounts.find((m) => m.destination === '/dev/shm')!.source, '/dev/shm');
+  assert.equal(mountAt(spec, '/dev/shm').source, '/dev/shm');
 
   // The defaults under /dev give way to a mounted /dev; the pod's /dev/shm still goes on top.
   spec = await buildSpec(input({ config: containerConfig({ mounts: [mount('/dev', '/dev')] }) }));
@@ -472,7 +500,7 @@ test('mounts: no pod shm → own tmpfs; host IPC → host /dev/shm; /dev mount h
 
   spec = await buildSpec(input({ config: containerConfig({}, sc({ namespace_options: nsOpts(), readonly_rootfs: true })) }));
   assert.equal(spec.root.readonly, true);
-  assert.ok(spec.mounts.find((m) => m.destination === '/etc/hosts')!.options!.includes('ro'));
+  assert.ok(mountOptions(spec, '/etc/hosts').includes('ro'));
   assert.equal((await buildSpec(input())).root.readonly, false);
 
   await assert.rejects(buildSpec(input({ config: containerConfig({ mounts: [mount('relative', '/x')] }) })), InvalidArgumentError);
@@ -482,7 +510,7 @@ test('mounts: no pod shm → own tmpfs; host IPC → host /dev/shm; /dev mount h
     /recursive read-only mount at \/x was not made by the daemon/,
   );
   spec = await buildSpec(input({ config: containerConfig({ mounts: [mount('/x', '/x', { readonly: true })] }) }));
-  assert.deepEqual(spec.mounts.find((m) => m.destination === '/x')!.options, ['rbind', 'rprivate', 'ro']);
+  assert.deepEqual(mountAt(spec, '/x').options, ['rbind', 'rprivate', 'ro']);
 });
 
 test('sysctls, annotations, root, version', async () => {
@@ -516,10 +544,14 @@ test('prepareMountSources: creates a missing host path, resolves symlinks', asyn
 test('seccomp: none when unset; the default profile resolved against the final capabilities', async () => {
   assert.equal((await buildSpec(input())).linux.seccomp, undefined);
   const withSc = (over: Partial<LinuxContainerSecurityContext__Output>) => input({ config: containerConfig({}, sc({ namespace_options: nsOpts(), ...over })) });
-  const allows = (spec: OciSpec, name: string) => !!spec.linux.seccomp!.syscalls!.some((s) => s.action === 'SCMP_ACT_ALLOW' && !s.args?.length && s.names.includes(name));
+  const allows = (spec: OciSpec, name: string) => {
+    const rules = spec.linux.seccomp?.syscalls;
+    assert.ok(rules, 'seccomp syscall rules in the spec');
+    return rules.some((s) => s.action === 'SCMP_ACT_ALLOW' && !s.args?.length && s.names.includes(name));
+  };
 
   const plain = await buildSpec(withSc({ seccomp_profile_path: 'docker/default' }));
-  assert.equal(plain.linux.seccomp!.defaultAction, 'SCMP_ACT_ERRNO');
+  assert.equal(plain.linux.seccomp?.defaultAction, 'SCMP_ACT_ERRNO');
   assert.ok(!allows(plain, 'sethostname'));
   const admin = await buildSpec(
     withSc({ seccomp: { profile_type: 'RuntimeDefault', localhost_ref: '' }, capabilities: { add_capabilities: ['SYS_ADMIN'], drop_capabilities: [], add_ambient_capabilities: [] } }),

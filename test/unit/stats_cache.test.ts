@@ -25,8 +25,9 @@ test('a reading serves every caller for one period; concurrent callers share one
   await new Promise((r) => setTimeout(r, 250));
   const c = await cache.cgroup('/');
   assert.notEqual(c, a, 'after the period: a new reading');
-  assert.ok(c!.stats.timestampNs > a.stats.timestampNs);
-  assert.ok(c!.nanoCores !== undefined, 'the second reading has a CPU rate');
+  assert.ok(c, 'the root cgroup has stats after the period');
+  assert.ok(c.stats.timestampNs > a.stats.timestampNs);
+  assert.ok(c.nanoCores !== undefined, 'the second reading has a CPU rate');
 
   const n1 = await cache.network('self', process.pid);
   assert.ok(n1 && Array.isArray(n1.interfaces));
@@ -44,18 +45,24 @@ test('many cgroups asked at once are all answered (read in batches)', async () =
 test('a basic reading (the stats) leaves out the metrics-only files; a full one serves both', async () => {
   const cache = new StatsCache({ periodMs: 10_000, driver: 'cgroupfs' });
   const basic = await cache.cgroup('/');
-  assert.equal(basic!.stats.cpuUserNs, undefined, 'basic: no user/system split');
-  assert.equal(basic!.stats.processes, 0, 'basic: no cgroup.procs');
+  assert.ok(basic, 'the root cgroup has basic stats');
+  assert.equal(basic.stats.cpuUserNs, undefined, 'basic: no user/system split');
+  assert.equal(basic.stats.processes, 0, 'basic: no cgroup.procs');
   const full = await cache.cgroup('/', 'full');
   assert.notEqual(full, basic, 'full after basic: a new reading');
-  assert.ok(full!.stats.cpuUserNs !== undefined && full!.stats.processes > 0, 'full: user time and processes of the root cgroup');
+  assert.ok(full, 'the root cgroup has full stats');
+  assert.ok(full.stats.cpuUserNs !== undefined && full.stats.processes > 0, 'full: user time and processes of the root cgroup');
   assert.equal(await cache.cgroup('/'), full, 'basic after full: the full reading serves');
 });
 
 test("forget drops a removed container's readings, so none of them piles up", async () => {
   const cache = new StatsCache({ periodMs: 0, driver: 'cgroupfs' });
   await cache.cgroup('/');
-  assert.ok((await cache.cgroup('/'))!.nanoCores !== undefined, 'a second reading has a CPU rate');
+  const second = await cache.cgroup('/');
+  assert.ok(second, 'a second reading of the root cgroup');
+  assert.ok(second.nanoCores !== undefined, 'a second reading has a CPU rate');
   cache.forget('/');
-  assert.equal((await cache.cgroup('/'))!.nanoCores, undefined, 'after forget: no earlier sample to divide by');
+  const afterForget = await cache.cgroup('/');
+  assert.ok(afterForget, 'a reading of the root cgroup after forget');
+  assert.equal(afterForget.nanoCores, undefined, 'after forget: no earlier sample to divide by');
 });

@@ -9,11 +9,20 @@ import type { UserNamespace__Output } from '../../src/gen/runtime/v1/UserNamespa
 import { checkContainerUserns, checkSearchable, podUserns } from '../../src/sandbox/userns';
 import { mountIdmapped } from '../../src/sys/idmap';
 import { readMountInfo } from '../../src/sys/mountinfo';
-import { isPinned, releaseNamespaceRoot, stopNamespaceWorker, unpinNamespaces } from '../../src/sys/namespaces';
+import { isPinned, type PodNamespaces, releaseNamespaceRoot, stopNamespaceWorker, unpinNamespaces } from '../../src/sys/namespaces';
 import { mapText, pinUserNamespace, withUserNamespace } from '../../src/sys/userns';
 import { MNT_DETACH, umount2 } from '../../src/sys/libc';
 import { probeIdmappedLayers } from '../../src/snapshot/idmap_probe';
 import { tempDir } from '../helpers/unit';
+
+/** The paths `ns` pins, each checked to be a string (Object.values of an interface is untyped). */
+function pinPaths(ns: PodNamespaces): string[] {
+  const values: unknown[] = Object.values(ns);
+  return values.map((p) => {
+    assert.ok(typeof p === 'string', `a namespace path, not ${String(p)}`);
+    return p;
+  });
+}
 
 const isRoot = process.getuid?.() === 0;
 const rootOnly = isRoot ? {} : { skip: 'needs root (user namespaces, mounts)' };
@@ -104,7 +113,7 @@ describe('pinned pod user namespaces', rootOnly, () => {
     const ns = await pinUserNamespace(path.join(pinRoot, 'pod'), { uids: mapping, gids: mapping, net: true, ipc: true, uts: true, hostname: 'in-userns' });
     try {
       assert.deepEqual(Object.keys(ns).sort(), ['ipc', 'net', 'user', 'uts']);
-      for (const p of Object.values(ns)) assert.ok(isPinned(p), `${p} should be pinned`);
+      for (const p of pinPaths(ns)) assert.ok(isPinned(p), `${p} should be pinned`);
       // nsenter into the pinned user namespace: its uid_map, and root in it.
       const inside = execFileSync('nsenter', [`--user=${ns.user}`, `--net=${ns.net}`, `--uts=${ns.uts}`, 'sh', '-c', 'cat /proc/self/uid_map /proc/self/gid_map; hostname; id -u; ip -o link show lo'], {
         encoding: 'utf8',
@@ -118,7 +127,8 @@ describe('pinned pod user namespaces', rootOnly, () => {
       // in a network namespace that the user namespace owns.
       execFileSync('nsenter', [`--user=${ns.user}`, `--net=${ns.net}`, 'ip', 'link', 'set', 'lo', 'mtu', '1500']);
       // No process keeps the namespace: only the pin does.
-      const target = fs.readlinkSync(`/proc/self/fd/${fs.openSync(ns.user!, 'r')}`);
+      assert.ok(ns.user, 'a pinned user namespace');
+      const target = fs.readlinkSync(`/proc/self/fd/${fs.openSync(ns.user, 'r')}`);
       const holders = fs
         .readdirSync('/proc')
         .filter((p) => /^\d+$/.test(p))
@@ -133,7 +143,7 @@ describe('pinned pod user namespaces', rootOnly, () => {
     } finally {
       await unpinNamespaces(ns);
     }
-    for (const p of Object.values(ns)) assert.ok(!fs.existsSync(p), `${p} should be removed`);
+    for (const p of pinPaths(ns)) assert.ok(!fs.existsSync(p), `${p} should be removed`);
   });
 
   test('an idmapped clone shows host root files as the mapped root', async () => {
