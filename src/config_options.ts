@@ -57,7 +57,11 @@ const list: Codec<string[]> = {
     if (!Array.isArray(v) || v.some((x) => typeof x !== 'string')) throw new BadValue(`${key} must be a list of strings`);
     return [...(v as string[])];
   },
-  fromFlag: (s) => s.split(',').map((x) => x.trim()).filter((x) => x !== ''),
+  fromFlag: (s) =>
+    s
+      .split(',')
+      .map((x) => x.trim())
+      .filter((x) => x !== ''),
   toToml: (v) => `[${v.map(tomlString).join(', ')}]`,
   toFlag: (v) => v.join(','),
 };
@@ -75,7 +79,12 @@ const positiveInt: Codec<number> = {
   toFlag: String,
 };
 
-const DURATION_UNITS: [string, number][] = [['h', 3_600_000], ['m', 60_000], ['s', 1000], ['ms', 1]];
+const DURATION_UNITS: [string, number][] = [
+  ['h', 3_600_000],
+  ['m', 60_000],
+  ['s', 1000],
+  ['ms', 1],
+];
 
 /** Parses "30s", "5m", "1h", "250ms" or a bare number of seconds into milliseconds. */
 export function parseDuration(value: string | number, what: string): number {
@@ -120,7 +129,11 @@ export function parseByteRate(value: string | number, what: string): number {
 
 /** The largest binary unit that divides `n` evenly, so that parseByteRate gives `n` back. */
 function formatByteRate(n: number): string {
-  for (const [unit, size] of [['GiB', 1024 ** 3], ['MiB', 1024 ** 2], ['KiB', 1024]] as const) {
+  for (const [unit, size] of [
+    ['GiB', 1024 ** 3],
+    ['MiB', 1024 ** 2],
+    ['KiB', 1024],
+  ] as const) {
     if (n > 0 && n % size === 0) return `${n / size}${unit}/s`;
   }
   return `${n}B/s`;
@@ -185,8 +198,14 @@ const stringTable: Codec<Record<string, string>> = {
     }
     return out;
   },
-  toToml: (v) => Object.entries(v).map(([name, bin]) => `${BARE_KEY.test(name) ? name : tomlString(name)} = ${tomlString(bin)}`).join('\n'),
-  toFlag: (v) => Object.entries(v).map(([name, bin]) => `${name}=${bin}`).join(','),
+  toToml: (v) =>
+    Object.entries(v)
+      .map(([name, bin]) => `${BARE_KEY.test(name) ? name : tomlString(name)} = ${tomlString(bin)}`)
+      .join('\n'),
+  toFlag: (v) =>
+    Object.entries(v)
+      .map(([name, bin]) => `${name}=${bin}`)
+      .join(','),
 };
 
 function describe(v: unknown): string {
@@ -204,25 +223,56 @@ export const OPTIONS: readonly AnyOption[] = [
   opt('listen', 'listen', withMetavar(string, 'unix:///PATH'), 'unix:///run/tscri/tscri.sock', 'CRI endpoint; the socket is made mode 0660.'),
   opt('root', 'root', withMetavar(string, 'DIR'), '/var/lib/tscri', 'Persistent state: layers, blobs, image, pod and container records.'),
   opt('state', 'state', withMetavar(string, 'DIR'), '/run/tscri', 'Runtime state: bundles, sockets, pinned namespaces, exit files.'),
-  opt('registryConfigDir', 'registry_config_dir', withMetavar(string, 'DIR'), '/etc/tscri/certs.d', "Registry mirrors and TLS, containerd's <host>/hosts.toml format."),
+  opt(
+    'registryConfigDir',
+    'registry_config_dir',
+    withMetavar(string, 'DIR'),
+    '/etc/tscri/certs.d',
+    "Registry mirrors and TLS, containerd's <host>/hosts.toml format.",
+  ),
   opt('insecureRegistries', 'insecure_registries', list, [], 'Registries reached over plain HTTP (localhost and 127.0.0.1 always are).'),
   opt('pinnedImages', 'pinned_images', list, [], 'Images never removed by image garbage collection.'),
   opt('maxConcurrentDownloads', 'max_concurrent_downloads', positiveInt, 3, 'Layers of one image downloaded at once.'),
   opt('imagePullProgressTimeoutMs', 'image_pull_progress_timeout', duration, 60_000, 'A pull that moves no byte for this long is cancelled.'),
-  opt('imagePullMinThroughput', 'image_pull_min_throughput', byteRate, 4096, 'A pull whose layers move slower than this over a progress window is cancelled; 0 turns it off.'),
+  opt(
+    'imagePullMinThroughput',
+    'image_pull_min_throughput',
+    byteRate,
+    4096,
+    'A pull whose layers move slower than this over a progress window is cancelled; 0 turns it off.',
+  ),
   opt('metricsListen', 'metrics_listen', withMetavar(string, 'HOST:PORT'), '127.0.0.1:9099', 'Prometheus /metrics endpoint; empty turns it off.'),
   opt('streamingAddress', 'streaming_address', withMetavar(string, 'HOST:PORT'), '127.0.0.1:0', 'Exec/attach/port-forward server; port 0 picks one at start.'),
   opt('logLevel', 'log_level', oneOf('trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'), 'info', 'Log level (pino); debug logs one line per RPC.'),
   opt('cgroupDriver', 'cgroup_driver', oneOf('cgroupfs', 'systemd'), 'cgroupfs', "Must match the kubelet's cgroupDriver; systemd needs systemd as init."),
   opt('cniConfDir', 'cni_conf_dir', withMetavar(string, 'DIR'), '/etc/cni/net.d', 'CNI network configuration: the first *.conflist/*.conf is the pod network.'),
   opt('cniBinDirs', 'cni_bin_dirs', list, ['/opt/cni/bin', '/usr/lib/cni'], 'Directories searched for CNI plugins.'),
-  opt('cniDefaultSubnet', 'cni_default_subnet', withMetavar(string, 'CIDR'), '10.85.0.0/16', 'Subnet of the built-in network used when cni_conf_dir is empty (no default route, no masquerading).'),
+  opt(
+    'cniDefaultSubnet',
+    'cni_default_subnet',
+    withMetavar(string, 'CIDR'),
+    '10.85.0.0/16',
+    'Subnet of the built-in network used when cni_conf_dir is empty (no default route, no masquerading).',
+  ),
   opt('cniDefaultBridge', 'cni_default_bridge', withMetavar(string, 'NAME'), 'tscri0', 'Bridge of the built-in network.'),
   opt('defaultRuntime', 'default_runtime', withMetavar(string, 'NAME'), 'runc', 'Runtime handler for pods that name none; must be a key of [runtimes].'),
   opt('conmon', 'conmon', withMetavar(string, 'BIN'), 'conmon', 'The container monitor: a path, or a name searched in PATH and the sbin dirs.'),
-  opt('restrictOomScoreAdj', 'restrict_oom_score_adj', autoBool, 'auto', "Clamp containers' oom_score_adj to the daemon's own; auto: when root lacks CAP_SYS_RESOURCE."),
+  opt(
+    'restrictOomScoreAdj',
+    'restrict_oom_score_adj',
+    autoBool,
+    'auto',
+    "Clamp containers' oom_score_adj to the daemon's own; auto: when root lacks CAP_SYS_RESOURCE.",
+  ),
   opt('statsCachePeriodMs', 'stats_cache_period', duration, 1_000, 'One reading of each cgroup serves every stats and metrics call for this long.'),
-  opt('runtimes', 'runtimes', stringTable, { runc: 'runc', crun: 'crun' }, 'Runtime handlers (RuntimeClass handler names) and their OCI runtime binaries.', true),
+  opt(
+    'runtimes',
+    'runtimes',
+    stringTable,
+    { runc: 'runc', crun: 'crun' },
+    'Runtime handlers (RuntimeClass handler names) and their OCI runtime binaries.',
+    true,
+  ),
 ];
 
 /** Reads a parsed TOML document into `cfg`; an unknown key is an error naming it and the file. */
@@ -262,7 +312,15 @@ export function configToToml(cfg: Config): string {
   const tables = OPTIONS.filter((o) => o.table);
   const out: string[] = [];
   for (const o of plain) out.push(`# ${o.help}`, `${o.key} = ${render(o, cfg)}`);
-  for (const o of tables) out.push('', `# ${o.help}`, `[${o.key}]`, ...render(o, cfg).split('\n').filter((l) => l !== ''));
+  for (const o of tables)
+    out.push(
+      '',
+      `# ${o.help}`,
+      `[${o.key}]`,
+      ...render(o, cfg)
+        .split('\n')
+        .filter((l) => l !== ''),
+    );
   return `${out.join('\n')}\n`;
 }
 

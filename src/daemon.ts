@@ -71,7 +71,10 @@ export class Daemon {
   private hostReport?: Promise<HostReport | undefined>;
   private usernsProbe?: Promise<UsernsSupport>;
 
-  constructor(readonly cfg: Config, readonly log: Logger) {
+  constructor(
+    readonly cfg: Config,
+    readonly log: Logger,
+  ) {
     this.images = new ImageService({
       root: cfg.root,
       registryConfigDir: cfg.registryConfigDir,
@@ -179,54 +182,66 @@ export class Daemon {
     const containers = this.containers;
     server.addService(
       passEncoded(cri.runtime.v1.RuntimeService.service),
-      implement<RuntimeServiceHandlers>('runtime.v1.RuntimeService', cri.runtime.v1.RuntimeService.service, {
-        Version: () => version(),
-        Status: async (req) =>
-          status(req, cfg, this.cni, [...this.runtimes.keys()], (await this.usernsSupport()).ok, () => this.hostReport ?? Promise.resolve(undefined)),
-        RuntimeConfig: () => runtimeConfig(cfg),
-        UpdateRuntimeConfig: (req, ctx) => updateRuntimeConfig(req, ctx.log),
-        RunPodSandbox: (req, ctx) => runPodSandbox(req, sandboxes, ctx),
-        StopPodSandbox: (req, ctx) => stopPodSandbox(req, sandboxes, ctx),
-        RemovePodSandbox: (req, ctx) => removePodSandbox(req, sandboxes, ctx),
-        PodSandboxStatus: (req) => podSandboxStatus(req, sandboxes, containers, enc),
-        UpdatePodSandboxResources: (req, ctx) => updatePodSandboxResources(req, sandboxes, cfg.cgroupDriver, ctx),
-        ListPodSandbox: (req) => listPodSandbox(req, sandboxes, enc),
-        StreamPodSandboxes: { stream: (req, send) => streamPodSandboxes(req, sandboxes, send) },
-        CreateContainer: (req, ctx) => createContainer(req, containers, ctx),
-        StartContainer: (req, ctx) => startContainer(req, containers, ctx),
-        StopContainer: (req, ctx) => stopContainer(req, containers, ctx),
-        RemoveContainer: (req, ctx) => removeContainer(req, containers, ctx),
-        ListContainers: (req) => listContainers(req, containers, enc),
-        StreamContainers: { stream: (req, send) => streamContainers(req, containers, send) },
-        ContainerStatus: (req) => containerStatus(req, containers, enc),
-        UpdateContainerResources: (req) => updateContainerResources(req, containers),
-        ReopenContainerLog: (req) => reopenContainerLog(req, containers),
-        ExecSync: (req) => execSync(req, containers),
-        ContainerStats: (req) => containerStats(req, containers),
-        ListContainerStats: (req) => listContainerStats(req, containers),
-        StreamContainerStats: { stream: (req, send) => streamContainerStats(req, containers, send) },
-        PodSandboxStats: (req) => podSandboxStats(req, sandboxes, containers),
-        ListPodSandboxStats: (req) => listPodSandboxStats(req, sandboxes, containers),
-        StreamPodSandboxStats: { stream: (req, send) => streamPodSandboxStats(req, sandboxes, containers, send) },
-        GetContainerEvents: { stream: (_req, send, ctx) => getContainerEvents(containers, sandboxes, send, ctx) },
-        ListMetricDescriptors: () => listMetricDescriptors(),
-        ListPodSandboxMetrics: () => listPodSandboxMetrics(sandboxes, containers),
-        StreamPodSandboxMetrics: { stream: (_req, send) => streamPodSandboxMetrics(sandboxes, containers, send) },
-        Exec: (req) => exec(req, containers, this.streaming),
-        Attach: (req) => attach(req, containers, this.streaming),
-        PortForward: (req) => portForward(req, sandboxes, this.streaming),
-      }, log, this.metrics),
+      implement<RuntimeServiceHandlers>(
+        'runtime.v1.RuntimeService',
+        cri.runtime.v1.RuntimeService.service,
+        {
+          Version: () => version(),
+          Status: async (req) =>
+            status(req, cfg, this.cni, [...this.runtimes.keys()], (await this.usernsSupport()).ok, () => this.hostReport ?? Promise.resolve(undefined)),
+          RuntimeConfig: () => runtimeConfig(cfg),
+          UpdateRuntimeConfig: (req, ctx) => updateRuntimeConfig(req, ctx.log),
+          RunPodSandbox: (req, ctx) => runPodSandbox(req, sandboxes, ctx),
+          StopPodSandbox: (req, ctx) => stopPodSandbox(req, sandboxes, ctx),
+          RemovePodSandbox: (req, ctx) => removePodSandbox(req, sandboxes, ctx),
+          PodSandboxStatus: (req) => podSandboxStatus(req, sandboxes, containers, enc),
+          UpdatePodSandboxResources: (req, ctx) => updatePodSandboxResources(req, sandboxes, cfg.cgroupDriver, ctx),
+          ListPodSandbox: (req) => listPodSandbox(req, sandboxes, enc),
+          StreamPodSandboxes: { stream: (req, send) => streamPodSandboxes(req, sandboxes, send) },
+          CreateContainer: (req, ctx) => createContainer(req, containers, ctx),
+          StartContainer: (req, ctx) => startContainer(req, containers, ctx),
+          StopContainer: (req, ctx) => stopContainer(req, containers, ctx),
+          RemoveContainer: (req, ctx) => removeContainer(req, containers, ctx),
+          ListContainers: (req) => listContainers(req, containers, enc),
+          StreamContainers: { stream: (req, send) => streamContainers(req, containers, send) },
+          ContainerStatus: (req) => containerStatus(req, containers, enc),
+          UpdateContainerResources: (req) => updateContainerResources(req, containers),
+          ReopenContainerLog: (req) => reopenContainerLog(req, containers),
+          ExecSync: (req) => execSync(req, containers),
+          ContainerStats: (req) => containerStats(req, containers),
+          ListContainerStats: (req) => listContainerStats(req, containers),
+          StreamContainerStats: { stream: (req, send) => streamContainerStats(req, containers, send) },
+          PodSandboxStats: (req) => podSandboxStats(req, sandboxes, containers),
+          ListPodSandboxStats: (req) => listPodSandboxStats(req, sandboxes, containers),
+          StreamPodSandboxStats: { stream: (req, send) => streamPodSandboxStats(req, sandboxes, containers, send) },
+          GetContainerEvents: { stream: (_req, send, ctx) => getContainerEvents(containers, sandboxes, send, ctx) },
+          ListMetricDescriptors: () => listMetricDescriptors(),
+          ListPodSandboxMetrics: () => listPodSandboxMetrics(sandboxes, containers),
+          StreamPodSandboxMetrics: { stream: (_req, send) => streamPodSandboxMetrics(sandboxes, containers, send) },
+          Exec: (req) => exec(req, containers, this.streaming),
+          Attach: (req) => attach(req, containers, this.streaming),
+          PortForward: (req) => portForward(req, sandboxes, this.streaming),
+        },
+        log,
+        this.metrics,
+      ),
     );
     server.addService(
       passEncoded(cri.runtime.v1.ImageService.service),
-      implement<ImageServiceHandlers>('runtime.v1.ImageService', cri.runtime.v1.ImageService.service, {
-        PullImage: (req, ctx) => pullImage(req, images, ctx),
-        ListImages: (req) => listImages(req, images, enc),
-        StreamImages: { stream: (req, send) => streamImages(req, images, send) },
-        ImageStatus: (req) => imageStatus(req, images),
-        RemoveImage: (req) => removeImage(req, images),
-        ImageFsInfo: () => imageFsInfo(images),
-      }, log, this.metrics),
+      implement<ImageServiceHandlers>(
+        'runtime.v1.ImageService',
+        cri.runtime.v1.ImageService.service,
+        {
+          PullImage: (req, ctx) => pullImage(req, images, ctx),
+          ListImages: (req) => listImages(req, images, enc),
+          StreamImages: { stream: (req, send) => streamImages(req, images, send) },
+          ImageStatus: (req) => imageStatus(req, images),
+          RemoveImage: (req) => removeImage(req, images),
+          ImageFsInfo: () => imageFsInfo(images),
+        },
+        log,
+        this.metrics,
+      ),
     );
 
     const sock = socketPath(cfg);

@@ -80,8 +80,20 @@ export interface Hierarchies {
 }
 
 const V1_CONTROLLERS = new Set([
-  'cpu', 'cpuacct', 'cpuset', 'memory', 'pids', 'blkio', 'devices', 'freezer',
-  'net_cls', 'net_prio', 'perf_event', 'hugetlb', 'rdma', 'misc',
+  'cpu',
+  'cpuacct',
+  'cpuset',
+  'memory',
+  'pids',
+  'blkio',
+  'devices',
+  'freezer',
+  'net_cls',
+  'net_prio',
+  'perf_event',
+  'hugetlb',
+  'rdma',
+  'misc',
 ]);
 
 let hierarchies: Hierarchies | undefined;

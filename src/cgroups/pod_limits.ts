@@ -61,7 +61,10 @@ export function podCgroupRelativePath(parent: string, driver: CgroupDriver): str
  * there is skipped and named in the result: the kubelet creates pod cgroups, and one that does
  * not exist yet has nothing to enforce. A write the kernel refuses throws, naming the file.
  */
-export function writeCgroupFiles(writes: CgroupWrite[], dirOf: (controller: CgroupWrite['controller']) => string | undefined): { written: string[]; skipped: string[] } {
+export function writeCgroupFiles(
+  writes: CgroupWrite[],
+  dirOf: (controller: CgroupWrite['controller']) => string | undefined,
+): { written: string[]; skipped: string[] } {
   const written: string[] = [];
   const skipped: string[] = [];
   for (const w of writes) {
@@ -94,7 +97,12 @@ export function writeCgroupFiles(writes: CgroupWrite[], dirOf: (controller: Cgro
 }
 
 /** Applies pod totals to the pod cgroup `parent` on this host's cgroup version. */
-export function applyPodLimits(parent: string, driver: CgroupDriver, limits: PodLimits, version: CgroupVersion = cgroupVersion()): { written: string[]; skipped: string[] } {
+export function applyPodLimits(
+  parent: string,
+  driver: CgroupDriver,
+  limits: PodLimits,
+  version: CgroupVersion = cgroupVersion(),
+): { written: string[]; skipped: string[] } {
   const rel = podCgroupRelativePath(parent, driver);
   if (rel === '/') throw new Error(`refusing to set pod limits on the root cgroup (parent ${JSON.stringify(parent)})`);
   const writes = podLimitWrites(limits, version);

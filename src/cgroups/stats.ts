@@ -66,7 +66,8 @@ async function readOpt(file: string | undefined): Promise<string | undefined> {
   try {
     return await fs.promises.readFile(file, 'utf8');
   } catch (err) {
-    missing(err, file); return;
+    missing(err, file);
+    return;
   }
 }
 
@@ -80,7 +81,8 @@ function readOptSync(file: string | undefined): string | undefined {
   try {
     return fs.readFileSync(file, 'utf8');
   } catch (err) {
-    missing(err, file); return;
+    missing(err, file);
+    return;
   }
 }
 
@@ -111,11 +113,7 @@ function f(dir: string | undefined, name: string): string | undefined {
 }
 
 /** Statistics for a container's cgroup; undefined once the cgroup is gone. */
-export function readStats(
-  cgroupsPath: string,
-  driver: CgroupDriver,
-  version: CgroupVersion = cgroupVersion(),
-): Promise<CgroupStats | undefined> {
+export function readStats(cgroupsPath: string, driver: CgroupDriver, version: CgroupVersion = cgroupVersion()): Promise<CgroupStats | undefined> {
   // A failed read rejects the promise rather than throwing, as callers await it.
   return new Promise((resolve) => {
     resolve(readStatsSync(cgroupsPath, driver, version));
@@ -240,11 +238,7 @@ function readV1Stats(rel: string, full: boolean): CgroupStats {
 }
 
 /** The limits in force on a container's cgroup; undefined once the cgroup is gone. */
-export async function readLimits(
-  cgroupsPath: string,
-  driver: CgroupDriver,
-  version: CgroupVersion = cgroupVersion(),
-): Promise<CgroupLimits | undefined> {
+export async function readLimits(cgroupsPath: string, driver: CgroupDriver, version: CgroupVersion = cgroupVersion()): Promise<CgroupLimits | undefined> {
   const rel = cgroupRelativePath(cgroupsPath, driver);
   try {
     return version === 2 ? await readV2Limits(v2Dir(rel)) : await readV1Limits(rel);
@@ -262,9 +256,7 @@ function nonEmpty(text: string | undefined): string | undefined {
 async function readV2Limits(dir: string): Promise<CgroupLimits> {
   if (!dirExists(dir)) throw new CgroupGone();
   const [weight, cpuMax, cpus, mems, memMax, swapMax, pidsMax] = await Promise.all(
-    ['cpu.weight', 'cpu.max', 'cpuset.cpus', 'cpuset.mems', 'memory.max', 'memory.swap.max', 'pids.max'].map((n) =>
-      readOpt(path.join(dir, n)),
-    ),
+    ['cpu.weight', 'cpu.max', 'cpuset.cpus', 'cpuset.mems', 'memory.max', 'memory.swap.max', 'pids.max'].map((n) => readOpt(path.join(dir, n))),
   );
   const out: CgroupLimits = {};
   if (weight !== undefined) {

@@ -2,13 +2,7 @@ import { EventEmitter } from 'node:events';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { containerCgroupsPath, removeCgroup, type StatsDetail } from '../cgroups';
-import {
-  DeadlineExceededError,
-  FailedPreconditionError,
-  InvalidArgumentError,
-  NotFoundError,
-  withContext,
-} from '../errors';
+import { DeadlineExceededError, FailedPreconditionError, InvalidArgumentError, NotFoundError, withContext } from '../errors';
 import type { ContainerConfig__Output } from '../gen/runtime/v1/ContainerConfig';
 import type { ContainerFilter__Output } from '../gen/runtime/v1/ContainerFilter';
 import type { LinuxContainerResources__Output } from '../gen/runtime/v1/LinuxContainerResources';
@@ -382,9 +376,9 @@ export class ContainerService implements PodContainers {
     try {
       // The start time goes to a file of its own beside the start, not waiting for the record:
       // a daemon that dies before the record lands learns it back exactly (reconcileStarted).
-      const noted = fs.writeFile(path.join(rec.bundle, STARTED_AT_FILE), startedAt).catch((err: unknown) =>
-        log.warn({ err, container: rec.id }, 'cannot note the start time'),
-      );
+      const noted = fs
+        .writeFile(path.join(rec.bundle, STARTED_AT_FILE), startedAt)
+        .catch((err: unknown) => log.warn({ err, container: rec.id }, 'cannot note the start time'));
       await settleAll(this.runtimeOf(rec).start(rec.id), noted);
     } catch (err) {
       throw withContext(err, `failed to start container ${rec.id}`);

@@ -59,7 +59,11 @@ const F = {
   cfsPeriods: { name: 'container_cpu_cfs_periods_total', help: 'Number of elapsed enforcement period intervals.', type: 'COUNTER' },
   cfsThrottledPeriods: { name: 'container_cpu_cfs_throttled_periods_total', help: 'Number of throttled period intervals.', type: 'COUNTER' },
   cfsThrottledSeconds: { name: 'container_cpu_cfs_throttled_seconds_total', help: 'Total time duration the container has been throttled.', type: 'COUNTER' },
-  memUsage: { name: 'container_memory_usage_bytes', help: 'Current memory usage in bytes, including all memory regardless of when it was accessed.', type: 'GAUGE' },
+  memUsage: {
+    name: 'container_memory_usage_bytes',
+    help: 'Current memory usage in bytes, including all memory regardless of when it was accessed.',
+    type: 'GAUGE',
+  },
   memWorkingSet: { name: 'container_memory_working_set_bytes', help: 'Current working set in bytes.', type: 'GAUGE' },
   memRss: { name: 'container_memory_rss', help: 'Size of RSS in bytes.', type: 'GAUGE' },
   memCache: { name: 'container_memory_cache', help: 'Number of bytes of page cache memory.', type: 'GAUGE' },
@@ -78,12 +82,32 @@ const F = {
   specCpuPeriod: { name: 'container_spec_cpu_period', help: 'CPU period of the container.', type: 'GAUGE' },
   rxBytes: { name: 'container_network_receive_bytes_total', help: 'Cumulative count of bytes received.', type: 'COUNTER', extra: ['interface'] },
   rxPackets: { name: 'container_network_receive_packets_total', help: 'Cumulative count of packets received.', type: 'COUNTER', extra: ['interface'] },
-  rxDropped: { name: 'container_network_receive_packets_dropped_total', help: 'Cumulative count of packets dropped while receiving.', type: 'COUNTER', extra: ['interface'] },
-  rxErrors: { name: 'container_network_receive_errors_total', help: 'Cumulative count of errors encountered while receiving.', type: 'COUNTER', extra: ['interface'] },
+  rxDropped: {
+    name: 'container_network_receive_packets_dropped_total',
+    help: 'Cumulative count of packets dropped while receiving.',
+    type: 'COUNTER',
+    extra: ['interface'],
+  },
+  rxErrors: {
+    name: 'container_network_receive_errors_total',
+    help: 'Cumulative count of errors encountered while receiving.',
+    type: 'COUNTER',
+    extra: ['interface'],
+  },
   txBytes: { name: 'container_network_transmit_bytes_total', help: 'Cumulative count of bytes transmitted.', type: 'COUNTER', extra: ['interface'] },
   txPackets: { name: 'container_network_transmit_packets_total', help: 'Cumulative count of packets transmitted.', type: 'COUNTER', extra: ['interface'] },
-  txDropped: { name: 'container_network_transmit_packets_dropped_total', help: 'Cumulative count of packets dropped while transmitting.', type: 'COUNTER', extra: ['interface'] },
-  txErrors: { name: 'container_network_transmit_errors_total', help: 'Cumulative count of errors encountered while transmitting.', type: 'COUNTER', extra: ['interface'] },
+  txDropped: {
+    name: 'container_network_transmit_packets_dropped_total',
+    help: 'Cumulative count of packets dropped while transmitting.',
+    type: 'COUNTER',
+    extra: ['interface'],
+  },
+  txErrors: {
+    name: 'container_network_transmit_errors_total',
+    help: 'Cumulative count of errors encountered while transmitting.',
+    type: 'COUNTER',
+    extra: ['interface'],
+  },
 } satisfies Record<string, Family>;
 
 export const METRIC_DESCRIPTORS: MetricDescriptor[] = Object.values(F).map((f: Family) => ({

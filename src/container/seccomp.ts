@@ -75,9 +75,28 @@ const ACTIONS = new Set([
 ]);
 const OPERATORS = new Set(['SCMP_CMP_NE', 'SCMP_CMP_LT', 'SCMP_CMP_LE', 'SCMP_CMP_EQ', 'SCMP_CMP_GE', 'SCMP_CMP_GT', 'SCMP_CMP_MASKED_EQ']);
 const ARCHES = new Set(
-  ['X86', 'X86_64', 'X32', 'ARM', 'AARCH64', 'MIPS', 'MIPS64', 'MIPS64N32', 'MIPSEL', 'MIPSEL64', 'MIPSEL64N32', 'PPC', 'PPC64', 'PPC64LE', 'S390', 'S390X', 'PARISC', 'PARISC64', 'RISCV64', 'LOONGARCH64'].map(
-    (a) => `SCMP_ARCH_${a}`,
-  ),
+  [
+    'X86',
+    'X86_64',
+    'X32',
+    'ARM',
+    'AARCH64',
+    'MIPS',
+    'MIPS64',
+    'MIPS64N32',
+    'MIPSEL',
+    'MIPSEL64',
+    'MIPSEL64N32',
+    'PPC',
+    'PPC64',
+    'PPC64LE',
+    'S390',
+    'S390X',
+    'PARISC',
+    'PARISC64',
+    'RISCV64',
+    'LOONGARCH64',
+  ].map((a) => `SCMP_ARCH_${a}`),
 );
 
 // libseccomp's native arch name → its SCMP_ARCH_ constant, to pick the archMap entry of this host.
@@ -143,7 +162,8 @@ function condition(v: unknown, field: string, source: string): SeccompCondition 
   if (caps) out.caps = caps;
   if (arches) out.arches = arches;
   if (v.minKernel !== undefined && v.minKernel !== null && v.minKernel !== '') {
-    if (typeof v.minKernel !== 'string' || !/^\d+\.\d+$/.test(v.minKernel)) fail(source, `${field}.minKernel must look like "4.8", got ${JSON.stringify(v.minKernel)}`);
+    if (typeof v.minKernel !== 'string' || !/^\d+\.\d+$/.test(v.minKernel))
+      fail(source, `${field}.minKernel must look like "4.8", got ${JSON.stringify(v.minKernel)}`);
     out.minKernel = v.minKernel;
   }
   return out;
@@ -190,7 +210,8 @@ export function validateSeccompProfile(doc: unknown, source: string): SeccompPro
   if (!isObject(doc)) fail(source, 'not a JSON object');
   const out: SeccompProfile = {};
   if (doc.defaultAction !== undefined && doc.defaultAction !== '') {
-    if (typeof doc.defaultAction !== 'string' || !ACTIONS.has(doc.defaultAction)) fail(source, `defaultAction ${JSON.stringify(doc.defaultAction)} is not a seccomp action`);
+    if (typeof doc.defaultAction !== 'string' || !ACTIONS.has(doc.defaultAction))
+      fail(source, `defaultAction ${JSON.stringify(doc.defaultAction)} is not a seccomp action`);
     out.defaultAction = doc.defaultAction;
   }
   const defaultErrnoRet = uint(doc.defaultErrnoRet, 'defaultErrnoRet', source);
@@ -324,7 +345,9 @@ export function securityProfile(sp: SecurityProfile__Output | null | undefined, 
   if (sp) {
     // containerd refuses a ref that would be silently ignored.
     if (sp.profile_type !== 'Localhost' && sp.localhost_ref) {
-      throw new InvalidArgumentError(`${field} localhost_ref ${JSON.stringify(sp.localhost_ref)} is only valid with profile_type Localhost, not ${sp.profile_type}`);
+      throw new InvalidArgumentError(
+        `${field} localhost_ref ${JSON.stringify(sp.localhost_ref)} is only valid with profile_type Localhost, not ${sp.profile_type}`,
+      );
     }
     switch (sp.profile_type) {
       case 'RuntimeDefault':
@@ -352,7 +375,9 @@ export function securityProfile(sp: SecurityProfile__Output | null | undefined, 
       return { type: 'Unconfined' };
     default:
       if (!legacyName.startsWith(LOCALHOST_PREFIX) || legacyName.length === LOCALHOST_PREFIX.length) {
-        throw new InvalidArgumentError(`invalid ${field} profile ${JSON.stringify(legacy)}: want runtime/default, docker/default, unconfined or localhost/<path>`);
+        throw new InvalidArgumentError(
+          `invalid ${field} profile ${JSON.stringify(legacy)}: want runtime/default, docker/default, unconfined or localhost/<path>`,
+        );
       }
       return { type: 'Localhost', ref: legacyName.slice(LOCALHOST_PREFIX.length) };
   }

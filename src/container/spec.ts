@@ -133,12 +133,47 @@ export const DEFAULT_CAPABILITIES: readonly string[] = [
 
 // Capability numbers from linux/capability.h, to name every capability the kernel knows.
 const CAPABILITY_NAMES: readonly string[] = [
-  'CHOWN', 'DAC_OVERRIDE', 'DAC_READ_SEARCH', 'FOWNER', 'FSETID', 'KILL', 'SETGID', 'SETUID',
-  'SETPCAP', 'LINUX_IMMUTABLE', 'NET_BIND_SERVICE', 'NET_BROADCAST', 'NET_ADMIN', 'NET_RAW',
-  'IPC_LOCK', 'IPC_OWNER', 'SYS_MODULE', 'SYS_RAWIO', 'SYS_CHROOT', 'SYS_PTRACE', 'SYS_PACCT',
-  'SYS_ADMIN', 'SYS_BOOT', 'SYS_NICE', 'SYS_RESOURCE', 'SYS_TIME', 'SYS_TTY_CONFIG', 'MKNOD',
-  'LEASE', 'AUDIT_WRITE', 'AUDIT_CONTROL', 'SETFCAP', 'MAC_OVERRIDE', 'MAC_ADMIN', 'SYSLOG',
-  'WAKE_ALARM', 'BLOCK_SUSPEND', 'AUDIT_READ', 'PERFMON', 'BPF', 'CHECKPOINT_RESTORE',
+  'CHOWN',
+  'DAC_OVERRIDE',
+  'DAC_READ_SEARCH',
+  'FOWNER',
+  'FSETID',
+  'KILL',
+  'SETGID',
+  'SETUID',
+  'SETPCAP',
+  'LINUX_IMMUTABLE',
+  'NET_BIND_SERVICE',
+  'NET_BROADCAST',
+  'NET_ADMIN',
+  'NET_RAW',
+  'IPC_LOCK',
+  'IPC_OWNER',
+  'SYS_MODULE',
+  'SYS_RAWIO',
+  'SYS_CHROOT',
+  'SYS_PTRACE',
+  'SYS_PACCT',
+  'SYS_ADMIN',
+  'SYS_BOOT',
+  'SYS_NICE',
+  'SYS_RESOURCE',
+  'SYS_TIME',
+  'SYS_TTY_CONFIG',
+  'MKNOD',
+  'LEASE',
+  'AUDIT_WRITE',
+  'AUDIT_CONTROL',
+  'SETFCAP',
+  'MAC_OVERRIDE',
+  'MAC_ADMIN',
+  'SYSLOG',
+  'WAKE_ALARM',
+  'BLOCK_SUSPEND',
+  'AUDIT_READ',
+  'PERFMON',
+  'BPF',
+  'CHECKPOINT_RESTORE',
 ].map((n) => `CAP_${n}`);
 
 // containerd's populateDefaultUnixSpec lists (pkg/oci/spec.go): kernel interfaces that leak host
@@ -190,7 +225,11 @@ export function detectHostFacts(): HostFacts {
   if (cgroupV2) {
     // memory.swap.max does not exist in the root cgroup, so look beside this process.
     const self = readTrimmed('/proc/self/cgroup') ?? '';
-    const unified = self.split('\n').find((l) => l.startsWith('0::'))?.slice(3) ?? '/';
+    const unified =
+      self
+        .split('\n')
+        .find((l) => l.startsWith('0::'))
+        ?.slice(3) ?? '/';
     swapAvailable = fs.existsSync(path.join('/sys/fs/cgroup', unified, 'memory.swap.max'));
   } else {
     swapAvailable = fs.existsSync('/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes');
@@ -512,9 +551,7 @@ function buildMounts(input: SpecInput, sc: LinuxContainerSecurityContext__Output
   supplied.sort((a, b) => depth(a) - depth(b));
 
   const dests = new Set(supplied.map((m) => cleanDest(m.container_path)));
-  const mounts = defaultMounts(!!sc?.privileged).filter(
-    (m) => !dests.has(m.destination) && !(dests.has('/dev') && m.destination.startsWith('/dev/')),
-  );
+  const mounts = defaultMounts(!!sc?.privileged).filter((m) => !dests.has(m.destination) && !(dests.has('/dev') && m.destination.startsWith('/dev/')));
 
   let rootfsPropagation: OciLinux['rootfsPropagation'];
   for (const m of supplied) {
@@ -553,7 +590,8 @@ async function apparmorProfile(sc: LinuxContainerSecurityContext__Output | null,
   const choice = securityProfile(sc?.apparmor, sc?.apparmor_profile, 'apparmor');
   if (!choice || choice.type === 'Unconfined') return undefined;
   if (!host.apparmorEnabled) {
-    if (choice.type === 'Localhost') throw new FailedPreconditionError(`apparmor profile ${JSON.stringify(choice.ref)} requested but AppArmor is not enabled on this host`);
+    if (choice.type === 'Localhost')
+      throw new FailedPreconditionError(`apparmor profile ${JSON.stringify(choice.ref)} requested but AppArmor is not enabled on this host`);
     return undefined;
   }
   if (choice.type === 'RuntimeDefault') {
@@ -702,7 +740,8 @@ export async function prepareMountSources(mounts: Mount__Output[]): Promise<Moun
     try {
       await fsp.stat(m.host_path);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`failed to stat mount source ${m.host_path}: ${(err as Error).message}`, { cause: err });
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
+        throw new Error(`failed to stat mount source ${m.host_path}: ${(err as Error).message}`, { cause: err });
       await fsp.mkdir(m.host_path, { recursive: true, mode: 0o755 });
     }
     out.push({ ...m, host_path: await fsp.realpath(m.host_path) });

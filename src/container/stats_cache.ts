@@ -181,7 +181,11 @@ export function parseNetDev(text: string): InterfaceCounters[] {
     if (colon < 0) continue;
     const name = line.slice(0, colon).trim();
     if (name === 'lo') continue;
-    const f = line.slice(colon + 1).trim().split(/\s+/).map(Number);
+    const f = line
+      .slice(colon + 1)
+      .trim()
+      .split(/\s+/)
+      .map(Number);
     if (f.length < 16) continue;
     out.push({
       name,

@@ -110,7 +110,14 @@ function parseGroup(text: string): GroupEntry[] {
     if (!line || line.startsWith('#')) continue;
     const f = line.split(':');
     if (f.length < 3 || !NUMERIC.test(f[2])) continue;
-    out.push({ name: f[0], gid: Number(f[2]), members: (f[3] ?? '').split(',').map((m) => m.trim()).filter(Boolean) });
+    out.push({
+      name: f[0],
+      gid: Number(f[2]),
+      members: (f[3] ?? '')
+        .split(',')
+        .map((m) => m.trim())
+        .filter(Boolean),
+    });
   }
   return out;
 }

@@ -9,13 +9,7 @@ import { unmountBelow } from '../sys/unmount_below';
 import { type Finding } from './finding';
 import { probeCgroups, readCgroupLayout, systemdRunning } from './probe_cgroups';
 import { probeCni } from './probe_cni';
-import {
-  probeOomScoreAdj,
-  probePodNamespaces,
-  probeRecursiveReadOnly,
-  probeSeccomp,
-  usernsFinding,
-} from './probe_kernel';
+import { probeOomScoreAdj, probePodNamespaces, probeRecursiveReadOnly, probeSeccomp, usernsFinding } from './probe_kernel';
 import { probeConmon, probeRuntime } from './probe_runtime';
 import { probeOverlay } from './probe_storage';
 
@@ -111,7 +105,10 @@ export function formatReport(report: HostReport): string {
   lines.push(
     report.podsCanRun
       ? 'Pods can run on this host.'
-      : `No pod can run on this host: ${report.findings.filter((f) => !f.ok && f.essential).map((f) => f.feature).join(', ')} failed.`,
+      : `No pod can run on this host: ${report.findings
+          .filter((f) => !f.ok && f.essential)
+          .map((f) => f.feature)
+          .join(', ')} failed.`,
   );
   return `${lines.join('\n')}\n`;
 }

@@ -16,7 +16,10 @@ export interface CgroupLayout {
 
 function words(file: string): string[] | undefined {
   try {
-    return fs.readFileSync(file, 'utf8').split(/\s+/).filter((w) => w !== '');
+    return fs
+      .readFileSync(file, 'utf8')
+      .split(/\s+/)
+      .filter((w) => w !== '');
   } catch {
     return undefined;
   }

@@ -5,16 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { readMountInfo } from '../sys/mountinfo';
 import { pinPodNamespaces, releaseNamespaceRoot, unpinNamespaces } from '../sys/namespaces';
-import {
-  AT_EMPTY_PATH,
-  AT_RECURSIVE,
-  close,
-  MOUNT_ATTR_RDONLY,
-  mountSetattr,
-  OPEN_TREE_CLOEXEC,
-  OPEN_TREE_CLONE,
-  openTree,
-} from '../sys/mount_api';
+import { AT_EMPTY_PATH, AT_RECURSIVE, close, MOUNT_ATTR_RDONLY, mountSetattr, OPEN_TREE_CLOEXEC, OPEN_TREE_CLONE, openTree } from '../sys/mount_api';
 import type { UsernsSupport } from '../snapshot/idmap_probe';
 import { hasSysResource } from '../util/capabilities';
 import { failed, found, messageOf, type Finding } from './finding';
@@ -108,8 +99,9 @@ export function probeOomScoreAdj(restrict: boolean | 'auto'): Finding {
     }
   })();
   if (hasSysResource()) return found('oom_score_adj', `CAP_SYS_RESOURCE held: any value can be set (daemon's own: ${own})`);
-  const clamp = restrict === false
-    ? 'restrict_oom_score_adj = false: containers asking for less fail to start'
-    : `values below the daemon's own (${own}) are clamped to it (restrict_oom_score_adj = ${String(restrict)})`;
+  const clamp =
+    restrict === false
+      ? 'restrict_oom_score_adj = false: containers asking for less fail to start'
+      : `values below the daemon's own (${own}) are clamped to it (restrict_oom_score_adj = ${String(restrict)})`;
   return failed('oom_score_adj', `root lacks CAP_SYS_RESOURCE, so it cannot be lowered; ${clamp}`);
 }

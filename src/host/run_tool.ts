@@ -28,6 +28,9 @@ export function runTool(file: string, args: string[], opts: { timeoutMs?: number
 
 /** The last non-empty line of a program's complaint, for a one-line reason. */
 export function lastLine(text: string): string {
-  const lines = text.split('\n').map((l) => l.trim()).filter((l) => l !== '');
+  const lines = text
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '');
   return lines[lines.length - 1] ?? '';
 }

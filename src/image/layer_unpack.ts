@@ -42,11 +42,7 @@ const WH_PREFIX = '.wh.';
 const WH_META_PREFIX = '.wh..wh.';
 const WH_OPAQUE = '.wh..wh..opq';
 
-export type WhiteoutKind =
-  | { kind: 'opaque'; dir: string }
-  | { kind: 'whiteout'; path: string }
-  | { kind: 'ignore' }
-  | { kind: 'normal' };
+export type WhiteoutKind = { kind: 'opaque'; dir: string } | { kind: 'whiteout'; path: string } | { kind: 'ignore' } | { kind: 'normal' };
 
 /**
  * What an entry name means for overlayfs. `dir` and `path` are lexically normalized ('.' is the
@@ -369,8 +365,7 @@ function applyPax(e: TarEntry, pax: Pax): void {
 // ---------------------------------------------------------------------------------------------
 // Writing
 
-const O_CREATE_FILE =
-  fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW;
+const O_CREATE_FILE = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW;
 
 function writeAllSync(fd: number, chunk: Buffer): void {
   let off = 0;
@@ -587,10 +582,7 @@ class Unpacker {
  * destroyed with the error (so a pipeline feeding it stops too) and `dest` is left for the caller
  * to discard. Resolves to the number of entries and the bytes of regular-file content written.
  */
-export async function unpackLayer(
-  tar: NodeJS.ReadableStream | Readable,
-  dest: string,
-): Promise<{ entries: number; bytes: number }> {
+export async function unpackLayer(tar: NodeJS.ReadableStream | Readable, dest: string): Promise<{ entries: number; bytes: number }> {
   const it = (tar as AsyncIterable<unknown>)[Symbol.asyncIterator]();
   const reader = new TarReader(it);
   const u = new Unpacker(dest);
@@ -613,12 +605,9 @@ export async function unpackLayer(
     const wrapped =
       err instanceof CriError
         ? err
-        : new Error(
-            `unpack layer into ${dest}${current ? `, entry ${JSON.stringify(current)}` : ''}: ${
-              err instanceof Error ? err.message : String(err)
-            }`,
-            { cause: err },
-          );
+        : new Error(`unpack layer into ${dest}${current ? `, entry ${JSON.stringify(current)}` : ''}: ${err instanceof Error ? err.message : String(err)}`, {
+            cause: err,
+          });
     const destroy = (tar as { destroy?: (e?: Error) => void }).destroy;
     if (typeof destroy === 'function') destroy.call(tar, wrapped);
     else await it.return?.();

@@ -178,8 +178,7 @@ export function nodePlatform(): Platform {
 export function selectPlatform(index: ImageIndex, want: Platform, what: string): Descriptor {
   const variantOf = (p: Platform): string | undefined => p.variant ?? (p.architecture === 'arm64' ? 'v8' : undefined);
   const candidates = index.manifests.filter(
-    (d): d is Descriptor & { platform: Platform } =>
-      !!d.platform && d.platform.os === want.os && d.platform.architecture === want.architecture,
+    (d): d is Descriptor & { platform: Platform } => !!d.platform && d.platform.os === want.os && d.platform.architecture === want.architecture,
   );
   const exact = candidates.find((d) => variantOf(d.platform) === variantOf(want));
   const chosen = exact ?? candidates.find((d) => !d.platform.variant) ?? candidates.at(0);

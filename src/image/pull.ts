@@ -120,9 +120,7 @@ export class Puller {
     const config = parseConfig(configBody, `config ${manifest.config.digest} of ${name}`);
     const diffIds = config.rootfs.diff_ids;
     if (diffIds.length !== manifest.layers.length) {
-      throw new InvalidArgumentError(
-        `${name}: manifest lists ${manifest.layers.length} layers but config lists ${diffIds.length} diff_ids`,
-      );
+      throw new InvalidArgumentError(`${name}: manifest lists ${manifest.layers.length} layers but config lists ${diffIds.length} diff_ids`);
     }
     const chains = chainIds(diffIds, (s) => createHash('sha256').update(s).digest('hex'));
     const layers = manifest.layers.map((d, i) => ({

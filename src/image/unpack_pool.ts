@@ -49,9 +49,7 @@ export type FromWorker =
  */
 export type UnpackStage = 'decompress' | 'unpack';
 
-export type UnpackOutcome =
-  | { ok: true; entries: number; bytes: number; diffId: string }
-  | { ok: false; stage: UnpackStage; error: Error };
+export type UnpackOutcome = { ok: true; entries: number; bytes: number; diffId: string } | { ok: false; stage: UnpackStage; error: Error };
 
 export interface UnpackJob {
   /** Write the compressed layer here; destroying it with an error cancels the layer. */
@@ -173,7 +171,7 @@ export class UnpackPool {
           cb();
           return;
         }
-        for (let off = 0; off < chunk.length; ) {
+        for (let off = 0; off < chunk.length;) {
           batch ??= new Uint8Array(BATCH);
           const n = Math.min(chunk.length - off, BATCH - filled);
           batch.set(chunk.subarray(off, off + n), filled);
@@ -261,10 +259,7 @@ export class UnpackPool {
     worker.on('exit', (code) => {
       const i = this.slots.indexOf(slot);
       if (i >= 0) this.slots.splice(i, 1);
-      const err = new Error(
-        crash ? `unpack worker failed: ${crash.message}` : `unpack worker exited with code ${code}`,
-        crash ? { cause: crash } : undefined,
-      );
+      const err = new Error(crash ? `unpack worker failed: ${crash.message}` : `unpack worker exited with code ${code}`, crash ? { cause: crash } : undefined);
       for (const fail of [...slot.jobs]) fail(err);
     });
     this.slots.push(slot);

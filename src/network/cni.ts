@@ -230,12 +230,20 @@ export class Cni {
     // unhandled rejection while the chain is still running.
     const withLoopback = net.loopback && !args.loUp;
     const loopback = withLoopback
-      ? ready.then(() => this.addLoopback(list.cniVersion, call)).then(() => undefined, (e: unknown) => e ?? new Error('loopback failed'))
+      ? ready
+          .then(() => this.addLoopback(list.cniVersion, call))
+          .then(
+            () => undefined,
+            (e: unknown) => e ?? new Error('loopback failed'),
+          )
       : undefined;
     // The first plugin that runs waits for the namespace; with every plugin skipped, setup does.
     const firstToRun = list.plugins.find((p) => !skippable(p, call));
     if (!firstToRun) {
-      const notReady = await ready.then(() => undefined, (e: unknown) => ({ error: e }));
+      const notReady = await ready.then(
+        () => undefined,
+        (e: unknown) => ({ error: e }),
+      );
       if (notReady !== undefined) {
         await loopback;
         throw notReady.error;
@@ -334,7 +342,10 @@ export class Cni {
       throw new Error(`CNI DEL of pod ${podRef(args)} from network ${list.name} failed: ${errs.map(messageOf).join('; ')}`, { cause: errs[0] });
     }
     await this.cache.delete(args.podId, ifName);
-    this.opts.log.debug({ pod: args.podId, network: list.name, netnsAlive, cached: !!cached, ms: Math.round(performance.now() - started) }, 'pod network torn down');
+    this.opts.log.debug(
+      { pod: args.podId, network: list.name, netnsAlive, cached: !!cached, ms: Math.round(performance.now() - started) },
+      'pod network torn down',
+    );
   }
 
   /** CHECK of every plugin (CNI 0.4.0 and later, unless the list disables it). */
@@ -402,14 +413,7 @@ export class Cni {
     return this.delPlugins(lo, lo.plugins, { ...call, ifName: 'lo' }, undefined);
   }
 
-  private async invoke(
-    command: CniCommand,
-    list: NetworkList,
-    plugin: PluginConf,
-    call: Call,
-    prev: unknown,
-    configAfter?: Promise<void>,
-  ): Promise<unknown> {
+  private async invoke(command: CniCommand, list: NetworkList, plugin: PluginConf, call: Call, prev: unknown, configAfter?: Promise<void>): Promise<unknown> {
     const binary = call.binaries.get(plugin.type);
     if (!binary) throw new CniPluginError(plugin.type, command, 0, `plugin binary not found in ${this.cniPath}`, '');
     const t0 = performance.now();

@@ -127,21 +127,30 @@ export function execPlugin(inv: PluginInvocation, env: NodeJS.ProcessEnv): Promi
     child.on('close', (code: number | null, signal: NodeJS.Signals | null) => {
       if (settled) return;
       const stdout = Buffer.concat(out).toString('utf8').trim();
-      if (outLen > MAX_OUTPUT) { fail(new CniPluginError(inv.type, inv.command, 0, `output larger than ${MAX_OUTPUT} bytes`, '')); return; }
+      if (outLen > MAX_OUTPUT) {
+        fail(new CniPluginError(inv.type, inv.command, 0, `output larger than ${MAX_OUTPUT} bytes`, ''));
+        return;
+      }
       if (code === 0) {
         if (stdout === '') {
           settled = true;
           clearTimeout(timer);
-          if (inv.command === 'ADD') { reject(new CniPluginError(inv.type, inv.command, 0, 'plugin printed no result', stderrText())); return; }
-          resolve(undefined); return;
+          if (inv.command === 'ADD') {
+            reject(new CniPluginError(inv.type, inv.command, 0, 'plugin printed no result', stderrText()));
+            return;
+          }
+          resolve(undefined);
+          return;
         }
         try {
           const parsed: unknown = JSON.parse(stdout);
           settled = true;
           clearTimeout(timer);
-          resolve(parsed); return;
+          resolve(parsed);
+          return;
         } catch (e) {
-          fail(new CniPluginError(inv.type, inv.command, 0, `unparseable result: ${(e as Error).message}`, stdout.slice(0, 2000))); return;
+          fail(new CniPluginError(inv.type, inv.command, 0, `unparseable result: ${(e as Error).message}`, stdout.slice(0, 2000)));
+          return;
         }
       }
       let parsed: { code?: unknown; msg?: unknown; details?: unknown } | undefined;
@@ -159,7 +168,8 @@ export function execPlugin(inv: PluginInvocation, env: NodeJS.ProcessEnv): Promi
             typeof parsed.msg === 'string' ? parsed.msg : 'error',
             typeof parsed.details === 'string' ? parsed.details : '',
           ),
-        ); return;
+        );
+        return;
       }
       const how = signal ? `killed by ${signal}` : `exit status ${code}`;
       fail(new CniPluginError(inv.type, inv.command, 0, how, [stdout.slice(0, 2000), stderrText()].filter(Boolean).join('; ')));

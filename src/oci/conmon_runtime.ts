@@ -28,14 +28,7 @@ import { startThroughExecFifo } from './exec_fifo';
 import { memoryCgroupOf, oomKillCount, type MemoryCgroup } from './oom';
 import { observeContainer, type ObservedState } from './observed_state';
 import { alive, CappedSink, descendants, run, runtimeErrorText, sleep, type RunResult } from './proc';
-import type {
-  ContainerExit,
-  CreateOptions,
-  ExecResult,
-  OciRuntime,
-  OciRuntimeOptions,
-  OciStatus,
-} from './runtime';
+import type { ContainerExit, CreateOptions, ExecResult, OciRuntime, OciRuntimeOptions, OciStatus } from './runtime';
 import { runtimeGlobalArgs } from './runtime';
 
 /** A runtime command failed; `stderr` keeps the runtime's own words. */
@@ -144,10 +137,7 @@ export class ConmonRuntime implements OciRuntime {
       const pid = await this.readSyncPipe(id, syncPipe, firstExit, diag);
       const first = await firstExit;
       if (first.code !== 0) {
-        throw new OciRuntimeError(
-          `create container ${id}: conmon exited with ${first.code ?? first.signal}: ${diag.text().trim()}`,
-          diag.text(),
-        );
+        throw new OciRuntimeError(`create container ${id}: conmon exited with ${first.code ?? first.signal}: ${diag.text().trim()}`, diag.text());
       }
       this.known.set(id, { bundle, logPath: c.logPath, pid });
       this.noteMemoryCgroup(id, pid);
@@ -165,18 +155,29 @@ export class ConmonRuntime implements OciRuntime {
   private conmonArgs(c: CreateOptions): string[] {
     const args = [
       '--api-version',
-      '-c', c.id,
-      '-u', c.id,
-      '-r', this.o.binary,
-      '-b', c.bundle,
-      '-p', path.join(c.bundle, 'pidfile'),
-      '--conmon-pidfile', path.join(c.bundle, 'conmon.pid'),
-      '-l', `k8s-file:${c.logPath}`,
-      '--exit-dir', this.o.exitDir,
-      '--persist-dir', this.o.persistDir(c.id),
-      '--socket-dir-path', this.o.socketDir,
+      '-c',
+      c.id,
+      '-u',
+      c.id,
+      '-r',
+      this.o.binary,
+      '-b',
+      c.bundle,
+      '-p',
+      path.join(c.bundle, 'pidfile'),
+      '--conmon-pidfile',
+      path.join(c.bundle, 'conmon.pid'),
+      '-l',
+      `k8s-file:${c.logPath}`,
+      '--exit-dir',
+      this.o.exitDir,
+      '--persist-dir',
+      this.o.persistDir(c.id),
+      '--socket-dir-path',
+      this.o.socketDir,
       ...this.globalArgs.flatMap((a) => ['--runtime-arg', a]),
-      '--log-level', this.log.isLevelEnabled('debug') ? 'debug' : 'error',
+      '--log-level',
+      this.log.isLevelEnabled('debug') ? 'debug' : 'error',
       // The attach socket goes to <bundle>/attach instead of a symlink under socketDir, so its
       // path does not depend on the id's length.
       '--full-attach',
@@ -204,20 +205,12 @@ export class ConmonRuntime implements OciRuntime {
         if (err) reject(err);
         else resolve(pid as number);
       };
-      const timer = setTimeout(
-        () => finish(new OciRuntimeError(`create container ${id}: conmon gave no pid within ${timeoutMs} ms`)),
-        timeoutMs,
-      );
+      const timer = setTimeout(() => finish(new OciRuntimeError(`create container ${id}: conmon gave no pid within ${timeoutMs} ms`)), timeoutMs);
       void firstExit.then((r) => {
         if (r.error) {
           finish(new OciRuntimeError(`create container ${id}: cannot run ${this.o.conmon}: ${r.error.message}`, '', { cause: r.error }));
         } else if (r.code !== 0) {
-          finish(
-            new OciRuntimeError(
-              `create container ${id}: conmon exited with ${r.code ?? r.signal}: ${diag.text().trim() || 'no output'}`,
-              diag.text(),
-            ),
-          );
+          finish(new OciRuntimeError(`create container ${id}: conmon exited with ${r.code ?? r.signal}: ${diag.text().trim() || 'no output'}`, diag.text()));
         }
       });
       pipe.setEncoding('utf8');
@@ -500,20 +493,13 @@ export class ConmonRuntime implements OciRuntime {
     await this.noteWrites.get(id);
     const persist = this.o.persistDir(id);
     await Promise.all(
-      [path.join(this.o.exitDir, id), ...['exit', 'oom', MEMORY_CGROUP_NOTE].map((f) => path.join(persist, f))].map(
-        (f) => fsp.rm(f, { force: true }),
-      ),
+      [path.join(this.o.exitDir, id), ...['exit', 'oom', MEMORY_CGROUP_NOTE].map((f) => path.join(persist, f))].map((f) => fsp.rm(f, { force: true })),
     );
   }
 
   // ---- exec -----------------------------------------------------------------------------------
 
-  async execSync(
-    id: string,
-    cmd: string[],
-    timeoutMs: number,
-    opts: { env?: string[]; cwd?: string; stdin?: Buffer } = {},
-  ): Promise<ExecResult> {
+  async execSync(id: string, cmd: string[], timeoutMs: number, opts: { env?: string[]; cwd?: string; stdin?: Buffer } = {}): Promise<ExecResult> {
     if (cmd.length === 0) throw new OciRuntimeError(`exec in container ${id}: empty command`);
     const pidFile = path.join(os.tmpdir(), `tscri-exec-${crypto.randomBytes(8).toString('hex')}.pid`);
     const args = [...this.globalArgs, 'exec', '--pid-file', pidFile];
@@ -532,42 +518,40 @@ export class ConmonRuntime implements OciRuntime {
     }
 
     try {
-      const { code, signal, timedOut } = await new Promise<{ code: number | null; signal: NodeJS.Signals | null; timedOut: boolean }>(
-        (resolve, reject) => {
-          let timedOut = false;
-          let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
-          let drain: NodeJS.Timeout | undefined;
-          const done = (): void => {
-            clearTimeout(timer);
-            clearTimeout(drain);
-            if (exited) resolve({ ...exited, timedOut });
-          };
-          const timer =
-            timeoutMs > 0
-              ? setTimeout(() => {
-                  timedOut = true;
-                  void this.killExec(id, pidFile, child).then(() => {
-                    // runc is SIGKILLed; its 'exit' arrives at once, but a grandchild may keep
-                    // the pipes open, so do not wait for 'close'.
-                    exited ??= { code: null, signal: 'SIGKILL' };
-                    done();
-                  });
-                }, timeoutMs)
-              : undefined;
-          child.once('error', (e) => {
-            clearTimeout(timer);
-            reject(new OciRuntimeError(`exec in container ${id}: cannot run ${this.o.binary}: ${e.message}`, '', { cause: e }));
-          });
-          child.once('exit', (c, s) => {
-            exited = { code: c, signal: s };
-            if (timedOut) return;
-            drain = setTimeout(done, EXEC_DRAIN_MS);
-          });
-          child.once('close', () => {
-            if (exited && !timedOut) done();
-          });
-        },
-      );
+      const { code, signal, timedOut } = await new Promise<{ code: number | null; signal: NodeJS.Signals | null; timedOut: boolean }>((resolve, reject) => {
+        let timedOut = false;
+        let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+        let drain: NodeJS.Timeout | undefined;
+        const done = (): void => {
+          clearTimeout(timer);
+          clearTimeout(drain);
+          if (exited) resolve({ ...exited, timedOut });
+        };
+        const timer =
+          timeoutMs > 0
+            ? setTimeout(() => {
+                timedOut = true;
+                void this.killExec(id, pidFile, child).then(() => {
+                  // runc is SIGKILLed; its 'exit' arrives at once, but a grandchild may keep
+                  // the pipes open, so do not wait for 'close'.
+                  exited ??= { code: null, signal: 'SIGKILL' };
+                  done();
+                });
+              }, timeoutMs)
+            : undefined;
+        child.once('error', (e) => {
+          clearTimeout(timer);
+          reject(new OciRuntimeError(`exec in container ${id}: cannot run ${this.o.binary}: ${e.message}`, '', { cause: e }));
+        });
+        child.once('exit', (c, s) => {
+          exited = { code: c, signal: s };
+          if (timedOut) return;
+          drain = setTimeout(done, EXEC_DRAIN_MS);
+        });
+        child.once('close', () => {
+          if (exited && !timedOut) done();
+        });
+      });
       for (const s of [child.stdout, child.stderr, child.stdin]) s?.destroy();
       if (timedOut) {
         return { exitCode: -1, stdout: stdout.buffer(), stderr: stderr.buffer(), timedOut: true };

@@ -71,11 +71,7 @@ export interface RunResult {
 }
 
 /** Runs a short command to completion with captured output (at most 1 MiB per stream). */
-export function run(
-  binary: string,
-  args: string[],
-  opts: { input?: string | Buffer; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
-): Promise<RunResult> {
+export function run(binary: string, args: string[], opts: { input?: string | Buffer; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const child = spawnProcess(binary, args, {
       stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],

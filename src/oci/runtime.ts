@@ -87,12 +87,7 @@ export interface OciRuntime {
    * read exitOf.
    */
   onExit(cb: (id: string) => void): void;
-  execSync(
-    id: string,
-    cmd: string[],
-    timeoutMs: number,
-    opts?: { env?: string[]; cwd?: string; stdin?: Buffer },
-  ): Promise<ExecResult>;
+  execSync(id: string, cmd: string[], timeoutMs: number, opts?: { env?: string[]; cwd?: string; stdin?: Buffer }): Promise<ExecResult>;
   /** `runc update --resources -` with an OCI linux.resources object. */
   update(id: string, resources: object): Promise<void>;
   /** Ask conmon to reopen the container log (after the kubelet rotated it). */

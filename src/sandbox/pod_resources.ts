@@ -15,11 +15,7 @@ function int(value: string | undefined, field: string, what: string): number {
   return Number.isSafeInteger(n) ? n : 0;
 }
 
-export function podTotals(
-  overhead: LinuxContainerResources__Output | null,
-  resources: LinuxContainerResources__Output | null,
-  what: string,
-): PodLimits {
+export function podTotals(overhead: LinuxContainerResources__Output | null, resources: LinuxContainerResources__Output | null, what: string): PodLimits {
   const o = (f: 'cpu_shares' | 'cpu_quota' | 'cpu_period' | 'memory_limit_in_bytes') => int(overhead?.[f], `overhead.${f}`, what);
   const r = (f: 'cpu_shares' | 'cpu_quota' | 'cpu_period' | 'memory_limit_in_bytes') => int(resources?.[f], `resources.${f}`, what);
   const out: PodLimits = {};

@@ -68,9 +68,7 @@ export function toPodSandboxStatus(rec: SandboxRecord): PodSandboxStatus {
     metadata: rec.config.metadata,
     state: criState(rec),
     created_at: rec.createdAt,
-    network: rec.hostNetwork
-      ? { ip: '', additional_ips: [] }
-      : { ip: rec.ips[0] ?? '', additional_ips: rec.ips.slice(1).map((ip) => ({ ip })) },
+    network: rec.hostNetwork ? { ip: '', additional_ips: [] } : { ip: rec.ips[0] ?? '', additional_ips: rec.ips.slice(1).map((ip) => ({ ip })) },
     linux: {
       namespaces: {
         options: {

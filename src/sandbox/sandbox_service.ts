@@ -211,10 +211,7 @@ export class SandboxService {
       const [, podFiles] = await settleAll(network, files);
       // The ready record (serialized now) and /etc/hosts at once; the pod shows as ready only
       // once both are done.
-      await settleAll(
-        writePodHosts(podFiles, { hostname: rec.hostname, ip: rec.ips[0], hostNetwork, owner }),
-        this.store.put(id, { ...rec, phase: 'ready' }),
-      );
+      await settleAll(writePodHosts(podFiles, { hostname: rec.hostname, ip: rec.ips[0], hostNetwork, owner }), this.store.put(id, { ...rec, phase: 'ready' }));
       rec.phase = 'ready';
       undo.clear();
       log.info({ sandbox: id, pod: rec.name, ip: rec.ips[0] }, 'pod sandbox ready');

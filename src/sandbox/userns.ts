@@ -50,7 +50,11 @@ export function podUserns(ns: NamespaceOption__Output | null | undefined, what: 
       throw new InvalidArgumentError(`${what}: user namespace mode ${u.mode} is not supported (only POD and NODE)`);
   }
   const mappings = { uids: [oneMapping(u.uids, 'UID', what)], gids: [oneMapping(u.gids, 'GID', what)] };
-  for (const [kind, mode] of [['network', ns.network], ['IPC', ns.ipc], ['PID', ns.pid]] as const) {
+  for (const [kind, mode] of [
+    ['network', ns.network],
+    ['IPC', ns.ipc],
+    ['PID', ns.pid],
+  ] as const) {
     if (mode === 'NODE') throw new InvalidArgumentError(`${what}: a pod in its own user namespace cannot use the host's ${kind} namespace`);
   }
   return mappings;

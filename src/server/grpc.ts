@@ -132,9 +132,7 @@ export function implement<Service>(
       impl[name] = (call: grpc.ServerWritableStream<unknown, unknown>) => {
         const start = process.hrtime.bigint();
         const ctx = callContext(call, full, log);
-        const run = fn
-          ? new Promise<void>((resolve) => resolve(fn(call.request, (msg) => call.write(msg), ctx)))
-          : Promise.reject(unimplemented);
+        const run = fn ? new Promise<void>((resolve) => resolve(fn(call.request, (msg) => call.write(msg), ctx))) : Promise.reject(unimplemented);
         run.then(
           () => {
             ctx.finished();
@@ -164,7 +162,11 @@ function messageOf(err: unknown): string {
  * every call as cancelled once its status is sent, so a cancellation after the handler finished
  * is not one.
  */
-function callContext(call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>, full: string, log: Logger): CallContext & { finished(): void } {
+function callContext(
+  call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>,
+  full: string,
+  log: Logger,
+): CallContext & { finished(): void } {
   let abort: AbortController | undefined;
   let cancelled = false;
   let done = false;

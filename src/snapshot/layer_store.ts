@@ -21,7 +21,10 @@ export class LayerStore {
   private readonly layers = new Map<string, LayerInfo>();
   private readonly meta: JsonStore<LayerInfo>;
 
-  constructor(readonly dir: string, metaDir: string) {
+  constructor(
+    readonly dir: string,
+    metaDir: string,
+  ) {
     this.meta = new JsonStore<LayerInfo>(metaDir);
   }
 

@@ -3,15 +3,7 @@
 // path, and a process spawn costs more than the mount itself.
 
 import fs from 'node:fs';
-import {
-  MNT_DETACH,
-  mount,
-  MS_BIND,
-  MS_RDONLY,
-  MS_REMOUNT,
-  SysError,
-  umount2,
-} from '../sys/libc';
+import { MNT_DETACH, mount, MS_BIND, MS_RDONLY, MS_REMOUNT, SysError, umount2 } from '../sys/libc';
 import { mountsAt } from '../sys/mountinfo';
 
 export interface RootfsOptions {
@@ -111,15 +103,9 @@ export async function mountRootfs(opts: RootfsOptions): Promise<void> {
       fds.push(fd);
       return `/proc/self/fd/${fd}`;
     };
-    const short = overlayData(
-      lowerDirs.map(byFd),
-      upper === undefined ? undefined : byFd(upper),
-      work === undefined ? undefined : byFd(work),
-    );
+    const short = overlayData(lowerDirs.map(byFd), upper === undefined ? undefined : byFd(upper), work === undefined ? undefined : byFd(work));
     if (Buffer.byteLength(short) > MOUNT_DATA_MAX) {
-      throw new Error(
-        `cannot mount rootfs at ${target}: ${lowerDirs.length} layers exceed the ${MOUNT_DATA_MAX + 1}-byte mount data limit`,
-      );
+      throw new Error(`cannot mount rootfs at ${target}: ${lowerDirs.length} layers exceed the ${MOUNT_DATA_MAX + 1}-byte mount data limit`);
     }
     mount('overlay', target, 'overlay', flags, short);
   } finally {

@@ -49,13 +49,7 @@ const FIRST_SIZE_WAIT_MS = 500;
 const CONSOLE_WAIT_MS = 30_000;
 
 /** Runs `cmd` in the container; resolves with its exit code once its output is delivered. */
-export async function runExec(
-  target: ExecTarget,
-  cmd: string[],
-  io: RemoteIO,
-  tty: boolean,
-  log: Logger,
-): Promise<number> {
+export async function runExec(target: ExecTarget, cmd: string[], io: RemoteIO, tty: boolean, log: Logger): Promise<number> {
   return tty ? execTty(target, cmd, io, log) : execPipes(target, cmd, io, log);
 }
 
@@ -107,7 +101,9 @@ async function execPipes(target: ExecTarget, cmd: string[], io: RemoteIO, log: L
     const exitCode = exitCodeOf(exited.code, exited.signal);
     if (exitCode !== 0 && !fs.existsSync(pidFile)) {
       const text = Buffer.concat(runtimeErr).toString('utf8').trim();
-      throw new ExecStartError(`exec ${JSON.stringify(cmd)} in container ${target.id}: ${text || `${path.basename(target.runtime.binary)} exec exited ${exitCode}`}`);
+      throw new ExecStartError(
+        `exec ${JSON.stringify(cmd)} in container ${target.id}: ${text || `${path.basename(target.runtime.binary)} exec exited ${exitCode}`}`,
+      );
     }
     log.debug({ container: target.id, cmd, exitCode }, 'exec finished');
     return exitCode;
@@ -121,11 +117,14 @@ async function execPipes(target: ExecTarget, cmd: string[], io: RemoteIO, log: L
 function drained(streams: Array<NodeJS.ReadableStream | null | undefined>): Promise<void> {
   const waits = streams
     .filter((s): s is NodeJS.ReadableStream => !!s)
-    .map((s) => new Promise<void>((resolve) => {
-      if ((s as unknown as { readableEnded?: boolean }).readableEnded) resolve();
-      s.once('end', () => resolve());
-      s.once('close', () => resolve());
-    }));
+    .map(
+      (s) =>
+        new Promise<void>((resolve) => {
+          if ((s as unknown as { readableEnded?: boolean }).readableEnded) resolve();
+          s.once('end', () => resolve());
+          s.once('close', () => resolve());
+        }),
+    );
   return Promise.race([Promise.all(waits).then(() => undefined), new Promise<void>((r) => setTimeout(r, DRAIN_AFTER_EXIT_MS))]);
 }
 
@@ -219,7 +218,15 @@ async function execTty(target: ExecTarget, cmd: string[], io: RemoteIO, log: Log
     // See tty_exec_helper.ts: it runs `runc exec --detach --tty` and waits for the process.
     const child = spawnProcess(
       process.execPath,
-      [path.join(__dirname, 'tty_exec_helper.js'), target.runtime.binary, JSON.stringify(target.runtime.globalArgs), target.id, consoleSock.path, processFile, pidFile],
+      [
+        path.join(__dirname, 'tty_exec_helper.js'),
+        target.runtime.binary,
+        JSON.stringify(target.runtime.globalArgs),
+        target.id,
+        consoleSock.path,
+        processFile,
+        pidFile,
+      ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     const diag: Buffer[] = [];

@@ -97,12 +97,7 @@ function endQuietly(stream: Duplex, message?: string): void {
  * pair to its port in the pod and copies both ways, with half-close passed through in each
  * direction (client FIN → shutdown(SHUT_WR) to the pod; pod FIN → end of the data stream).
  */
-export function servePortForwardSpdy(
-  session: SpdyLikeSession,
-  target: PortForwardTarget,
-  log: Logger,
-  opts: PortForwardOptions = {},
-): void {
+export function servePortForwardSpdy(session: SpdyLikeSession, target: PortForwardTarget, log: Logger, opts: PortForwardOptions = {}): void {
   const pairs = new Map<string, StreamPair>();
   const live = new Set<Live>();
   let closed = false;
@@ -171,14 +166,7 @@ export function servePortForwardSpdy(
   });
 }
 
-function forwardSpdyPair(
-  data: PortForwardStream,
-  error: PortForwardStream,
-  port: number,
-  target: PortForwardTarget,
-  log: Logger,
-  live: Set<Live>,
-): void {
+function forwardSpdyPair(data: PortForwardStream, error: PortForwardStream, port: number, target: PortForwardTarget, log: Logger, live: Set<Live>): void {
   let sock: net.Socket | undefined;
   let done = false;
   const entry: Live = {
@@ -243,12 +231,7 @@ const BASE64_PROTOCOLS = new Set(['v4.base64.channel.k8s.io', 'base64.channel.k8
  * once. Every channel first receives its port number (2 bytes, little-endian). The socket is
  * closed once every port's connection is over, or when the client goes away.
  */
-export function servePortForwardWebSocket(
-  ws: WebSocket,
-  target: PortForwardTarget,
-  ports: number[],
-  log: Logger,
-): void {
+export function servePortForwardWebSocket(ws: WebSocket, target: PortForwardTarget, ports: number[], log: Logger): void {
   ws.on('error', (err) => log.debug({ err }, 'port-forward websocket error'));
   if (ports.length === 0 || ports.length > 128 || ports.some((p) => parsePort(String(p)) === null)) {
     // 1008: policy violation; the client named no port, too many, or an impossible one.
@@ -267,9 +250,7 @@ export function servePortForwardWebSocket(
   };
   const send = (channel: number, payload: Buffer, from?: net.Socket): void => {
     if (!open || ws.readyState !== ws.OPEN) return;
-    const frame = base64
-      ? String.fromCharCode(48 + channel) + payload.toString('base64')
-      : Buffer.concat([Buffer.of(channel), payload]);
+    const frame = base64 ? String.fromCharCode(48 + channel) + payload.toString('base64') : Buffer.concat([Buffer.of(channel), payload]);
     ws.send(frame, () => resumeIfDrained());
     if (from && ws.bufferedAmount > WS_HIGH_WATER) {
       from.pause();

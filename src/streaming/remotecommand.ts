@@ -75,7 +75,10 @@ export interface RemoteIO {
 
 /** The newest protocol both sides speak; '' when the client offered none (legacy v1). */
 export function negotiate(offered: string[], supported: string[]): string | undefined {
-  const clean = offered.flatMap((v) => v.split(',')).map((v) => v.trim()).filter(Boolean);
+  const clean = offered
+    .flatMap((v) => v.split(','))
+    .map((v) => v.trim())
+    .filter(Boolean);
   if (clean.length === 0) return '';
   return supported.find((p) => clean.includes(p));
 }

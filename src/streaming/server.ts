@@ -118,21 +118,38 @@ export class StreamingServer {
       res.writeHead(code, { 'content-type': 'text/plain; charset=utf-8', connection: 'close' });
       res.end(`${text}\n`);
     };
-    if (!r) { reply(404, 'not found'); return; }
+    if (!r) {
+      reply(404, 'not found');
+      return;
+    }
     const t = this.tokens.peek(r.token);
-    if (!t.ok) { reply(t.status, t.reason); return; }
+    if (!t.ok) {
+      reply(t.status, t.reason);
+      return;
+    }
     reply(400, `${r.kind} needs a connection upgrade to SPDY/3.1 or websocket`);
   }
 
   private async onUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     socket.on('error', () => undefined);
     const r = this.route(req.url);
-    if (!r) { rawReply(socket, 404, 'not found'); return; }
+    if (!r) {
+      rawReply(socket, 404, 'not found');
+      return;
+    }
     const t = this.tokens.consume(r.token);
-    if (!t.ok) { rawReply(socket, t.status, t.reason); return; }
+    if (!t.ok) {
+      rawReply(socket, t.status, t.reason);
+      return;
+    }
     const sreq = t.value;
-    if (sreq.kind !== r.kind) { rawReply(socket, 404, 'not found'); return; }
-    const log = this.log.child(sreq.kind === 'portforward' ? { sandbox: sreq.sandboxId, kind: 'portforward' } : { container: sreq.containerId, kind: sreq.kind });
+    if (sreq.kind !== r.kind) {
+      rawReply(socket, 404, 'not found');
+      return;
+    }
+    const log = this.log.child(
+      sreq.kind === 'portforward' ? { sandbox: sreq.sandboxId, kind: 'portforward' } : { container: sreq.containerId, kind: sreq.kind },
+    );
     const upgrade = (req.headers.upgrade ?? '').toLowerCase();
 
     if (sreq.kind === 'portforward') return this.servePortForward(sreq, req, socket, head, upgrade, log);
@@ -142,10 +159,14 @@ export class StreamingServer {
       if (!ws) return;
       return this.serveCommand(sreq, webSocketRemoteIO(ws, sreq), log);
     }
-    if (!upgrade.startsWith('spdy/3.1')) { rawReply(socket, 400, `unsupported upgrade ${JSON.stringify(upgrade)}: want SPDY/3.1 or websocket`); return; }
+    if (!upgrade.startsWith('spdy/3.1')) {
+      rawReply(socket, 400, `unsupported upgrade ${JSON.stringify(upgrade)}: want SPDY/3.1 or websocket`);
+      return;
+    }
     const protocol = negotiate(req.headersDistinct['x-stream-protocol-version'] ?? [], SPDY_PROTOCOLS);
     if (protocol === undefined) {
-      rawReply(socket, 403, `none of the offered stream protocols is supported; supported: ${SPDY_PROTOCOLS.join(', ')}`); return;
+      rawReply(socket, 403, `none of the offered stream protocols is supported; supported: ${SPDY_PROTOCOLS.join(', ')}`);
+      return;
     }
     const session = this.acceptSpdy(socket, head, protocol, log);
     let io: RemoteIO;
@@ -226,19 +247,29 @@ export class StreamingServer {
     try {
       netnsPath = this.opts.backend.sandboxNetns(sreq.sandboxId);
     } catch (err) {
-      rawReply(socket, 404, (err as Error).message); return;
+      rawReply(socket, 404, (err as Error).message);
+      return;
     }
     if (upgrade === 'websocket') {
       const ws = await this.acceptWebSocket(req, socket, head, PORT_FORWARD_WS_PROTOCOLS);
       if (!ws) return;
       const url = new URL(req.url ?? '/', 'http://x');
-      const queried = url.searchParams.getAll('port').map(Number).filter((p) => Number.isInteger(p) && p > 0 && p < 65536);
+      const queried = url.searchParams
+        .getAll('port')
+        .map(Number)
+        .filter((p) => Number.isInteger(p) && p > 0 && p < 65536);
       servePortForwardWebSocket(ws, { netnsPath }, queried.length > 0 ? queried : sreq.ports, log);
       return;
     }
-    if (!upgrade.startsWith('spdy/3.1')) { rawReply(socket, 400, `unsupported upgrade ${JSON.stringify(upgrade)}: want SPDY/3.1 or websocket`); return; }
+    if (!upgrade.startsWith('spdy/3.1')) {
+      rawReply(socket, 400, `unsupported upgrade ${JSON.stringify(upgrade)}: want SPDY/3.1 or websocket`);
+      return;
+    }
     const protocol = negotiate(req.headersDistinct['x-stream-protocol-version'] ?? [], [PORT_FORWARD_PROTOCOL]);
-    if (protocol === undefined) { rawReply(socket, 403, `port forwarding speaks ${PORT_FORWARD_PROTOCOL} only`); return; }
+    if (protocol === undefined) {
+      rawReply(socket, 403, `port forwarding speaks ${PORT_FORWARD_PROTOCOL} only`);
+      return;
+    }
     const session = this.acceptSpdy(socket, head, protocol, log);
     servePortForwardSpdy(session, { netnsPath }, log);
   }

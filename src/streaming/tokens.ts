@@ -4,9 +4,7 @@
 
 import crypto from 'node:crypto';
 
-export type Consumed<T> =
-  | { ok: true; value: T }
-  | { ok: false; status: 404 | 410; reason: string };
+export type Consumed<T> = { ok: true; value: T } | { ok: false; status: 404 | 410; reason: string };
 
 interface Entry<T> {
   value: T;

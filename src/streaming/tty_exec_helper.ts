@@ -21,13 +21,34 @@ function main(): void {
     setChildSubreaper();
     const r = spawnSync(
       binary,
-      [...(JSON.parse(globalArgs) as string[]), 'exec', '--detach', '--tty', '--console-socket', consoleSocket, '--process', processFile, '--pid-file', pidFile, id],
+      [
+        ...(JSON.parse(globalArgs) as string[]),
+        'exec',
+        '--detach',
+        '--tty',
+        '--console-socket',
+        consoleSocket,
+        '--process',
+        processFile,
+        '--pid-file',
+        pidFile,
+        id,
+      ],
       { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' },
     );
-    if (r.error) { say({ error: `cannot run ${binary}: ${r.error.message}` }); return; }
-    if (r.status !== 0) { say({ error: (r.stderr || `${binary} exec exited ${r.status ?? r.signal}`).trim() }); return; }
+    if (r.error) {
+      say({ error: `cannot run ${binary}: ${r.error.message}` });
+      return;
+    }
+    if (r.status !== 0) {
+      say({ error: (r.stderr || `${binary} exec exited ${r.status ?? r.signal}`).trim() });
+      return;
+    }
     const pid = Number(fs.readFileSync(pidFile, 'utf8').trim());
-    if (!Number.isInteger(pid) || pid <= 0) { say({ error: `${binary} wrote no pid to ${pidFile}` }); return; }
+    if (!Number.isInteger(pid) || pid <= 0) {
+      say({ error: `${binary} wrote no pid to ${pidFile}` });
+      return;
+    }
     say({ pid });
     say({ exitCode: waitExitCode(pid) });
   } catch (err) {

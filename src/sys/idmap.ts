@@ -6,7 +6,18 @@
 
 import fs from 'node:fs';
 import { closeFd } from './libc';
-import { AT_EMPTY_PATH, AT_FDCWD, AT_RECURSIVE, MOUNT_ATTR_IDMAP, mountSetattr, MOVE_MOUNT_F_EMPTY_PATH, moveMount, OPEN_TREE_CLOEXEC, OPEN_TREE_CLONE, openTree } from './mount_api';
+import {
+  AT_EMPTY_PATH,
+  AT_FDCWD,
+  AT_RECURSIVE,
+  MOUNT_ATTR_IDMAP,
+  mountSetattr,
+  MOVE_MOUNT_F_EMPTY_PATH,
+  moveMount,
+  OPEN_TREE_CLOEXEC,
+  OPEN_TREE_CLONE,
+  openTree,
+} from './mount_api';
 
 export interface IdmapOptions {
   /** An open user namespace fd, or the path of a pinned one. */

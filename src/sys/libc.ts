@@ -15,13 +15,9 @@ export const libc = koffi.load('libc.so.6');
 // x86_64 / aarch64 glibc: mode_t is 32-bit, dev_t and size_t are 64-bit, ssize_t is signed 64-bit.
 const c = {
   mknod: libc.func('int mknod(const char *path, uint32_t mode, uint64_t dev)'),
-  lsetxattr: libc.func(
-    'int lsetxattr(const char *path, const char *name, const void *value, size_t size, int flags)',
-  ),
+  lsetxattr: libc.func('int lsetxattr(const char *path, const char *name, const void *value, size_t size, int flags)'),
   lgetxattr: libc.func('int64_t lgetxattr(const char *path, const char *name, void *value, size_t size)'),
-  mount: libc.func(
-    'int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const char *data)',
-  ),
+  mount: libc.func('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const char *data)'),
   umount2: libc.func('int umount2(const char *target, int flags)'),
   statfs: libc.func('int statfs(const char *path, void *buf)'),
   strerror: libc.func('const char *strerror(int errnum)'),
@@ -48,15 +44,11 @@ const c = {
   waitpid: libc.func('int waitpid(int pid, _Out_ int *status, int options)'),
   socketpair: libc.func('int socketpair(int domain, int type, int protocol, _Out_ int *sv)'),
   fcntl: libc.func('int fcntl(int fd, int cmd, ...)'),
-  posix_spawn: libc.func(
-    'int posix_spawn(_Out_ int *pid, const char *path, const void *actions, const void *attr, const char **argv, const char **envp)',
-  ),
+  posix_spawn: libc.func('int posix_spawn(_Out_ int *pid, const char *path, const void *actions, const void *attr, const char **argv, const char **envp)'),
   posix_spawn_file_actions_init: libc.func('int posix_spawn_file_actions_init(void *actions)'),
   posix_spawn_file_actions_destroy: libc.func('int posix_spawn_file_actions_destroy(void *actions)'),
   posix_spawn_file_actions_adddup2: libc.func('int posix_spawn_file_actions_adddup2(void *actions, int fd, int newfd)'),
-  posix_spawn_file_actions_addopen: libc.func(
-    'int posix_spawn_file_actions_addopen(void *actions, int fd, const char *path, int oflag, uint32_t mode)',
-  ),
+  posix_spawn_file_actions_addopen: libc.func('int posix_spawn_file_actions_addopen(void *actions, int fd, const char *path, int oflag, uint32_t mode)'),
   posix_spawn_file_actions_addchdir_np: libc.func('int posix_spawn_file_actions_addchdir_np(void *actions, const char *path)'),
   posix_spawn_file_actions_addclosefrom_np: libc.func('int posix_spawn_file_actions_addclosefrom_np(void *actions, int from)'),
   posix_spawnattr_init: libc.func('int posix_spawnattr_init(void *attr)'),
@@ -135,12 +127,7 @@ export const S_IFBLK = 0o060000;
  * every device number Linux can hand out fits in 2^53.
  */
 export function makedev(major: number, minor: number): number {
-  return (
-    ((major & 0xfffff000) >>> 0) * 2 ** 32 +
-    (major & 0xfff) * 2 ** 8 +
-    ((minor & 0xffffff00) >>> 0) * 2 ** 12 +
-    (minor & 0xff)
-  );
+  return ((major & 0xfffff000) >>> 0) * 2 ** 32 + (major & 0xfff) * 2 ** 8 + ((minor & 0xffffff00) >>> 0) * 2 ** 12 + (minor & 0xff);
 }
 
 /** mknod(2); `mode` carries the type bits (S_IFCHR, S_IFBLK, S_IFIFO) and permissions. Hot path. */
@@ -175,13 +162,7 @@ export function lgetxattr(path: string, name: string): Buffer | null {
 }
 
 /** mount(2). `source`, `fstype` and `data` may be null where the flags make them meaningless. */
-export function mount(
-  source: string | null,
-  target: string,
-  fstype: string | null,
-  flags: number,
-  data: string | null,
-): void {
+export function mount(source: string | null, target: string, fstype: string | null, flags: number, data: string | null): void {
   if (c.mount(source, target, fstype, flags, data) !== 0) {
     fail('mount', target, `source=${source ?? ''} type=${fstype ?? ''} flags=0x${flags.toString(16)}`);
   }
@@ -617,9 +598,7 @@ export function posixSpawn(req: SpawnRequest): number {
     try {
       req.fds.forEach((f, i) => {
         const ret: unknown =
-          f === 'null'
-            ? c.posix_spawn_file_actions_addopen(actions, i, '/dev/null', O_RDWR, 0)
-            : c.posix_spawn_file_actions_adddup2(actions, f.dup, i);
+          f === 'null' ? c.posix_spawn_file_actions_addopen(actions, i, '/dev/null', O_RDWR, 0) : c.posix_spawn_file_actions_adddup2(actions, f.dup, i);
         checkSpawnCall(ret, 'posix_spawn_file_actions', req.path);
       });
       checkSpawnCall(c.posix_spawn_file_actions_addclosefrom_np(actions, req.fds.length), 'posix_spawn_file_actions_addclosefrom_np', req.path);

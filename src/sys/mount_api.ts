@@ -74,14 +74,7 @@ export function mountSetattr(fd: number, path: string, flags: number, attr: Moun
   buf.writeBigUInt64LE(BigInt(attr.attrClr ?? 0), 8);
   buf.writeBigUInt64LE(BigInt(attr.propagation ?? 0), 16);
   buf.writeBigUInt64LE(BigInt(attr.usernsFd ?? 0), 24);
-  const ret: unknown = syscall(
-    SYS_mount_setattr,
-    'int', fd,
-    'const char *', path,
-    'unsigned int', flags,
-    'void *', buf,
-    'size_t', MOUNT_ATTR_SIZE_VER0,
-  );
+  const ret: unknown = syscall(SYS_mount_setattr, 'int', fd, 'const char *', path, 'unsigned int', flags, 'void *', buf, 'size_t', MOUNT_ATTR_SIZE_VER0);
   check('mount_setattr', ret, path === '' ? `fd ${fd}` : path, `set=0x${(attr.attrSet ?? 0).toString(16)} flags=0x${flags.toString(16)}`);
 }
 
@@ -91,14 +84,7 @@ export function mountSetattr(fd: number, path: string, flags: number, attr: Moun
  */
 export function moveMount(fromFd: number, fromPath: string, toDirfd: number, toPath: string, flags: number): void {
   checkArch('move_mount');
-  const ret: unknown = syscall(
-    SYS_move_mount,
-    'int', fromFd,
-    'const char *', fromPath,
-    'int', toDirfd,
-    'const char *', toPath,
-    'unsigned int', flags,
-  );
+  const ret: unknown = syscall(SYS_move_mount, 'int', fromFd, 'const char *', fromPath, 'int', toDirfd, 'const char *', toPath, 'unsigned int', flags);
   check('move_mount', ret, toPath, fromPath === '' ? `from fd ${fromFd}` : `from ${fromPath}`);
 }
 

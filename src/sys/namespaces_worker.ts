@@ -7,20 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parentPort } from 'node:worker_threads';
-import {
-  CLONE_NEWIPC,
-  CLONE_NEWNET,
-  CLONE_NEWUTS,
-  linkUp,
-  MNT_DETACH,
-  mount,
-  MS_BIND,
-  sethostname,
-  setns,
-  SysError,
-  umount2,
-  unshare,
-} from './libc';
+import { CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWUTS, linkUp, MNT_DETACH, mount, MS_BIND, sethostname, setns, SysError, umount2, unshare } from './libc';
 
 export type NsKind = 'net' | 'ipc' | 'uts';
 

@@ -34,14 +34,7 @@ export class NetnsConnectError extends Error {
   readonly port: number;
   readonly netnsPath: string | undefined;
 
-  constructor(
-    message: string,
-    code: string,
-    reason: string,
-    host: string,
-    port: number,
-    netnsPath: string | undefined,
-  ) {
+  constructor(message: string, code: string, reason: string, host: string, port: number, netnsPath: string | undefined) {
     super(message);
     this.name = 'NetnsConnectError';
     this.code = code;
@@ -116,12 +109,7 @@ function reason(errno: number | undefined, code: string): string {
   return text.charAt(0).toLowerCase() + text.slice(1);
 }
 
-async function connectOnce(
-  netnsPath: string | undefined,
-  port: number,
-  host: string,
-  opts: ConnectOptions,
-): Promise<net.Socket> {
+async function connectOnce(netnsPath: string | undefined, port: number, host: string, opts: ConnectOptions): Promise<net.Socket> {
   const sa = sockaddr(host, port);
   if (!sa) throw new TypeError(`connectInNetns: ${JSON.stringify(host)} is not an IP address or "localhost"`);
   const req: DistributiveOmit<ConnectRequest, 'id'> = {
@@ -137,9 +125,7 @@ async function connectOnce(
   if (!reply.ok) {
     const code = reply.code ?? 'EIO';
     const why = reply.connectFailed ? reason(reply.errno, code) : reply.message;
-    const message = reply.connectFailed
-      ? `connect to ${shown}:${port} in ${where}: ${why}`
-      : `cannot open a socket in ${where} for ${shown}:${port}: ${why}`;
+    const message = reply.connectFailed ? `connect to ${shown}:${port} in ${where}: ${why}` : `cannot open a socket in ${where} for ${shown}:${port}: ${why}`;
     throw new NetnsConnectError(message, code, why, host, port, netnsPath);
   }
   const fd = reply.fd;
@@ -159,12 +145,7 @@ async function connectOnce(
  * A refused connect rejects with a NetnsConnectError whose code is ECONNREFUSED and whose message
  * names the port and says "connection refused".
  */
-export async function connectInNetns(
-  netnsPath: string | undefined,
-  port: number,
-  host = '127.0.0.1',
-  opts: ConnectOptions = {},
-): Promise<net.Socket> {
+export async function connectInNetns(netnsPath: string | undefined, port: number, host = '127.0.0.1', opts: ConnectOptions = {}): Promise<net.Socket> {
   if (!Number.isInteger(port) || port < 1 || port > 65535) {
     throw new RangeError(`connectInNetns: port ${port} is outside 1-65535`);
   }
@@ -180,14 +161,7 @@ export async function connectInNetns(
       // The IPv4 refusal is the more telling one: ::1 is often simply absent.
       const where = netnsPath === undefined ? "the host's network namespace" : `network namespace ${netnsPath}`;
       const why = err6.code === 'ECONNREFUSED' ? err.reason : `${err.reason} (::1: ${err6.reason})`;
-      throw new NetnsConnectError(
-        `connect to localhost:${port} in ${where}: ${why}`,
-        'ECONNREFUSED',
-        why,
-        'localhost',
-        port,
-        netnsPath,
-      );
+      throw new NetnsConnectError(`connect to localhost:${port} in ${where}: ${why}`, 'ECONNREFUSED', why, 'localhost', port, netnsPath);
     }
   }
 }

@@ -191,9 +191,7 @@ export function spawnProcess(file: string, args: string[], opts: SpawnOptions = 
     return child;
   }
   if (pid === undefined) throw new Error(`spawn ${file}: posix_spawn gave no pid`);
-  const stdio = ours.map((fd, i) =>
-    fd === null ? null : new net.Socket({ fd, readable: i !== 0, writable: i !== 1 && i !== 2 }),
-  );
+  const stdio = ours.map((fd, i) => (fd === null ? null : new net.Socket({ fd, readable: i !== 0, writable: i !== 1 && i !== 2 })));
   const child = new Child(stdio);
   child.pid = pid;
   running.set(pid, child);

@@ -136,7 +136,10 @@ export async function pinUserNamespace(dir: string, opts: UsernsPinOptions): Pro
       await (await fs.open(p, 'wx', 0o444)).close();
       created.push(p);
     }
-    helper = await startHelper(kinds.filter((k) => k !== 'user').map((k) => `--${k}`), what);
+    helper = await startHelper(
+      kinds.filter((k) => k !== 'user').map((k) => `--${k}`),
+      what,
+    );
     await writeMaps(helper.pid, opts, what);
     for (const kind of kinds) {
       const p = path.join(abs, kind);

@@ -148,7 +148,11 @@ export function bigImageLayerSpecs(): { name: string; entries: LayerEntry[] }[] 
     {
       name: 'libraries (40 x 100K-1M + 800 small)',
       entries: [
-        ...bigFiles('usr/lib/x86_64-linux-gnu', Array.from({ length: 40 }, (_, i) => 100 * 1024 + ((i * 7919) % 40) * 23 * 1024), 21),
+        ...bigFiles(
+          'usr/lib/x86_64-linux-gnu',
+          Array.from({ length: 40 }, (_, i) => 100 * 1024 + ((i * 7919) % 40) * 23 * 1024),
+          21,
+        ),
         ...smallFiles('usr/lib/python3/dist-packages', 800, 22, 32 * 1024),
       ],
     },

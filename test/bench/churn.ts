@@ -66,7 +66,14 @@ function rssByKind(pid: number): Map<string, number> {
     const head = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
     if (head) {
       const name = head[1];
-      kind = name === '' ? 'anonymous (V8 heap, malloc arenas, stacks)' : name === '[heap]' ? '[heap] (brk malloc)' : name.startsWith('[') ? name : 'file-backed (code, libraries)';
+      kind =
+        name === ''
+          ? 'anonymous (V8 heap, malloc arenas, stacks)'
+          : name === '[heap]'
+            ? '[heap] (brk malloc)'
+            : name.startsWith('[')
+              ? name
+              : 'file-backed (code, libraries)';
       continue;
     }
     const m = /^Rss:\s+(\d+) kB/.exec(line);
@@ -159,12 +166,17 @@ export async function runChurn(argv: string[]): Promise<number> {
     let trimmed = '';
     if (flags['trim'] === 'yes') {
       const r = spawnSync('gdb', ['-p', String(pid), '-batch', '-ex', 'call (int) malloc_trim(0)'], { encoding: 'utf8' });
-      trimmed = r.status !== 0 ? `gdb malloc_trim failed: ${(r.stderr || String(r.error)).slice(0, 300)}` : `RSS after malloc_trim(0): ${fmtMB(rss())} (${fmtMB(rssB - rss())} given back)`;
+      trimmed =
+        r.status !== 0
+          ? `gdb malloc_trim failed: ${(r.stderr || String(r.error)).slice(0, 300)}`
+          : `RSS after malloc_trim(0): ${fmtMB(rss())} (${fmtMB(rssB - rss())} given back)`;
     }
     const snapB = snapshots ? await heapSnapshot(daemon, snapDir) : undefined;
     const a = snapA ? countHeap(snapA) : undefined;
     const b = snapB ? countHeap(snapB) : undefined;
-    console.log(`${n} pod lifecycles (${((t1 - t0) / warmup).toFixed(0)} ms each for the first ${warmup}, ${n > warmup ? ((t2 - t1) / (n - warmup)).toFixed(0) : '-'} ms after)`);
+    console.log(
+      `${n} pod lifecycles (${((t1 - t0) / warmup).toFixed(0)} ms each for the first ${warmup}, ${n > warmup ? ((t2 - t1) / (n - warmup)).toFixed(0) : '-'} ms after)`,
+    );
     console.log(
       table(
         ['daemon', 'at start', `after ${warmup}`, `after ${n}`, 'change'],
@@ -187,7 +199,12 @@ export async function runChurn(argv: string[]): Promise<number> {
       .sort((x, y) => y.ds - x.ds || y.dc - x.dc)
       .slice(0, top);
     console.log(`\nlive objects that grew between the two snapshots (${n - warmup} lifecycles apart):`);
-    console.log(table(['type and constructor', 'count +', 'bytes +'], grown.map((g) => [g.k, String(g.dc), String(g.ds)])));
+    console.log(
+      table(
+        ['type and constructor', 'count +', 'bytes +'],
+        grown.map((g) => [g.k, String(g.dc), String(g.ds)]),
+      ),
+    );
     console.log(`heap snapshots kept in ${snapDir}`);
     return 0;
   } finally {

@@ -63,13 +63,7 @@ function writeHosts(dir: string, host: string): void {
   // 1.6 ignores a hosts.toml whose only line is `server`: the host table is what it reads.
   fs.writeFileSync(
     path.join(hostDir, 'hosts.toml'),
-    [
-      `server = ${tomlString(`http://${host}`)}`,
-      '',
-      `[host.${tomlString(`http://${host}`)}]`,
-      '  capabilities = ["pull", "resolve"]',
-      '',
-    ].join('\n'),
+    [`server = ${tomlString(`http://${host}`)}`, '', `[host.${tomlString(`http://${host}`)}]`, '  capabilities = ["pull", "resolve"]', ''].join('\n'),
   );
 }
 

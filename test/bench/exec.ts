@@ -127,10 +127,15 @@ async function removeAllPods(rt: Runtime): Promise<number> {
 
 async function execSync(rt: Runtime, cmd: string[], want: string): Promise<number> {
   const t0 = process.hrtime.bigint();
-  const r = await rt.cri.runtime.ExecSync({ container_id: need(rt.containerId, `${rt.name}: a started container`), cmd, timeout: '10' }, { timeoutMs: CALL_TIMEOUT_MS });
+  const r = await rt.cri.runtime.ExecSync(
+    { container_id: need(rt.containerId, `${rt.name}: a started container`), cmd, timeout: '10' },
+    { timeoutMs: CALL_TIMEOUT_MS },
+  );
   const ms = msSince(t0);
   if (r.exit_code !== 0 || r.stdout.toString() !== want) {
-    throw new Error(`${rt.name}: ExecSync ${cmd.join(' ')}: exit ${r.exit_code}, stdout ${JSON.stringify(r.stdout.toString())}, stderr ${JSON.stringify(r.stderr.toString())}`);
+    throw new Error(
+      `${rt.name}: ExecSync ${cmd.join(' ')}: exit ${r.exit_code}, stdout ${JSON.stringify(r.stdout.toString())}, stderr ${JSON.stringify(r.stderr.toString())}`,
+    );
   }
   return ms;
 }
@@ -165,7 +170,10 @@ interface Transfer {
 
 async function portForward(rt: Runtime, port: number, fn: (pf: PortForwardClient) => Promise<number>): Promise<Transfer> {
   const t0 = process.hrtime.bigint();
-  const { url } = await rt.cri.runtime.PortForward({ pod_sandbox_id: need(rt.podId, `${rt.name}: a started pod`), port: [port] }, { timeoutMs: CALL_TIMEOUT_MS });
+  const { url } = await rt.cri.runtime.PortForward(
+    { pod_sandbox_id: need(rt.podId, `${rt.name}: a started pod`), port: [port] },
+    { timeoutMs: CALL_TIMEOUT_MS },
+  );
   const pf = await PortForwardClient.connect(url);
   try {
     const setupMs = msSince(t0);
@@ -245,7 +253,9 @@ export async function runExec(argv: string[]): Promise<number> {
       const v = await rt.cri.runtime.Version({ version: 'v1' });
       for (const ref of [image, pause]) await rt.cri.image.PullImage({ image: { image: ref } }, { timeoutMs: 120_000 });
       await startPod(rt, image, mib);
-      console.log(`${rt.name}: ${v.runtime_name} ${v.runtime_version} (pid ${rt.pid}), pod ${need(rt.podId, `${rt.name}: a started pod`).slice(0, 12)} serving ${mib} MiB`);
+      console.log(
+        `${rt.name}: ${v.runtime_name} ${v.runtime_version} (pid ${rt.pid}), pod ${need(rt.podId, `${rt.name}: a started pod`).slice(0, 12)} serving ${mib} MiB`,
+      );
     }
 
     const latencyRound = async (rt: Runtime, keep: boolean): Promise<void> => {
@@ -296,12 +306,22 @@ export async function runExec(argv: string[]): Promise<number> {
   const latRow = (label: string, xs: Record<Name, number[]>) => {
     const t = xs.tscri;
     const c = xs.containerd;
-    return [label, fmtMs(percentile(t, 50)), fmtMs(percentile(t, 95)), fmtMs(percentile(c, 50)), fmtMs(percentile(c, 95)), fmtRatio(median(t) / median(c)), fmtRatio(percentile(t, 95) / percentile(c, 95))];
+    return [
+      label,
+      fmtMs(percentile(t, 50)),
+      fmtMs(percentile(t, 95)),
+      fmtMs(percentile(c, 50)),
+      fmtMs(percentile(c, 95)),
+      fmtRatio(median(t) / median(c)),
+      fmtRatio(percentile(t, 95) / percentile(c, 95)),
+    ];
   };
   const nDone = Math.min(lat.stream.tscri.length, lat.stream.containerd.length);
   if (nDone > 0) {
     console.log('');
-    console.log(`Exec latency, ${nDone} calls per runtime and kind (after ${warmup} warm-up rounds), client in this process; tscri/containerd, lower is better`);
+    console.log(
+      `Exec latency, ${nDone} calls per runtime and kind (after ${warmup} warm-up rounds), client in this process; tscri/containerd, lower is better`,
+    );
     console.log(
       table(
         ['call', 'tscri p50', 'tscri p95', 'containerd p50', 'containerd p95', 'ratio p50', 'ratio p95'],
@@ -312,7 +332,9 @@ export async function runExec(argv: string[]): Promise<number> {
         ],
       ),
     );
-    console.log(`daemon CPU during the latency loop: tscri ${cpu.tscri.latency.toFixed(2)} s, containerd ${cpu.containerd.latency.toFixed(2)} s (conmon, shims, runc not included)`);
+    console.log(
+      `daemon CPU during the latency loop: tscri ${cpu.tscri.latency.toFixed(2)} s, containerd ${cpu.containerd.latency.toFixed(2)} s (conmon, shims, runc not included)`,
+    );
   }
   const rDone = Math.min(down.tscri.length, down.containerd.length);
   if (rDone > 0) {

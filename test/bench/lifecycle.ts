@@ -112,9 +112,7 @@ async function cycle(rt: Runtime, image: string, tag: string): Promise<number[]>
   };
   const o = { timeoutMs: CALL_TIMEOUT_MS };
   const { pod_sandbox_id } = await timed(() => rt.cri.runtime.RunPodSandbox({ config: pod, runtime_handler: '' }, o));
-  const { container_id } = await timed(() =>
-    rt.cri.runtime.CreateContainer({ pod_sandbox_id, config: containerConfig(image), sandbox_config: pod }, o),
-  );
+  const { container_id } = await timed(() => rt.cri.runtime.CreateContainer({ pod_sandbox_id, config: containerConfig(image), sandbox_config: pod }, o));
   await timed(() => rt.cri.runtime.StartContainer({ container_id }, o));
   await timed(() => rt.cri.runtime.StopContainer({ container_id, timeout: String(STOP_TIMEOUT_S) }, o));
   await timed(() => rt.cri.runtime.RemoveContainer({ container_id }, o));
@@ -181,7 +179,6 @@ function iptablesCounts(): { cni: number; ours: string[] } {
   const needles = Object.values(NETS).flatMap((n) => [n.prefix, n.bridge, n.network]);
   return { cni: lines.filter((l) => l.includes('CNI')).length, ours: lines.filter((l) => needles.some((n) => l.includes(n))) };
 }
-
 
 /** tscri's server-side time per RPC method, from its debug "rpc" log lines. */
 function rpcTimes(logs: string): Map<string, number[]> {
@@ -334,8 +331,12 @@ export async function runLifecycle(argv: string[]): Promise<number> {
     console.log(`Pod lifecycle, ${n} pods per runtime (after ${warmup} warm-up), one busybox container each, CRI calls over gRPC from this process`);
     console.log(table(['step', 'tscri p50', 'tscri p95', 'containerd p50', 'containerd p95', 'ratio p50'], rows));
     const ratio = median(toRunning('tscri')) / median(toRunning('containerd'));
-    console.log(`daemon CPU during the ${n} lifecycles: tscri ${cpu.tscri.toFixed(2)} s, containerd ${cpu.containerd.toFixed(2)} s (shims and conmon not included)`);
-    console.log(`to Running: tscri ${fmtRatio(ratio)} containerd; target tscri <= ${TARGET_RUNNING_RATIO}x containerd: ${ratio <= TARGET_RUNNING_RATIO ? 'MET' : 'NOT MET'}`);
+    console.log(
+      `daemon CPU during the ${n} lifecycles: tscri ${cpu.tscri.toFixed(2)} s, containerd ${cpu.containerd.toFixed(2)} s (shims and conmon not included)`,
+    );
+    console.log(
+      `to Running: tscri ${fmtRatio(ratio)} containerd; target tscri <= ${TARGET_RUNNING_RATIO}x containerd: ${ratio <= TARGET_RUNNING_RATIO ? 'MET' : 'NOT MET'}`,
+    );
     if (tscriRpc.size > 0) {
       console.log('');
       console.log('tscri server-side time per RPC (its debug log, all calls in the timed loop):');
@@ -360,11 +361,19 @@ export async function runLifecycle(argv: string[]): Promise<number> {
         [
           ['daemon idle (before the pods)', cell(t.idle.daemon), cell(c.idle.daemon)],
           ['daemon with pods', cell(t.loaded.daemon), cell(c.loaded.daemon)],
-          [`monitors (tscri: conmon, containerd: shims)`, `${t.loaded.monitorCount} x: ${cell(t.loaded.monitors)}`, `${c.loaded.monitorCount} x: ${cell(c.loaded.monitors)}`],
-          ['other daemon children (PID ns holders)', `${t.loaded.helperCount} x: ${cell(t.loaded.helpers)}`, `${c.loaded.helperCount} x: ${cell(c.loaded.helpers)}`],
+          [
+            `monitors (tscri: conmon, containerd: shims)`,
+            `${t.loaded.monitorCount} x: ${cell(t.loaded.monitors)}`,
+            `${c.loaded.monitorCount} x: ${cell(c.loaded.monitors)}`,
+          ],
+          [
+            'other daemon children (PID ns holders)',
+            `${t.loaded.helperCount} x: ${cell(t.loaded.helpers)}`,
+            `${c.loaded.helperCount} x: ${cell(c.loaded.helpers)}`,
+          ],
           ['total charged to the runtime', cell(total(t.loaded)), cell(total(c.loaded))],
           ['per pod (total - idle daemon) / pods', cell(perPod(t, rssPods)), cell(perPod(c, rssPods))],
-          ['pods\' own processes (not charged)', `${t.loaded.podProcCount} x: ${cell(t.loaded.pods)}`, `${c.loaded.podProcCount} x: ${cell(c.loaded.pods)}`],
+          ["pods' own processes (not charged)", `${t.loaded.podProcCount} x: ${cell(t.loaded.pods)}`, `${c.loaded.podProcCount} x: ${cell(c.loaded.pods)}`],
           ['running containers (ListContainers)', String(t.running), String(c.running)],
           ['daemon after removing the pods', cell(t.after.daemon), cell(c.after.daemon)],
         ],

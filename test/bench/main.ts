@@ -21,12 +21,7 @@ const COMMANDS: Record<string, Command> = {
 };
 
 function usage(): string {
-  return [
-    'usage: npm run bench -- <command> [flags]',
-    '',
-    ...Object.values(COMMANDS).map((c) => `  ${c.usage}`),
-    '',
-  ].join('\n');
+  return ['usage: npm run bench -- <command> [flags]', '', ...Object.values(COMMANDS).map((c) => `  ${c.usage}`), ''].join('\n');
 }
 
 async function main(argv: string[]): Promise<number> {

@@ -124,7 +124,11 @@ export async function runPoll(argv: string[]): Promise<number> {
         await sleep(idleMs);
         runtimes.forEach((rt, i) => {
           const b0 = before[i];
-          idle[rt.name] = { seconds: (Date.now() - b0.t) / 1000, daemonCpu: cpuDelta(b0.d, cpuOf([rt.pid()])), monitorCpu: cpuDelta(b0.m, cpuOf(rt.monitorPids())) };
+          idle[rt.name] = {
+            seconds: (Date.now() - b0.t) / 1000,
+            daemonCpu: cpuDelta(b0.d, cpuOf([rt.pid()])),
+            monitorCpu: cpuDelta(b0.m, cpuOf(rt.monitorPids())),
+          };
         });
       }
       console.log(`polling both for ${durationMs / 1000} s`);
@@ -153,7 +157,12 @@ export async function runPoll(argv: string[]): Promise<number> {
       table(
         ['', 'tscri', 'containerd', 'ratio'],
         [
-          ['daemon CPU s per minute', fmtSec(perMin(t.daemonCpu, t)), fmtSec(perMin(c.daemonCpu, c)), fmtRatio(t.daemonCpu / t.seconds / (c.daemonCpu / c.seconds))],
+          [
+            'daemon CPU s per minute',
+            fmtSec(perMin(t.daemonCpu, t)),
+            fmtSec(perMin(c.daemonCpu, c)),
+            fmtRatio(t.daemonCpu / t.seconds / (c.daemonCpu / c.seconds)),
+          ],
           ['daemon, share of a core', pct(t.daemonCpu, t), pct(c.daemonCpu, c), ''],
           [
             'monitors CPU s per minute (conmon / shims)',
@@ -169,13 +178,33 @@ export async function runPoll(argv: string[]): Promise<number> {
           ],
           ...(idle.tscri && idle.containerd
             ? [
-                ['idle daemon CPU s per minute (no calls)', fmtSec(perMin(idle.tscri.daemonCpu, idle.tscri)), fmtSec(perMin(idle.containerd.daemonCpu, idle.containerd)), ''],
-                ['idle monitors CPU s per minute', fmtSec(perMin(idle.tscri.monitorCpu, idle.tscri)), fmtSec(perMin(idle.containerd.monitorCpu, idle.containerd)), ''],
+                [
+                  'idle daemon CPU s per minute (no calls)',
+                  fmtSec(perMin(idle.tscri.daemonCpu, idle.tscri)),
+                  fmtSec(perMin(idle.containerd.daemonCpu, idle.containerd)),
+                  '',
+                ],
+                [
+                  'idle monitors CPU s per minute',
+                  fmtSec(perMin(idle.tscri.monitorCpu, idle.tscri)),
+                  fmtSec(perMin(idle.containerd.monitorCpu, idle.containerd)),
+                  '',
+                ],
               ]
             : []),
           ['relists (1 s) done', String(t.relists), String(c.relists), ''],
-          ['relist p50 / p95 (ms)', `${percentile(t.relistMs, 50)} / ${percentile(t.relistMs, 95)}`, `${percentile(c.relistMs, 50)} / ${percentile(c.relistMs, 95)}`, ''],
-          ['10 s round p50 / max (ms)', `${percentile(t.roundMs, 50)} / ${Math.max(...t.roundMs)}`, `${percentile(c.roundMs, 50)} / ${Math.max(...c.roundMs)}`, ''],
+          [
+            'relist p50 / p95 (ms)',
+            `${percentile(t.relistMs, 50)} / ${percentile(t.relistMs, 95)}`,
+            `${percentile(c.relistMs, 50)} / ${percentile(c.relistMs, 95)}`,
+            '',
+          ],
+          [
+            '10 s round p50 / max (ms)',
+            `${percentile(t.roundMs, 50)} / ${Math.max(...t.roundMs)}`,
+            `${percentile(c.roundMs, 50)} / ${Math.max(...c.roundMs)}`,
+            '',
+          ],
         ],
       ),
     );

@@ -299,7 +299,9 @@ export async function runPull(argv: string[]): Promise<number> {
     if (Number.isFinite(ratio)) {
       console.log(`target: tscri <= ${TARGET_RATIO.toFixed(2)}x containerd: ${ratio <= TARGET_RATIO ? 'MET' : 'NOT MET'}`);
     }
-    console.log(`load average: before ${load0.map((l) => l.toFixed(2)).join(' ')}, after ${load1.map((l) => l.toFixed(2)).join(' ')} (${os.cpus().length} CPUs)`);
+    console.log(
+      `load average: before ${load0.map((l) => l.toFixed(2)).join(' ')}, after ${load1.map((l) => l.toFixed(2)).join(' ')} (${os.cpus().length} CPUs)`,
+    );
   }
   for (const p of problems) console.error(`cleanup: ${p}`);
   if (failed) {

@@ -138,7 +138,10 @@ export async function runScale(argv: string[]): Promise<number> {
   const stop = () => stack.wasInterrupted;
   const load0 = os.loadavg();
   const versionEmpty: Samples = { tscri: [], containerd: [] };
-  const created: Record<Name, { ms: number; cpu: number; pods: FleetPod[] }> = { tscri: { ms: NaN, cpu: NaN, pods: [] }, containerd: { ms: NaN, cpu: NaN, pods: [] } };
+  const created: Record<Name, { ms: number; cpu: number; pods: FleetPod[] }> = {
+    tscri: { ms: NaN, cpu: NaN, pods: [] },
+    containerd: { ms: NaN, cpu: NaN, pods: [] },
+  };
   const removed: Record<Name, { ms: number; cpu: number }> = { tscri: { ms: NaN, cpu: NaN }, containerd: { ms: NaN, cpu: NaN } };
   const results = new Map<string, Samples>();
   const callCpu: Record<Name, number> = { tscri: 0, containerd: 0 };
@@ -154,7 +157,14 @@ export async function runScale(argv: string[]): Promise<number> {
     // Before any image or pod: the cost of a call that does nothing.
     const none: FleetPod[] = [];
     for (let i = 0; i < 20; i++) for (const rt of runtimes) await rt.cri().runtime.Version({ version: 'v1' });
-    const v = await sample(runtimes, { tscri: none, containerd: none }, { name: 'Version', run: (cri) => cri.runtime.Version({ version: 'v1' }) }, nSamples, 0, stop);
+    const v = await sample(
+      runtimes,
+      { tscri: none, containerd: none },
+      { name: 'Version', run: (cri) => cri.runtime.Version({ version: 'v1' }) },
+      nSamples,
+      0,
+      stop,
+    );
     versionEmpty.tscri = v.tscri;
     versionEmpty.containerd = v.containerd;
 
@@ -262,7 +272,8 @@ export async function runScale(argv: string[]): Promise<number> {
       ),
     );
     const want = nPods * nContainers;
-    for (const [name, r] of Object.entries(restarts)) if (r.running !== want) problems.push(`${name}: ${r.running} running containers after the restart, expected ${want}`);
+    for (const [name, r] of Object.entries(restarts))
+      if (r.running !== want) problems.push(`${name}: ${r.running} running containers after the restart, expected ${want}`);
   }
   console.log('');
   console.log(`load average: before ${load0.map((l) => l.toFixed(2)).join(' ')}, after ${load1.map((l) => l.toFixed(2)).join(' ')} (${os.cpus().length} CPUs)`);

@@ -138,13 +138,22 @@ export class BenchStack {
     this.registry = await startRegistry();
     const base = await busyboxLayer();
     const env = ['PATH=/bin'];
-    this.image = need((await pushImage(this.registry.host, 'bench/busybox', this.opts.tag, { layers: [base], config: { Env: env, Cmd: ['/bin/sh'] } })).tagRef, 'a tag reference for the bench image');
-    this.pause = need((await pushImage(this.registry.host, 'pause', 'bench', { layers: [base], config: { Env: env, Entrypoint: PAUSE_CMD } })).tagRef, 'a tag reference for the pause image');
+    this.image = need(
+      (await pushImage(this.registry.host, 'bench/busybox', this.opts.tag, { layers: [base], config: { Env: env, Cmd: ['/bin/sh'] } })).tagRef,
+      'a tag reference for the bench image',
+    );
+    this.pause = need(
+      (await pushImage(this.registry.host, 'pause', 'bench', { layers: [base], config: { Env: env, Entrypoint: PAUSE_CMD } })).tagRef,
+      'a tag reference for the pause image',
+    );
     for (const name of ['tscri', 'containerd'] as const) {
       for (const d of ['net.d', 'ipam', 'logs']) fs.mkdirSync(path.join(this.work, name, d), { recursive: true });
     }
     const confDir = path.join(this.work, 'tscri', 'net.d');
-    fs.writeFileSync(path.join(confDir, '10-bench.conflist'), JSON.stringify(cniConfList(this.opts.nets.tscri, path.join(this.work, 'tscri', 'ipam')), null, 2));
+    fs.writeFileSync(
+      path.join(confDir, '10-bench.conflist'),
+      JSON.stringify(cniConfList(this.opts.nets.tscri, path.join(this.work, 'tscri', 'ipam')), null, 2),
+    );
     this.daemon = await startDaemon({
       logLevel: this.opts.logLevel,
       nodeArgs: this.opts.nodeArgs,

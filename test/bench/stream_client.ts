@@ -44,7 +44,11 @@ export interface ExecResult {
  * error, stdout and stderr streams (they must match the Exec request's stdout/stderr), read
  * each to its end. Resolves once the output and the exit status are in.
  */
-export async function spdyExec(url: string, protocol = 'v4.channel.k8s.io', want: { stdout?: boolean; stderr?: boolean } = { stdout: true, stderr: true }): Promise<ExecResult> {
+export async function spdyExec(
+  url: string,
+  protocol = 'v4.channel.k8s.io',
+  want: { stdout?: boolean; stderr?: boolean } = { stdout: true, stderr: true },
+): Promise<ExecResult> {
   const session = await openSession(url, protocol);
   try {
     const error = await session.openStream({ streamtype: 'error' });
@@ -119,7 +123,10 @@ export function httpGet(conn: ForwardedConnection, urlPath: string, timeoutMs = 
         const text = head.subarray(0, end).toString('latin1');
         status = Number(/^HTTP\/1\.[01] (\d+)/.exec(text)?.[1] ?? 0);
         const cl = /^content-length:\s*(\d+)/im.exec(text);
-        if (!cl) { finish(new Error(`GET ${urlPath}: no Content-Length in ${JSON.stringify(text)}`)); return; }
+        if (!cl) {
+          finish(new Error(`GET ${urlPath}: no Content-Length in ${JSON.stringify(text)}`));
+          return;
+        }
         length = Number(cl[1]);
         got = head.length - end - 4;
         head = Buffer.alloc(0);
@@ -154,7 +161,7 @@ export async function upload(conn: ForwardedConnection, bytes: number, chunk: Bu
     });
   });
   ack.catch(() => undefined);
-  for (let sent = 0; sent < bytes; ) {
+  for (let sent = 0; sent < bytes;) {
     const n = Math.min(chunk.length, bytes - sent);
     if (!data.write(n === chunk.length ? chunk : chunk.subarray(0, n))) {
       await new Promise<void>((resolve, reject) => {

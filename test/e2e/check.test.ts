@@ -27,7 +27,10 @@ function line(out: string, feature: string): string {
 }
 
 function mountsUnder(dir: string): string[] {
-  return fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.includes(dir));
+  return fs
+    .readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .filter((l) => l.includes(dir));
 }
 
 describe('tscri check', () => {
@@ -106,7 +109,18 @@ describe('daemon host check', () => {
     const report = JSON.parse(st.info.host) as HostReport;
     assert.equal(report.podsCanRun, true);
     const features = report.findings.map((f) => f.feature);
-    for (const f of ['pods', 'overlay image store', 'cgroups', 'cni', 'conmon', 'runtime runc', 'seccomp', 'user namespaces', 'recursive read-only mounts', 'oom_score_adj']) {
+    for (const f of [
+      'pods',
+      'overlay image store',
+      'cgroups',
+      'cni',
+      'conmon',
+      'runtime runc',
+      'seccomp',
+      'user namespaces',
+      'recursive read-only mounts',
+      'oom_score_adj',
+    ]) {
       assert.ok(features.includes(f), `${f} missing from ${features.join(', ')}`);
     }
     assert.match(daemon.logs(), /"msg":"host check"/);

@@ -166,10 +166,15 @@ describe('containers', () => {
     const file = logFile(id, pod, 'echo/0.log');
     assert.equal(st.log_path, file, `ContainerStatus.log_path: expected ${file}, saw ${st.log_path}`);
     // conmon may flush the log just after the exit is recorded.
-    const lines = await waitFor(`both lines in ${file}`, () => {
-      const l = readCriLog(file);
-      return l.length >= 2 ? l : undefined;
-    }, 5_000, () => (fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '(no file)'));
+    const lines = await waitFor(
+      `both lines in ${file}`,
+      () => {
+        const l = readCriLog(file);
+        return l.length >= 2 ? l : undefined;
+      },
+      5_000,
+      () => (fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '(no file)'),
+    );
     assert.deepEqual(logLines(lines, 'stdout'), ['out'], `stdout lines in ${file}: ${JSON.stringify(lines)}`);
     assert.deepEqual(logLines(lines, 'stderr'), ['err'], `stderr lines in ${file}: ${JSON.stringify(lines)}`);
     for (const l of lines) assert.equal(l.tag, 'F', `a short line is written whole (F), saw ${JSON.stringify(l)}`);
@@ -220,8 +225,14 @@ describe('containers', () => {
       resources: { memory_limit_in_bytes: String(64 * MiB), cpu_period: '100000', cpu_quota: '50000', cpu_shares: '512' },
     });
     await waitForState(cri(), id, 'CONTAINER_RUNNING');
-    assert.ok(snapshotLeaks(scope()).cgroups.some((c) => c.includes(id)), `leak checker: expected to see the cgroup of running container ${id}`);
-    assert.ok(conmonProcesses([daemon.state]).some((p) => p.includes(id)), `leak checker: expected to see the conmon of running container ${id}`);
+    assert.ok(
+      snapshotLeaks(scope()).cgroups.some((c) => c.includes(id)),
+      `leak checker: expected to see the cgroup of running container ${id}`,
+    );
+    assert.ok(
+      conmonProcesses([daemon.state]).some((p) => p.includes(id)),
+      `leak checker: expected to see the conmon of running container ${id}`,
+    );
     const mem = cgroupDir('memory', id);
     const cpu = cgroupDir('cpu', id);
     const read = () => ({
@@ -236,7 +247,11 @@ describe('containers', () => {
       container_id: id,
       linux: { memory_limit_in_bytes: String(96 * MiB), cpu_period: '100000', cpu_quota: '25000', cpu_shares: '256' },
     });
-    assert.deepEqual(read(), { memory: String(96 * MiB), quota: '25000', period: '100000', shares: '256' }, `limits after UpdateContainerResources in ${mem} and ${cpu}`);
+    assert.deepEqual(
+      read(),
+      { memory: String(96 * MiB), quota: '25000', period: '100000', shares: '256' },
+      `limits after UpdateContainerResources in ${mem} and ${cpu}`,
+    );
     limited = id;
   });
 
@@ -246,7 +261,11 @@ describe('containers', () => {
       const st = await status(limited);
       const res = st.resources?.linux;
       // The kubelet reads these back to confirm an in-place resize (cri-api ContainerStatus.resources).
-      assert.equal(res?.memory_limit_in_bytes, String(96 * MiB), `ContainerStatus.resources.linux.memory_limit_in_bytes after the update: saw resources ${JSON.stringify(st.resources)}`);
+      assert.equal(
+        res?.memory_limit_in_bytes,
+        String(96 * MiB),
+        `ContainerStatus.resources.linux.memory_limit_in_bytes after the update: saw resources ${JSON.stringify(st.resources)}`,
+      );
       assert.equal(res.cpu_quota, '25000', `ContainerStatus.resources.linux.cpu_quota after the update: saw ${JSON.stringify(res)}`);
       assert.equal(res.cpu_shares, '256', `ContainerStatus.resources.linux.cpu_shares after the update: saw ${JSON.stringify(res)}`);
     } finally {
@@ -260,10 +279,15 @@ describe('containers', () => {
     await waitForState(cri(), web, 'CONTAINER_RUNNING');
     await waitForState(cri(), client, 'CONTAINER_RUNNING');
     let last = { stdout: '', stderr: '', exitCode: -1 };
-    await waitFor('wget from the second container to succeed', async () => {
-      last = await exec(client, ['wget', '-qO-', 'http://127.0.0.1:8080/index.html']);
-      return last.exitCode === 0 ? true : undefined;
-    }, 5_000, () => JSON.stringify(last));
+    await waitFor(
+      'wget from the second container to succeed',
+      async () => {
+        last = await exec(client, ['wget', '-qO-', 'http://127.0.0.1:8080/index.html']);
+        return last.exitCode === 0 ? true : undefined;
+      },
+      5_000,
+      () => JSON.stringify(last),
+    );
     assert.equal(last.stdout, INDEX_HTML, `wget http://127.0.0.1:8080/ from the other container: expected the served file, saw ${JSON.stringify(last)}`);
     for (const id of [web, client]) await removeContainer(id);
   });
@@ -279,7 +303,8 @@ describe('containers', () => {
     assert.match(env.stdout, /^PATH=\/bin$/m, `ExecSync env: expected the image PATH, saw ${env.stdout}`);
     // A missing binary is either a failed call or a non-zero exit (runtimes differ); never success.
     const missing: unknown = await exec(sleeper, ['/no/such/binary']).catch((e: unknown) => e);
-    if (!(missing instanceof Error) && typeof missing === 'object' && missing !== null && 'exitCode' in missing) assert.notEqual(missing.exitCode, 0, `ExecSync of a missing binary: expected a failure, saw ${JSON.stringify(missing)}`);
+    if (!(missing instanceof Error) && typeof missing === 'object' && missing !== null && 'exitCode' in missing)
+      assert.notEqual(missing.exitCode, 0, `ExecSync of a missing binary: expected a failure, saw ${JSON.stringify(missing)}`);
   });
 
   test('ExecSync with timeout 1 fails with DEADLINE_EXCEEDED within ~3 s', async (t) => {
@@ -290,10 +315,15 @@ describe('containers', () => {
     assert.equal(err.codeName, 'DEADLINE_EXCEEDED', `code: expected DEADLINE_EXCEEDED, saw ${err.codeName}: ${err.details}`);
     assert.ok(took < 3_500, `ExecSync with timeout 1: expected to return within ~3 s, took ${took} ms`);
     // The whole exec, background child included, is killed: nothing may keep running for 30 s.
-    const ps = await waitFor('the timed-out exec processes to be gone', async () => {
-      const r = await exec(sleeper, ['ps', '-o', 'pid,args']);
-      return r.stdout.includes('sleep 30') ? undefined : r.stdout;
-    }, 3_000, () => 'sleep 30 still running');
+    const ps = await waitFor(
+      'the timed-out exec processes to be gone',
+      async () => {
+        const r = await exec(sleeper, ['ps', '-o', 'pid,args']);
+        return r.stdout.includes('sleep 30') ? undefined : r.stdout;
+      },
+      3_000,
+      () => 'sleep 30 still running',
+    );
     t.diagnostic(`processes after the timeout:\n${ps}`);
   });
 
@@ -311,7 +341,9 @@ describe('containers', () => {
     assert.equal(st.exit_code, 137, `exit_code after SIGKILL: expected 137, saw ${show(st)}`);
     await cri().runtime.StopContainer({ container_id: id, timeout: 2 });
     await cri().runtime.RemoveContainer({ container_id: id });
-    await cri().runtime.RemoveContainer({ container_id: id }).catch((e: unknown) => assert.fail(`second RemoveContainer: expected OK, saw ${String(e)}`));
+    await cri()
+      .runtime.RemoveContainer({ container_id: id })
+      .catch((e: unknown) => assert.fail(`second RemoveContainer: expected OK, saw ${String(e)}`));
   });
 
   test('ListContainers filters by id, pod, state and labels; StreamContainers agrees', async () => {
@@ -348,7 +380,9 @@ describe('containers', () => {
     assert.equal(item.state, 'CONTAINER_RUNNING', 'ListContainers item state');
     assert.deepEqual(item.labels, { role: 'exec', tier: 'test' }, 'ListContainers item labels');
 
-    const streamed = (await cri().runtime.StreamContainers({ filter: { label_selector: { role: 'exec' } } })).flatMap((r) => r.containers.map((c) => c.id)).sort();
+    const streamed = (await cri().runtime.StreamContainers({ filter: { label_selector: { role: 'exec' } } }))
+      .flatMap((r) => r.containers.map((c) => c.id))
+      .sort();
     assert.deepEqual(streamed, [sleeper, elsewhere].sort(), 'StreamContainers with role=exec');
 
     await cri().runtime.RemoveContainer({ container_id: exited });
@@ -370,12 +404,17 @@ describe('containers', () => {
     assert.equal(st.exit_code, 0, `exit code: ${show(st)}\n${JSON.stringify(readCriLog(logFile(id, pod, 'status.log')))}`);
     assert.equal(st.metadata?.name, 'status', 'metadata.name');
     assert.equal(st.image?.image, image.tagRef, `image.image: expected ${image.tagRef}, saw ${st.image?.image}`);
-    assert.ok([image.digestRef, image.configDigest].includes(st.image_ref), `image_ref: expected ${image.digestRef} (or the image id ${image.configDigest}), saw ${st.image_ref}`);
+    assert.ok(
+      [image.digestRef, image.configDigest].includes(st.image_ref),
+      `image_ref: expected ${image.digestRef} (or the image id ${image.configDigest}), saw ${st.image_ref}`,
+    );
     const created = BigInt(st.created_at);
     const started = BigInt(st.started_at);
     const finished = BigInt(st.finished_at);
-    assert.ok(t0 - 2_000_000_000n <= created && created <= started && started <= finished && finished <= t1 + 2_000_000_000n,
-      `timestamps: expected ${t0} ≤ created ≤ started ≤ finished ≤ ${t1}, saw created ${st.created_at}, started ${st.started_at}, finished ${st.finished_at}`);
+    assert.ok(
+      t0 - 2_000_000_000n <= created && created <= started && started <= finished && finished <= t1 + 2_000_000_000n,
+      `timestamps: expected ${t0} ≤ created ≤ started ≤ finished ≤ ${t1}, saw created ${st.created_at}, started ${st.started_at}, finished ${st.finished_at}`,
+    );
     assert.equal(st.log_path, path.join(must(pod.log_directory, 'log_directory in the pod config'), 'status.log'), 'log_path');
     assert.deepEqual(st.labels, { role: 'status' }, 'labels');
     assert.deepEqual(st.annotations, { 'tscri.test/a': 'b' }, 'annotations');
@@ -383,7 +422,11 @@ describe('containers', () => {
     assert.ok(m, `mounts: expected /data, saw ${JSON.stringify(st.mounts)}`);
     assert.equal(m.host_path, hostDir, `mount /data host_path: saw ${JSON.stringify(m)}`);
     assert.equal(m.readonly, false, 'mount /data readonly');
-    await waitFor('the log line from the mounted file', () => (logLines(readCriLog(st.log_path), 'stdout').includes('written on the host') ? true : undefined), 5_000);
+    await waitFor(
+      'the log line from the mounted file',
+      () => (logLines(readCriLog(st.log_path), 'stdout').includes('written on the host') ? true : undefined),
+      5_000,
+    );
     assert.equal(fs.readFileSync(path.join(hostDir, 'from-container.txt'), 'utf8'), 'from-container\n', 'file written through the mount');
     await cri().runtime.RemoveContainer({ container_id: id });
   });
@@ -399,7 +442,11 @@ describe('containers', () => {
     const used = Number(stats.writable_layer?.used_bytes?.value ?? 0);
     assert.ok(used >= 2 * MiB, `writable_layer.used_bytes after writing 2 MiB to /tmp: expected ≥ ${2 * MiB}, saw ${s}`);
     const listed = (await cri().runtime.ListContainerStats({ filter: { id: sleeper } })).stats;
-    assert.deepEqual(listed.map((x) => x.attributes?.id), [sleeper], 'ListContainerStats filtered by id');
+    assert.deepEqual(
+      listed.map((x) => x.attributes?.id),
+      [sleeper],
+      'ListContainerStats filtered by id',
+    );
     const byPod = (await cri().runtime.ListContainerStats({ filter: { pod_sandbox_id: podId } })).stats.map((x) => x.attributes?.id);
     assert.ok(byPod.includes(sleeper), `ListContainerStats by pod: expected ${sleeper}, saw ${byPod.join(', ')}`);
   });
@@ -418,7 +465,12 @@ describe('containers', () => {
       await cri().runtime.RemoveContainer({ container_id: id });
       const want: string[] = ['CONTAINER_CREATED_EVENT', 'CONTAINER_STARTED_EVENT', 'CONTAINER_STOPPED_EVENT', 'CONTAINER_DELETED_EVENT'];
       const mine = (): string[] => events.filter((e) => e.container_id === id).map((e) => e.container_event_type);
-      await waitFor(`events ${want.join(', ')} for ${id}`, () => (want.every((w) => mine().includes(w)) ? true : undefined), 5_000, () => `${JSON.stringify(mine())} (stream error: ${String(streamErr)})`);
+      await waitFor(
+        `events ${want.join(', ')} for ${id}`,
+        () => (want.every((w) => mine().includes(w)) ? true : undefined),
+        5_000,
+        () => `${JSON.stringify(mine())} (stream error: ${String(streamErr)})`,
+      );
       assert.deepEqual(mine(), want, `event types for ${id}, in order`);
       const startedEv = events.find((e) => e.container_id === id && e.container_event_type === 'CONTAINER_STARTED_EVENT');
       assert.equal(startedEv?.pod_sandbox_status?.id, podId, `STARTED event pod_sandbox_status.id: saw ${JSON.stringify(startedEv?.pod_sandbox_status?.id)}`);
@@ -436,11 +488,15 @@ describe('containers', () => {
     const rotated = `${file}.1`;
     fs.renameSync(file, rotated);
     await cri().runtime.ReopenContainerLog({ container_id: id });
-    const fresh = await waitFor(`a new ${file} with output`, () => {
-      if (!fs.existsSync(file)) return undefined;
-      const l = logLines(readCriLog(file), 'stdout');
-      return l.length >= 2 ? l : undefined;
-    }, 5_000);
+    const fresh = await waitFor(
+      `a new ${file} with output`,
+      () => {
+        if (!fs.existsSync(file)) return undefined;
+        const l = logLines(readCriLog(file), 'stdout');
+        return l.length >= 2 ? l : undefined;
+      },
+      5_000,
+    );
     const old = logLines(readCriLog(rotated), 'stdout');
     await sleep(600);
     const oldLater = logLines(readCriLog(rotated), 'stdout');
@@ -456,7 +512,7 @@ describe('containers', () => {
     await removeContainer(id);
   });
 
-  test('StopContainer and StopPodSandbox succeed when the cgroup went before the kill: EXITED with the kill\'s code', async () => {
+  test("StopContainer and StopPodSandbox succeed when the cgroup went before the kill: EXITED with the kill's code", async () => {
     // critest saw StopPodSandbox answer NotFound when a container's init exited and its cgroup
     // went while `runc kill --all` ran. Here runc's state still names a live init, but its
     // cgroup dirs are gone, so runc fails on them the same way (openat2 freezer.state, lstat
@@ -473,9 +529,11 @@ describe('containers', () => {
     const a = await status(alone);
     assert.equal(a.state, 'CONTAINER_EXITED', `StopContainer with the cgroup gone: saw ${show(a)}\n${daemonLog(alone)}`);
     assert.equal(a.exit_code, 137, `killed by SIGKILL: saw ${show(a)}`);
-    await cri().runtime.StopPodSandbox({ pod_sandbox_id: other.id }).catch((e: unknown) => {
-      throw new Error(`${e instanceof Error ? e.message : String(e)}\n${daemonLog(inPod)}`);
-    });
+    await cri()
+      .runtime.StopPodSandbox({ pod_sandbox_id: other.id })
+      .catch((e: unknown) => {
+        throw new Error(`${e instanceof Error ? e.message : String(e)}\n${daemonLog(inPod)}`);
+      });
     const b = await status(inPod);
     assert.equal(b.state, 'CONTAINER_EXITED', `StopPodSandbox with the cgroup gone: saw ${show(b)}\n${daemonLog(inPod)}`);
     assert.equal(b.exit_code, 137, `killed by SIGKILL: saw ${show(b)}`);
@@ -535,7 +593,11 @@ describe('containers', () => {
     ]) {
       assert.equal(fs.existsSync(p), false, `${p} is left after the restart\n${daemonLog(orphan)}`);
     }
-    assert.deepEqual(conmonProcesses([daemon.state]).filter((l) => l.includes(orphan)), [], 'the orphan container\'s conmon is gone');
+    assert.deepEqual(
+      conmonProcesses([daemon.state]).filter((l) => l.includes(orphan)),
+      [],
+      "the orphan container's conmon is gone",
+    );
     assert.ok(orphanIp && !cni.reservedIps().includes(orphanIp), `the orphan pod's address ${orphanIp} is free again: ${cni.reservedIps().join(' ')}`);
     assert.ok(halfIp && !cni.reservedIps().includes(halfIp), `the cut-short pod's address ${halfIp} is free again: ${cni.reservedIps().join(' ')}`);
     const r = await status(runner);
@@ -568,7 +630,11 @@ describe('containers', () => {
       await cri().runtime.StopPodSandbox({ pod_sandbox_id: id });
       await cri().runtime.RemovePodSandbox({ pod_sandbox_id: id });
     }
-    assert.deepEqual((await cri().runtime.ListContainers({})).containers.map((c) => `${c.id} ${c.state}`), [], 'ListContainers after removing every pod');
+    assert.deepEqual(
+      (await cri().runtime.ListContainers({})).containers.map((c) => `${c.id} ${c.state}`),
+      [],
+      'ListContainers after removing every pod',
+    );
     if (baseline.iptables.length > 0) t.diagnostic(`iptables lines present before this file ran:\n${baseline.iptables.join('\n')}`);
     const leaks = await waitNoLeaks(scope(), baseline);
     assert.equal(describeLeaks(leaks), '', 'leftovers after every pod was removed');
@@ -586,7 +652,11 @@ describe('containers', () => {
     const dirs = [daemon.root, daemon.state, daemon.base];
     const how = await daemon.stop('SIGTERM', { keep: true });
     const { mounts, netnsPins } = daemonMounts(dirs);
-    assert.deepEqual([...mounts, ...netnsPins], [], `mounts under ${daemon.base} after the daemon stopped (${how}); daemon log tail:\n${tailLog(daemon.logs(), 20)}`);
+    assert.deepEqual(
+      [...mounts, ...netnsPins],
+      [],
+      `mounts under ${daemon.base} after the daemon stopped (${how}); daemon log tail:\n${tailLog(daemon.logs(), 20)}`,
+    );
     assert.deepEqual(conmonProcesses(dirs), [], 'conmon processes after the daemon stopped');
   });
 });

@@ -160,7 +160,12 @@ class Worker {
 
 function vethsOn(bridge: string): string[] {
   const r = spawnSync('ip', ['-o', 'link', 'show', 'master', bridge], { encoding: 'utf8' });
-  return r.status === 0 ? r.stdout.split('\n').filter(Boolean).map((l) => l.split(':')[1].trim()) : [];
+  return r.status === 0
+    ? r.stdout
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => l.split(':')[1].trim())
+    : [];
 }
 
 describe('faults', { timeout: 180_000 }, () => {

@@ -105,7 +105,10 @@ function randomLayer(bytes: number, name: string): Promise<BuiltLayer> {
 }
 
 function metricsAddress(daemon: Daemon): string {
-  const line = daemon.logs().split('\n').find((l) => l.includes('"tscri serving"'));
+  const line = daemon
+    .logs()
+    .split('\n')
+    .find((l) => l.includes('"tscri serving"'));
   const m = line && /"metrics":"([^"]+)"/.exec(line);
   assert.ok(m, `the daemon logs its metrics address at start; log was:\n${daemon.logs().slice(-2000)}`);
   return m[1];
@@ -113,12 +116,14 @@ function metricsAddress(daemon: Daemon): string {
 
 async function metricValue(address: string, pattern: RegExp): Promise<number> {
   const text = await new Promise<string>((resolve, reject) => {
-    http.get(`http://${address}/metrics`, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (body += c));
-      res.on('end', () => resolve(body));
-    }).on('error', reject);
+    http
+      .get(`http://${address}/metrics`, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (body += c));
+        res.on('end', () => resolve(body));
+      })
+      .on('error', reject);
   });
   const line = text.split('\n').find((l) => pattern.test(l));
   return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : 0;

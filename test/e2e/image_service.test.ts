@@ -282,7 +282,10 @@ describe('ImageService', { timeout: 300_000 }, () => {
   test('pulls gzip, zstd and uncompressed layers; a named USER is reported as username', async () => {
     const imageRef = await pull(tagOf(compressed));
     assert.equal(imageRef, compressed.configDigest, `PullImage(${compressed.tagRef}): expected ${compressed.configDigest}, saw ${imageRef}`);
-    assert.deepEqual(compressed.layers.map((l) => l.compression), ['gzip', 'zstd', 'none']);
+    assert.deepEqual(
+      compressed.layers.map((l) => l.compression),
+      ['gzip', 'zstd', 'none'],
+    );
     const [l1, l2, l3] = compressed.chainIds.map(layerDir);
     assert.ok(fs.statSync(path.join(l1, 'bin/busybox')).isFile(), 'gzip layer: bin/busybox');
     assert.equal(fs.readFileSync(path.join(l2, 'zstd.txt'), 'utf8'), 'from a zstd layer\n', 'zstd layer: zstd.txt');
@@ -317,12 +320,21 @@ describe('ImageService', { timeout: 300_000 }, () => {
     await pull(tagOf(compressed));
     const all = await listed();
     const ids = all.map((i) => i.id);
-    for (const img of [multi, compressed]) assert.ok(ids.includes(img.configDigest), `ListImages: expected ${img.configDigest} (${img.tagRef}), saw ${JSON.stringify(ids)}`);
+    for (const img of [multi, compressed])
+      assert.ok(ids.includes(img.configDigest), `ListImages: expected ${img.configDigest} (${img.tagRef}), saw ${JSON.stringify(ids)}`);
 
     const filtered = (await cri().image.ListImages({ filter: { image: { image: tagOf(multi) } } })).images;
-    assert.deepEqual(filtered.map((i) => i.id), [multi.configDigest], `ListImages filtered by ${multi.tagRef}: expected only ${multi.configDigest}, saw ${JSON.stringify(filtered.map((i) => i.id))}`);
+    assert.deepEqual(
+      filtered.map((i) => i.id),
+      [multi.configDigest],
+      `ListImages filtered by ${multi.tagRef}: expected only ${multi.configDigest}, saw ${JSON.stringify(filtered.map((i) => i.id))}`,
+    );
     const byId = (await cri().image.ListImages({ filter: { image: { image: compressed.configDigest } } })).images;
-    assert.deepEqual(byId.map((i) => i.id), [compressed.configDigest], `ListImages filtered by id: saw ${JSON.stringify(byId.map((i) => i.id))}`);
+    assert.deepEqual(
+      byId.map((i) => i.id),
+      [compressed.configDigest],
+      `ListImages filtered by id: saw ${JSON.stringify(byId.map((i) => i.id))}`,
+    );
     const none = (await cri().image.ListImages({ filter: { image: { image: `${registry.host}/never-pushed:v1` } } })).images;
     assert.deepEqual(none, [], `ListImages filtered by an unknown image: expected nothing, saw ${JSON.stringify(none)}`);
   });
@@ -366,7 +378,10 @@ describe('ImageService', { timeout: 300_000 }, () => {
     const allowed = [path.join(daemon.root, 'layers'), daemon.root];
     assert.ok(allowed.includes(fsu.fs_id?.mountpoint ?? ''), `mountpoint: expected one of ${allowed.join(', ')}, saw ${fsu.fs_id?.mountpoint}`);
     const busyboxBytes = fs.statSync(BUSYBOX_PATH).size;
-    assert.ok(Number(fsu.used_bytes?.value) >= busyboxBytes, `used_bytes: expected at least the unpacked busybox (${busyboxBytes}), saw ${fsu.used_bytes?.value}`);
+    assert.ok(
+      Number(fsu.used_bytes?.value) >= busyboxBytes,
+      `used_bytes: expected at least the unpacked busybox (${busyboxBytes}), saw ${fsu.used_bytes?.value}`,
+    );
     assert.ok(Number(fsu.inodes_used?.value) > 0, `inodes_used: expected > 0, saw ${fsu.inodes_used?.value}`);
   });
 
@@ -389,12 +404,17 @@ describe('ImageService', { timeout: 300_000 }, () => {
         assert.equal(image, null, `after RemoveImage by ${how} (${ref}), ImageStatus(${probe}): expected no image, saw ${show(image)}`);
       }
       assert.ok(!(await listed()).some((i) => i.id === img.configDigest), `ListImages after RemoveImage by ${how}: ${img.configDigest} still listed`);
-      await eventually(`layer ${img.chainIds[1]} of ${img.repo} (no other user) is still in ${daemon.root}/layers after RemoveImage by ${how}`, () => !layerExists(img.chainIds[1]));
+      await eventually(
+        `layer ${img.chainIds[1]} of ${img.repo} (no other user) is still in ${daemon.root}/layers after RemoveImage by ${how}`,
+        () => !layerExists(img.chainIds[1]),
+      );
       assert.ok(layerExists(shared), `shared base layer ${shared} was removed with ${img.repo}, but ${multi.tagRef} still uses it`);
     }
 
     for (const [, how, ref] of cases) {
-      await cri().image.RemoveImage({ image: { image: ref } }).catch((err: unknown) => assert.fail(`second RemoveImage by ${how} (${ref}): expected OK, saw ${String(err)}`));
+      await cri()
+        .image.RemoveImage({ image: { image: ref } })
+        .catch((err: unknown) => assert.fail(`second RemoveImage by ${how} (${ref}): expected OK, saw ${String(err)}`));
     }
     await cri().image.RemoveImage({ image: { image: `${registry.host}/never-pushed:v1` } });
 
@@ -427,7 +447,9 @@ describe('ImageService', { timeout: 300_000 }, () => {
       },
       {
         name: 'deep ../ path to /tmp',
-        entries: () => [{ type: 'raw', header: { name: `${'../'.repeat(20)}tmp/${marker}-deep`, type: 'file', mode: 0o644 }, content: Buffer.from('escaped\n') }],
+        entries: () => [
+          { type: 'raw', header: { name: `${'../'.repeat(20)}tmp/${marker}-deep`, type: 'file', mode: 0o644 }, content: Buffer.from('escaped\n') },
+        ],
       },
       {
         name: 'file under an absolute symlink parent',
@@ -525,7 +547,11 @@ describe('ImageService', { timeout: 300_000 }, () => {
     test('a pull with the base64 auth field succeeds', async () => {
       const auth = Buffer.from(`${PRIVATE_USER}:${PRIVATE_PASSWORD}`).toString('base64');
       const imageRef = await pull(tagOf(privateImage2), { auth });
-      assert.equal(imageRef, privateImage2.configDigest, `PullImage(${privateImage2.tagRef}) with auth field: expected ${privateImage2.configDigest}, saw ${imageRef}`);
+      assert.equal(
+        imageRef,
+        privateImage2.configDigest,
+        `PullImage(${privateImage2.tagRef}) with auth field: expected ${privateImage2.configDigest}, saw ${imageRef}`,
+      );
     });
   });
 
@@ -534,7 +560,10 @@ describe('ImageService', { timeout: 300_000 }, () => {
     const ref = `127.0.0.1:${port}/nothing:v1`;
     const err = await expectCriError(`PullImage(${ref})`, () => pull(ref));
     t.diagnostic(err.message);
-    assert.ok(err.details.startsWith('RegistryUnavailable'), `error for a closed port: expected it to start with RegistryUnavailable, saw ${err.codeName}: ${err.details}`);
+    assert.ok(
+      err.details.startsWith('RegistryUnavailable'),
+      `error for a closed port: expected it to start with RegistryUnavailable, saw ${err.codeName}: ${err.details}`,
+    );
   });
 
   test('image records survive a daemon restart', async () => {

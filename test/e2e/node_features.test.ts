@@ -101,7 +101,11 @@ async function sh(id: string, script: string): Promise<{ out: string; code: numb
 async function expectCreateRefused(what: string, c: Ctr): Promise<{ code: string; details: string }> {
   const err = await expectCriError(what, () => create(c));
   const left = (await cri().runtime.ListContainers({ filter: { pod_sandbox_id: main.id } })).containers.filter((x) => x.metadata?.name === c.name);
-  assert.deepEqual(left.map((x) => x.id), [], `${what}: no container named ${c.name} may remain after the refusal`);
+  assert.deepEqual(
+    left.map((x) => x.id),
+    [],
+    `${what}: no container named ${c.name} may remain after the refusal`,
+  );
   return { code: err.codeName, details: err.details };
 }
 
@@ -168,7 +172,9 @@ describe('node features of a v1.36 kubelet', () => {
     up.cni?.remove();
     if (scratchDir) {
       // A tmpfs the rro test mounted, should it have failed before unmounting it.
-      for (const m of daemonMounts([scratchDir]).mounts.map((x) => x.replace(/ \([^)]*\)$/, '')).reverse()) {
+      for (const m of daemonMounts([scratchDir])
+        .mounts.map((x) => x.replace(/ \([^)]*\)$/, ''))
+        .reverse()) {
         execFileSync('umount', ['-l', m]);
       }
     }
@@ -243,7 +249,10 @@ describe('node features of a v1.36 kubelet', () => {
       ['BIDIRECTIONAL', { propagation: 'PROPAGATION_BIDIRECTIONAL' }],
     ];
     for (const [what, over] of cases) {
-      const r = await expectCreateRefused(`rro with ${what}`, { name: 'rro-bad', mounts: [bindMount(host, { container_path: '/x', recursive_read_only: true, ...over })] });
+      const r = await expectCreateRefused(`rro with ${what}`, {
+        name: 'rro-bad',
+        mounts: [bindMount(host, { container_path: '/x', recursive_read_only: true, ...over })],
+      });
       assert.equal(r.code, 'INVALID_ARGUMENT', `rro with ${what}: ${r.details}`);
       assert.match(r.details, /recursive_read_only/, `rro with ${what}: the message says why: ${r.details}`);
     }
@@ -255,10 +264,18 @@ describe('node features of a v1.36 kubelet', () => {
     await cri().image.PullImage({ image: { image: must(volImage.tagRef, 'a tag on the pushed image-volume image') } });
     const id = await startSleeper({
       name: 'imgvol',
-      mounts: [imageMount('/vol', must(volImage.tagRef, 'a tag on the pushed image-volume image')), imageMount('/sub', must(volImage.tagRef, 'a tag on the pushed image-volume image'), 'data/nested'), imageMount('/link', must(volImage.tagRef, 'a tag on the pushed image-volume image'), 'inside')],
+      mounts: [
+        imageMount('/vol', must(volImage.tagRef, 'a tag on the pushed image-volume image')),
+        imageMount('/sub', must(volImage.tagRef, 'a tag on the pushed image-volume image'), 'data/nested'),
+        imageMount('/link', must(volImage.tagRef, 'a tag on the pushed image-volume image'), 'inside'),
+      ],
     });
     const read = await sh(id, 'cat /vol/data/hello.txt /vol/data/second.txt /sub/deep.txt /link/deep.txt');
-    assert.deepEqual(read, { out: 'hello from an image volume\nfrom the second layer\ndeep\ndeep', code: 0 }, 'both layers, the sub path and a sub path through an in-image symlink');
+    assert.deepEqual(
+      read,
+      { out: 'hello from an image volume\nfrom the second layer\ndeep\ndeep', code: 0 },
+      'both layers, the sub path and a sub path through an in-image symlink',
+    );
     const write = await sh(id, 'touch /vol/data/new');
     assert.match(write.out, /Read-only file system/, `the volume is read-only: ${JSON.stringify(write)}`);
     const writeSub = await sh(id, 'touch /sub/new');
@@ -277,16 +294,27 @@ describe('node features of a v1.36 kubelet', () => {
     const listed = (await cri().image.ListImages({})).images.map((i) => i.id);
     assert.ok(!listed.includes(volImage.configDigest), 'the removed image is no longer listed');
     const layerDirs = volImage.chainIds.map((c) => path.join(daemon.root, 'layers', c.slice('sha256:'.length)));
-    assert.deepEqual(layerDirs.filter((d) => !fs.existsSync(d)), [], 'the layers of a mounted image volume are kept');
+    assert.deepEqual(
+      layerDirs.filter((d) => !fs.existsSync(d)),
+      [],
+      'the layers of a mounted image volume are kept',
+    );
     const still = await sh(id, 'cat /vol/data/hello.txt');
     assert.deepEqual(still, { out: 'hello from an image volume', code: 0 }, 'the volume still reads after RemoveImage');
     // A new container cannot mount it any more: the image is gone.
-    const gone = await expectCreateRefused('image volume of a removed image', { name: 'imgvol-gone', mounts: [imageMount('/vol', must(volImage.tagRef, 'a tag on the pushed image-volume image'))] });
+    const gone = await expectCreateRefused('image volume of a removed image', {
+      name: 'imgvol-gone',
+      mounts: [imageMount('/vol', must(volImage.tagRef, 'a tag on the pushed image-volume image'))],
+    });
     assert.equal(gone.code, 'NOT_FOUND', gone.details);
 
     assert.deepEqual(volumeMounts(id), [], 'the image volumes are mounted in the container only, not left on the host');
     await removeContainer(id);
-    assert.deepEqual(layerDirs.filter((d) => fs.existsSync(d)), [], 'the layers go once no container uses them');
+    assert.deepEqual(
+      layerDirs.filter((d) => fs.existsSync(d)),
+      [],
+      'the layers go once no container uses them',
+    );
   });
 
   test('image_sub_path that escapes the image, is missing or is not a directory is refused; nothing stays mounted', async () => {
@@ -301,20 +329,39 @@ describe('node features of a v1.36 kubelet', () => {
       ['plain.txt', 'INVALID_ARGUMENT'],
     ];
     for (const [sub, code] of cases) {
-      const r = await expectCreateRefused(`image_sub_path ${sub}`, { name: 'imgvol-bad', mounts: [imageMount('/vol', must(volImage.tagRef, 'a tag on the pushed image-volume image'), sub)] });
+      const r = await expectCreateRefused(`image_sub_path ${sub}`, {
+        name: 'imgvol-bad',
+        mounts: [imageMount('/vol', must(volImage.tagRef, 'a tag on the pushed image-volume image'), sub)],
+      });
       assert.equal(r.code, code, `image_sub_path ${JSON.stringify(sub)}: ${r.details}`);
     }
-    const notRo = await expectCreateRefused('image volume not readonly', { name: 'imgvol-rw', mounts: [{ ...imageMount('/vol', must(volImage.tagRef, 'a tag on the pushed image-volume image')), readonly: false }] });
+    const notRo = await expectCreateRefused('image volume not readonly', {
+      name: 'imgvol-rw',
+      mounts: [{ ...imageMount('/vol', must(volImage.tagRef, 'a tag on the pushed image-volume image')), readonly: false }],
+    });
     assert.equal(notRo.code, 'INVALID_ARGUMENT', notRo.details);
-    assert.deepEqual(daemonMounts([path.join(daemon.state, 'containers')]).mounts.filter((m) => m.includes('/volumes')), [], 'no staged volume is left after the refusals');
+    assert.deepEqual(
+      daemonMounts([path.join(daemon.state, 'containers')]).mounts.filter((m) => m.includes('/volumes')),
+      [],
+      'no staged volume is left after the refusals',
+    );
     await cri().image.RemoveImage({ image: { image: must(volImage.tagRef, 'a tag on the pushed image-volume image') } });
   });
 
   test('a restart unmounts the volumes of the containers it cleans up and keeps the layers of live ones', async () => {
     await cri().image.PullImage({ image: { image: must(volImage.tagRef, 'a tag on the pushed image-volume image') } });
     const host = fs.mkdtempSync(path.join(scratchDir, 'rro-restart-'));
-    const survivor = await startSleeper({ name: 'vol-survivor', mounts: [imageMount('/vol', must(volImage.tagRef, 'a tag on the pushed image-volume image'))] });
-    const orphan = await startSleeper({ name: 'vol-orphan', mounts: [imageMount('/vol', must(volImage.tagRef, 'a tag on the pushed image-volume image')), bindMount(host, { container_path: '/rro', recursive_read_only: true })] });
+    const survivor = await startSleeper({
+      name: 'vol-survivor',
+      mounts: [imageMount('/vol', must(volImage.tagRef, 'a tag on the pushed image-volume image'))],
+    });
+    const orphan = await startSleeper({
+      name: 'vol-orphan',
+      mounts: [
+        imageMount('/vol', must(volImage.tagRef, 'a tag on the pushed image-volume image')),
+        bindMount(host, { container_path: '/rro', recursive_read_only: true }),
+      ],
+    });
     const halfmade = await create({ name: 'vol-halfmade', mounts: [imageMount('/vol', must(volImage.tagRef, 'a tag on the pushed image-volume image'))] });
     // Only the containers hold the layers now.
     await cri().image.RemoveImage({ image: { image: must(volImage.tagRef, 'a tag on the pushed image-volume image') } });
@@ -325,16 +372,27 @@ describe('node features of a v1.36 kubelet', () => {
     const halfFile = path.join(daemon.root, 'meta', 'containers', `${halfmade}.json`);
     fs.writeFileSync(halfFile, JSON.stringify({ ...(JSON.parse(fs.readFileSync(halfFile, 'utf8')) as object), phase: 'creating' }));
     await daemon.restart();
-    for (const [what, id] of [['orphan', orphan], ['cut-short', halfmade]] as const) {
+    for (const [what, id] of [
+      ['orphan', orphan],
+      ['cut-short', halfmade],
+    ] as const) {
       assert.deepEqual(volumeMounts(id), [], `the ${what} container's volumes are unmounted at start\n${tailLog(daemon.logs(), 20)}`);
       assert.ok(!fs.existsSync(path.join(daemon.state, 'containers', id)), `the ${what} container's bundle is gone`);
     }
     const layerDirs = volImage.chainIds.map((c) => path.join(daemon.root, 'layers', c.slice('sha256:'.length)));
-    assert.deepEqual(layerDirs.filter((d) => !fs.existsSync(d)), [], 'the start-up garbage collection keeps the layers a live container mounts');
+    assert.deepEqual(
+      layerDirs.filter((d) => !fs.existsSync(d)),
+      [],
+      'the start-up garbage collection keeps the layers a live container mounts',
+    );
     const read = await sh(survivor, 'cat /vol/data/hello.txt');
     assert.deepEqual(read, { out: 'hello from an image volume', code: 0 }, 'the survivor still reads its volume');
     await removeContainer(survivor);
-    assert.deepEqual(layerDirs.filter((d) => fs.existsSync(d)), [], 'the layers go with the last container mounting them');
+    assert.deepEqual(
+      layerDirs.filter((d) => fs.existsSync(d)),
+      [],
+      'the layers go with the last container mounting them',
+    );
   });
 
   // ---- supplemental groups policy ----------------------------------------------------------------
@@ -369,8 +427,7 @@ describe('node features of a v1.36 kubelet', () => {
     const id = await startSleeper({ name: 'resize' });
     const parent = must(main.config.linux?.cgroup_parent, 'linux.cgroup_parent in the pod config');
     const v2 = fs.existsSync('/sys/fs/cgroup/cgroup.controllers');
-    const read = (controller: string, file: string): string =>
-      fs.readFileSync(path.join('/sys/fs/cgroup', v2 ? '' : controller, parent, file), 'utf8').trim();
+    const read = (controller: string, file: string): string => fs.readFileSync(path.join('/sys/fs/cgroup', v2 ? '' : controller, parent, file), 'utf8').trim();
     const resize = async (memMiB: number, quota: number) => {
       await cri().runtime.UpdatePodSandboxResources({
         pod_sandbox_id: main.id,
@@ -381,7 +438,11 @@ describe('node features of a v1.36 kubelet', () => {
     const limits = () =>
       v2
         ? { cpu: read('cpu', 'cpu.max'), memory: Number(read('memory', 'memory.max')) / MiB, weight: read('cpu', 'cpu.weight') }
-        : { cpu: `${read('cpu', 'cpu.cfs_quota_us')} ${read('cpu', 'cpu.cfs_period_us')}`, memory: Number(read('memory', 'memory.limit_in_bytes')) / MiB, shares: read('cpu', 'cpu.shares') };
+        : {
+            cpu: `${read('cpu', 'cpu.cfs_quota_us')} ${read('cpu', 'cpu.cfs_period_us')}`,
+            memory: Number(read('memory', 'memory.limit_in_bytes')) / MiB,
+            shares: read('cpu', 'cpu.shares'),
+          };
     // 536 shares = 512 + 24 of overhead; on v2 runc's linear map makes that weight 21.
     const shares = v2 ? { weight: '21' } : { shares: '536' };
     await resize(256, 50000);

@@ -30,11 +30,25 @@ test('npm pack gives a package that npm install -g installs and that runs', () =
   // npm prints the build's own output before the JSON.
   const [packed] = JSON.parse(out.slice(out.indexOf('\n[') + 1)) as { filename: string; files: { path: string }[] }[];
   const files = packed.files.map((f) => f.path);
-  for (const f of ['dist/src/main.js', 'dist/src/proto.js', 'proto/api.proto', 'manifests/tscri.service', 'manifests/config.toml', 'README.md', 'package.json']) {
+  for (const f of [
+    'dist/src/main.js',
+    'dist/src/proto.js',
+    'proto/api.proto',
+    'manifests/tscri.service',
+    'manifests/config.toml',
+    'README.md',
+    'package.json',
+  ]) {
     assert.ok(files.includes(f), `${f} missing from the package`);
   }
-  assert.ok(files.some((f) => f.startsWith('dist/src/gen/')), 'the generated CRI types come along');
-  assert.deepEqual(files.filter((f) => f.startsWith('dist/test/') || f.endsWith('.ts') || f.startsWith('node_modules/')), []);
+  assert.ok(
+    files.some((f) => f.startsWith('dist/src/gen/')),
+    'the generated CRI types come along',
+  );
+  assert.deepEqual(
+    files.filter((f) => f.startsWith('dist/test/') || f.endsWith('.ts') || f.startsWith('node_modules/')),
+    [],
+  );
 
   const prefix = path.join(base, 'prefix');
   npm(['install', '-g', '--prefix', prefix, '--no-audit', '--no-fund', '--prefer-offline', path.join(base, packed.filename)], base);
@@ -46,7 +60,11 @@ test('npm pack gives a package that npm install -g installs and that runs', () =
   const installed = path.join(prefix, 'lib', 'node_modules', 'tscri');
   assert.equal(fs.existsSync(path.join(installed, 'node_modules', 'typescript')), false, 'typescript is a dev dependency');
   // The CRI definition loads from the installed copy of proto/.
-  const proto = spawnSync(process.execPath, ['-e', `const p = require(${JSON.stringify(path.join(installed, 'dist', 'src', 'proto.js'))}); p.loadCri(); console.log(p.PROTO_PATH)`], { encoding: 'utf8' });
+  const proto = spawnSync(
+    process.execPath,
+    ['-e', `const p = require(${JSON.stringify(path.join(installed, 'dist', 'src', 'proto.js'))}); p.loadCri(); console.log(p.PROTO_PATH)`],
+    { encoding: 'utf8' },
+  );
   assert.equal(proto.status, 0, proto.stderr);
   assert.equal(proto.stdout.trim(), path.join(installed, 'proto', 'api.proto'));
   const config = spawnSync(bin, ['config', '--config', '/dev/null'], { encoding: 'utf8' });

@@ -159,9 +159,15 @@ describe('pod sandboxes', () => {
     assert.equal(st.id, podA, 'status.id');
     assert.equal(st.state, 'SANDBOX_READY', `state of ${podA}: expected SANDBOX_READY, saw ${st.state}`);
     ipA = st.network?.ip ?? '';
-    assert.ok(ipA.startsWith(POD_IP_PREFIX) && ipA !== GATEWAY_IP, `pod IP: expected an address in 10.98.0.0/24 other than the gateway, saw ${JSON.stringify(ipA)}`);
+    assert.ok(
+      ipA.startsWith(POD_IP_PREFIX) && ipA !== GATEWAY_IP,
+      `pod IP: expected an address in 10.98.0.0/24 other than the gateway, saw ${JSON.stringify(ipA)}`,
+    );
     const created = BigInt(st.created_at || '0');
-    assert.ok(created >= beforeNs - 2_000_000_000n && created <= afterNs + 2_000_000_000n, `created_at: expected between ${beforeNs} and ${afterNs} (ns since epoch), saw ${st.created_at}`);
+    assert.ok(
+      created >= beforeNs - 2_000_000_000n && created <= afterNs + 2_000_000_000n,
+      `created_at: expected between ${beforeNs} and ${afterNs} (ns since epoch), saw ${st.created_at}`,
+    );
     assert.deepEqual(st.metadata, { ...podAConfig.metadata }, 'metadata echoed back');
     assert.deepEqual(st.labels, podAConfig.labels, 'labels');
     assert.deepEqual(st.annotations, podAConfig.annotations, 'annotations');
@@ -172,7 +178,10 @@ describe('pod sandboxes', () => {
     assert.equal(opts.pid, 'CONTAINER', `namespace_options.pid: expected CONTAINER, saw ${opts.pid}`);
     // The leak checker must see what a live pod holds, or its final "nothing left" means nothing.
     const live = snapshotLeaks(scope());
-    assert.ok(live.netnsPins.some((m) => m.includes(podA)), `leak checker: expected the pinned namespaces of ${podA} in mountinfo, saw ${JSON.stringify(live.netnsPins)}`);
+    assert.ok(
+      live.netnsPins.some((m) => m.includes(podA)),
+      `leak checker: expected the pinned namespaces of ${podA} in mountinfo, saw ${JSON.stringify(live.netnsPins)}`,
+    );
   });
 
   test('the host reaches the pod IP (ping from the host)', () => {
@@ -205,7 +214,10 @@ describe('pod sandboxes', () => {
     assert.deepEqual(await list({ id: podA.slice(0, 12) }), [podA], 'filter by a 12-character id prefix');
     assert.deepEqual(await list({ id: 'f'.repeat(64) }), [], 'filter by an unknown id');
     const ready = await list({ state: { state: 'SANDBOX_READY' } });
-    assert.ok(ready.includes(podA) && ready.includes(podB) && !ready.includes(podC), `state READY: expected ${podA} and ${podB} but not ${podC}, saw ${ready.join(', ')}`);
+    assert.ok(
+      ready.includes(podA) && ready.includes(podB) && !ready.includes(podC),
+      `state READY: expected ${podA} and ${podB} but not ${podC}, saw ${ready.join(', ')}`,
+    );
     assert.deepEqual(await list({ state: { state: 'SANDBOX_NOTREADY' } }), [podC], 'state NOTREADY');
     assert.deepEqual(await list({ label_selector: { tier: 'web' } }), [podA, podB].sort(), 'label tier=web');
     assert.deepEqual(await list({ label_selector: { tier: 'web', app: 'beta' } }), [podB], 'labels tier=web,app=beta');
@@ -228,7 +240,9 @@ describe('pod sandboxes', () => {
   });
 
   test('a second RunPodSandbox with the same metadata fails with ALREADY_EXISTS', async (t) => {
-    const err = await expectCriError('RunPodSandbox twice with the same metadata', () => cri().runtime.RunPodSandbox({ config: podAConfig, runtime_handler: '' }));
+    const err = await expectCriError('RunPodSandbox twice with the same metadata', () =>
+      cri().runtime.RunPodSandbox({ config: podAConfig, runtime_handler: '' }),
+    );
     t.diagnostic(err.message);
     assert.equal(err.codeName, 'ALREADY_EXISTS', `code: expected ALREADY_EXISTS, saw ${err.codeName}: ${err.details}`);
     assert.ok(err.details.includes('alpha'), `error: expected it to name the pod (alpha), saw ${err.details}`);
@@ -298,7 +312,11 @@ describe('pod sandboxes', () => {
     const id = await runPod(cfg);
     const c = await startSleeper(id, cfg);
     const r = await exec(c, ['hostname']);
-    assert.equal(r.stdout.trim(), 'tscri-named-pod', `hostname in the container: expected tscri-named-pod, saw ${JSON.stringify(r.stdout)} (stderr ${JSON.stringify(r.stderr)})`);
+    assert.equal(
+      r.stdout.trim(),
+      'tscri-named-pod',
+      `hostname in the container: expected tscri-named-pod, saw ${JSON.stringify(r.stdout)} (stderr ${JSON.stringify(r.stderr)})`,
+    );
     const etc = await exec(c, ['cat', '/etc/hostname']);
     assert.equal(etc.stdout.trim(), 'tscri-named-pod', `/etc/hostname: expected tscri-named-pod, saw ${JSON.stringify(etc.stdout)}`);
     await cri().runtime.StopPodSandbox({ pod_sandbox_id: id });
@@ -309,7 +327,12 @@ describe('pod sandboxes', () => {
     const cfg = pod('web', { portMappings: [{ protocol: 'TCP', container_port: 80, host_port: HOST_PORT, host_ip: '' }] });
     const id = await runPod(cfg);
     const ip = (await podStatus(id)).network?.ip ?? '';
-    const c = await runContainer(cri(), id, cfg, containerConfig('httpd', must(image.tagRef, 'a tag on the pushed tools image'), ['httpd', '-f', '-p', '80', '-h', '/www']));
+    const c = await runContainer(
+      cri(),
+      id,
+      cfg,
+      containerConfig('httpd', must(image.tagRef, 'a tag on the pushed tools image'), ['httpd', '-f', '-p', '80', '-h', '/www']),
+    );
     tracked.containerIds.push(c);
     await waitForState(cri(), c, 'CONTAINER_RUNNING');
     // Straight to the pod first, so a failure below is the port mapping and not httpd.
@@ -330,12 +353,19 @@ describe('pod sandboxes', () => {
     }
     t.diagnostic(seen.join('\n'));
     assert.ok(iptablesLines([ip], POD_IP_PREFIX).length > 0, `leak checker: expected iptables-save lines naming ${ip} while its host port is mapped`);
-    const nat = execFileSync('iptables-save', ['-t', 'nat'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(String(HOST_PORT)) || l.includes(ip));
-    assert.ok(ok, `host port ${HOST_PORT} → ${ip}:80: expected ${JSON.stringify(INDEX_HTML)} at 127.0.0.1 or ${GATEWAY_IP}; saw:\n${seen.join('\n')}\nnat rules:\n${nat.join('\n')}`);
+    const nat = execFileSync('iptables-save', ['-t', 'nat'], { encoding: 'utf8' })
+      .split('\n')
+      .filter((l) => l.includes(String(HOST_PORT)) || l.includes(ip));
+    assert.ok(
+      ok,
+      `host port ${HOST_PORT} → ${ip}:80: expected ${JSON.stringify(INDEX_HTML)} at 127.0.0.1 or ${GATEWAY_IP}; saw:\n${seen.join('\n')}\nnat rules:\n${nat.join('\n')}`,
+    );
 
     await cri().runtime.StopPodSandbox({ pod_sandbox_id: id });
     await cri().runtime.RemovePodSandbox({ pod_sandbox_id: id });
-    const natAfter = execFileSync('iptables-save', ['-t', 'nat'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(`${ip}:80`) || l.includes(`--dport ${HOST_PORT}`));
+    const natAfter = execFileSync('iptables-save', ['-t', 'nat'], { encoding: 'utf8' })
+      .split('\n')
+      .filter((l) => l.includes(`${ip}:80`) || l.includes(`--dport ${HOST_PORT}`));
     assert.deepEqual(natAfter, [], `nat rules for the host port after the pod is removed`);
   });
 
@@ -349,15 +379,28 @@ describe('pod sandboxes', () => {
     const lin = stats.linux;
     assert.ok(lin, `PodSandboxStats linux: expected stats, saw ${show}`);
     assert.ok(Number(lin.cpu?.usage_core_nano_seconds?.value ?? 0) > 0, `cpu.usage_core_nano_seconds: expected > 0, saw ${JSON.stringify(lin.cpu)}`);
-    assert.ok(Number(lin.memory?.working_set_bytes?.value ?? 0) > 0 || Number(lin.memory?.usage_bytes?.value ?? 0) > 0, `memory: expected usage > 0, saw ${JSON.stringify(lin.memory)}`);
+    assert.ok(
+      Number(lin.memory?.working_set_bytes?.value ?? 0) > 0 || Number(lin.memory?.usage_bytes?.value ?? 0) > 0,
+      `memory: expected usage > 0, saw ${JSON.stringify(lin.memory)}`,
+    );
     const ifs = [lin.network?.default_interface, ...(lin.network?.interfaces ?? [])].filter((x) => x);
     const eth0 = ifs.find((i) => i?.name === 'eth0');
     assert.ok(eth0, `network: expected eth0, saw ${JSON.stringify(lin.network)}`);
-    assert.ok(Number(eth0.rx_bytes?.value ?? 0) > 0 && Number(eth0.tx_bytes?.value ?? 0) > 0, `eth0 rx/tx bytes: expected > 0 after a ping, saw ${JSON.stringify(eth0)}`);
-    assert.ok(lin.containers.some((x) => x.attributes?.id === c), `linux.containers: expected ${c}, saw ${lin.containers.map((x) => x.attributes?.id).join(', ')}`);
+    assert.ok(
+      Number(eth0.rx_bytes?.value ?? 0) > 0 && Number(eth0.tx_bytes?.value ?? 0) > 0,
+      `eth0 rx/tx bytes: expected > 0 after a ping, saw ${JSON.stringify(eth0)}`,
+    );
+    assert.ok(
+      lin.containers.some((x) => x.attributes?.id === c),
+      `linux.containers: expected ${c}, saw ${lin.containers.map((x) => x.attributes?.id).join(', ')}`,
+    );
 
     const listed = (await cri().runtime.ListPodSandboxStats({ filter: { id: podB } })).stats;
-    assert.deepEqual(listed.map((s) => s.attributes?.id), [podB], 'ListPodSandboxStats filtered by id');
+    assert.deepEqual(
+      listed.map((s) => s.attributes?.id),
+      [podB],
+      'ListPodSandboxStats filtered by id',
+    );
     assert.ok(Number(listed[0].linux?.cpu?.usage_core_nano_seconds?.value ?? 0) > 0, `ListPodSandboxStats cpu: saw ${JSON.stringify(listed[0].linux?.cpu)}`);
     const byLabel = (await cri().runtime.ListPodSandboxStats({ filter: { label_selector: { tier: 'web' } } })).stats.map((s) => s.attributes?.id ?? '').sort();
     assert.deepEqual(byLabel, [podA, podB].sort(), 'ListPodSandboxStats with tier=web');
@@ -390,7 +433,12 @@ describe('pod sandboxes', () => {
     assert.deepEqual(keys.get('container_cpu_usage_seconds_total'), [...base, 'cpu']);
 
     // A whole CPU second is the smallest step the CRI's integer values can show.
-    const spinner = await runContainer(cri(), podB, podBConfig, containerConfig('spinner', must(image.tagRef, 'a tag on the pushed tools image'), ['sh', '-c', 'while :; do :; done']));
+    const spinner = await runContainer(
+      cri(),
+      podB,
+      podBConfig,
+      containerConfig('spinner', must(image.tagRef, 'a tag on the pushed tools image'), ['sh', '-c', 'while :; do :; done']),
+    );
     tracked.containerIds.push(spinner);
     assert.ok(hostPing(ipB), 'ping so the pod interface has traffic');
     type M = { name: string; label_values: string[]; value: { value: string } | null; metric_type: string; timestamp: string };
@@ -417,12 +465,25 @@ describe('pod sandboxes', () => {
     const all = [...podMetrics.metrics, ...podMetrics.container_metrics.flatMap((c) => c.metrics)] as M[];
     for (const m of all) {
       assert.ok(keys.has(m.name), `metric ${m.name} has no descriptor`);
-      assert.equal(m.label_values.length, must(keys.get(m.name), `label keys of ${m.name}`).length, `${m.name}: label values ${JSON.stringify(m.label_values)} against keys ${JSON.stringify(keys.get(m.name))}`);
+      assert.equal(
+        m.label_values.length,
+        must(keys.get(m.name), `label keys of ${m.name}`).length,
+        `${m.name}: label values ${JSON.stringify(m.label_values)} against keys ${JSON.stringify(keys.get(m.name))}`,
+      );
       assert.ok(BigInt(m.timestamp) > 0n, `${m.name}: timestamp`);
     }
     const cm = ctr.metrics as M[];
     const labels = cm[0].label_values;
-    assert.deepEqual([labels[0], labels[3], labels[4], labels[5]], ['spinner', spinner, must(podBConfig.metadata, 'metadata in the config of pod B').namespace, must(podBConfig.metadata, 'metadata in the config of pod B').name], `container labels: ${JSON.stringify(labels)}`);
+    assert.deepEqual(
+      [labels[0], labels[3], labels[4], labels[5]],
+      [
+        'spinner',
+        spinner,
+        must(podBConfig.metadata, 'metadata in the config of pod B').namespace,
+        must(podBConfig.metadata, 'metadata in the config of pod B').name,
+      ],
+      `container labels: ${JSON.stringify(labels)}`,
+    );
     assert.equal(labels[2], image.tagRef, 'image label');
     assert.ok((value(cm, 'container_memory_working_set_bytes') ?? 0) > 0, `working set: ${JSON.stringify(cm)}`);
     assert.ok((value(cm, 'container_memory_usage_bytes') ?? 0) > 0, 'memory usage');
@@ -440,7 +501,7 @@ describe('pod sandboxes', () => {
     assert.ok(rx, `pod metrics: expected container_network_receive_bytes_total for eth0, saw ${JSON.stringify(net.map((m) => [m.name, m.label_values]))}`);
     assert.ok(Number(rx.value?.value) > 0, `eth0 received bytes after a ping: ${JSON.stringify(rx)}`);
     assert.ok((value(net, 'container_network_transmit_bytes_total', 'eth0') ?? 0) > 0, 'eth0 transmitted bytes');
-    assert.equal(rx.label_values[0], 'POD', 'network metrics are the pod\'s (container POD)');
+    assert.equal(rx.label_values[0], 'POD', "network metrics are the pod's (container POD)");
     assert.ok(!net.some((m) => m.label_values[6] === 'lo'), 'no loopback interface');
 
     const streamed = (await cri().runtime.StreamPodSandboxMetrics({})).flatMap((r) => r.pod_sandbox_metrics.map((p) => p.pod_sandbox_id));
@@ -456,7 +517,9 @@ describe('pod sandboxes', () => {
     assert.equal(cs?.state, 'CONTAINER_EXITED', `container ${c} after StopPodSandbox: expected EXITED, saw ${cs?.state}`);
     assert.ok(!cni.reservedIps().includes(ipB), `host-local ${cni.dataDir}: expected ${ipB} freed, still reserved: ${cni.reservedIps().join(', ')}`);
     assert.ok(!hostPing(ipB), `ping ${ipB} after StopPodSandbox: expected no reply`);
-    await cri().runtime.StopPodSandbox({ pod_sandbox_id: podB }).catch((err: unknown) => assert.fail(`second StopPodSandbox: expected OK, saw ${String(err)}\n${daemonLog(podB)}`));
+    await cri()
+      .runtime.StopPodSandbox({ pod_sandbox_id: podB })
+      .catch((err: unknown) => assert.fail(`second StopPodSandbox: expected OK, saw ${String(err)}\n${daemonLog(podB)}`));
     assert.equal((await podStatus(podB)).state, 'SANDBOX_NOTREADY', 'state after the second stop');
   });
 
@@ -469,15 +532,25 @@ describe('pod sandboxes', () => {
     const err = await expectCriError(`PodSandboxStatus(${id}) after remove`, () => cri().runtime.PodSandboxStatus({ pod_sandbox_id: id }));
     assert.equal(err.codeName, 'NOT_FOUND', `PodSandboxStatus after RemovePodSandbox: expected NOT_FOUND, saw ${err.codeName}`);
     const ctrs = (await cri().runtime.ListContainers({ filter: { pod_sandbox_id: id } })).containers;
-    assert.deepEqual(ctrs.map((x) => x.id), [], `containers of a removed pod: expected none, saw ${ctrs.map((x) => `${x.id} ${x.state}`).join(', ')}`);
+    assert.deepEqual(
+      ctrs.map((x) => x.id),
+      [],
+      `containers of a removed pod: expected none, saw ${ctrs.map((x) => `${x.id} ${x.state}`).join(', ')}`,
+    );
     const cerr = await expectCriError(`ContainerStatus(${c}) after its pod is removed`, () => cri().runtime.ContainerStatus({ container_id: c }));
     assert.equal(cerr.codeName, 'NOT_FOUND', `ContainerStatus of a removed pod's container: expected NOT_FOUND, saw ${cerr.codeName}`);
     assert.ok(!fs.existsSync(path.join(daemon.state, 'sandboxes', id)), `${daemon.state}/sandboxes/${id}: expected gone`);
     assert.ok(!fs.existsSync(path.join(daemon.state, 'containers', c)), `${daemon.state}/containers/${c}: expected gone`);
     assert.ok(!fs.existsSync(path.join(daemon.root, 'containers', c)), `${daemon.root}/containers/${c}: expected gone`);
-    await cri().runtime.RemovePodSandbox({ pod_sandbox_id: id }).catch((e: unknown) => assert.fail(`second RemovePodSandbox: expected OK, saw ${String(e)}`));
-    await cri().runtime.RemovePodSandbox({ pod_sandbox_id: 'f'.repeat(64) }).catch((e: unknown) => assert.fail(`RemovePodSandbox(unknown): expected OK, saw ${String(e)}`));
-    await cri().runtime.StopPodSandbox({ pod_sandbox_id: 'f'.repeat(64) }).catch((e: unknown) => assert.fail(`StopPodSandbox(unknown): expected OK, saw ${String(e)}`));
+    await cri()
+      .runtime.RemovePodSandbox({ pod_sandbox_id: id })
+      .catch((e: unknown) => assert.fail(`second RemovePodSandbox: expected OK, saw ${String(e)}`));
+    await cri()
+      .runtime.RemovePodSandbox({ pod_sandbox_id: 'f'.repeat(64) })
+      .catch((e: unknown) => assert.fail(`RemovePodSandbox(unknown): expected OK, saw ${String(e)}`));
+    await cri()
+      .runtime.StopPodSandbox({ pod_sandbox_id: 'f'.repeat(64) })
+      .catch((e: unknown) => assert.fail(`StopPodSandbox(unknown): expected OK, saw ${String(e)}`));
   });
 
   test('after removing every pod: no mounts, netns pins, conmon, cgroups, iptables rules or IP reservations remain', async (t) => {
@@ -486,9 +559,17 @@ describe('pod sandboxes', () => {
       await cri().runtime.RemovePodSandbox({ pod_sandbox_id: id });
     }
     const pods = (await cri().runtime.ListPodSandbox({})).items;
-    assert.deepEqual(pods.map((p) => p.id), [], 'ListPodSandbox after removing every pod');
+    assert.deepEqual(
+      pods.map((p) => p.id),
+      [],
+      'ListPodSandbox after removing every pod',
+    );
     const ctrs = (await cri().runtime.ListContainers({})).containers;
-    assert.deepEqual(ctrs.map((c) => c.id), [], 'ListContainers after removing every pod');
+    assert.deepEqual(
+      ctrs.map((c) => c.id),
+      [],
+      'ListContainers after removing every pod',
+    );
     if (baseline.iptables.length > 0) t.diagnostic(`iptables lines present before this file ran:\n${baseline.iptables.join('\n')}`);
     const leaks = await waitNoLeaks(scope(), baseline);
     assert.equal(describeLeaks(leaks), '', 'leftovers after every pod was removed');
@@ -501,7 +582,11 @@ describe('pod sandboxes', () => {
     const dirs = [daemon.root, daemon.state, daemon.base];
     const how = await daemon.stop('SIGTERM', { keep: true });
     const { mounts, netnsPins } = daemonMounts(dirs);
-    assert.deepEqual([...mounts, ...netnsPins], [], `mounts under ${daemon.base} after the daemon stopped (${how}); daemon log tail:\n${tailLog(daemon.logs(), 20)}`);
+    assert.deepEqual(
+      [...mounts, ...netnsPins],
+      [],
+      `mounts under ${daemon.base} after the daemon stopped (${how}); daemon log tail:\n${tailLog(daemon.logs(), 20)}`,
+    );
     assert.deepEqual(conmonProcesses(dirs), [], 'conmon processes after the daemon stopped');
   });
 });

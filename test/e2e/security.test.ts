@@ -29,16 +29,7 @@ import {
   type CniFixture,
   type ContainerOptions,
 } from '../helpers/pods';
-import {
-  Created,
-  daemonMounts,
-  describeLeaks,
-  type LeakScope,
-  type LeakSnapshot,
-  removePodsAndLeftovers,
-  snapshotLeaks,
-  waitNoLeaks,
-} from '../helpers/leaks';
+import { Created, daemonMounts, describeLeaks, type LeakScope, type LeakSnapshot, removePodsAndLeftovers, snapshotLeaks, waitNoLeaks } from '../helpers/leaks';
 import {
   APP_USER,
   CONTAINERD_DEFAULT_CAPS,
@@ -161,10 +152,15 @@ async function runToExit(c: Ctr, timeoutMs = 20_000): Promise<Ran> {
   const status = await waitForState(cri(), id, 'CONTAINER_EXITED', timeoutMs);
   const file = path.join(must(pod.config.log_directory, 'log_directory in the pod config'), `${c.name}.log`);
   // conmon can write the last lines just after the exit is recorded: wait for the marker.
-  const lines = await waitFor(`the end marker in ${file}`, () => {
-    const l = readCriLog(file);
-    return logLines(l, 'stdout').includes('END') ? l : undefined;
-  }, 5_000, () => (fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '(no log file)'));
+  const lines = await waitFor(
+    `the end marker in ${file}`,
+    () => {
+      const l = readCriLog(file);
+      return logLines(l, 'stdout').includes('END') ? l : undefined;
+    },
+    5_000,
+    () => (fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '(no log file)'),
+  );
   await cri().runtime.RemoveContainer({ container_id: id });
   return { id, status, stdout: logLines(lines, 'stdout').filter((l) => l !== 'END'), stderr: logLines(lines, 'stderr') };
 }
@@ -196,7 +192,11 @@ async function expectCreateRefused(what: string, c: Ctr): Promise<{ code: string
   const err = await expectCriError(what, () => create(c));
   // No container of that name may remain: a refused request must not half-create one.
   const left = (await cri().runtime.ListContainers({ filter: { pod_sandbox_id: (c.pod ?? main).id } })).containers.filter((x) => x.metadata?.name === c.name);
-  assert.deepEqual(left.map((x) => x.id), [], `${what}: no container named ${c.name} may remain after the refusal`);
+  assert.deepEqual(
+    left.map((x) => x.id),
+    [],
+    `${what}: no container named ${c.name} may remain after the refusal`,
+  );
   return { code: err.codeName, details: err.details };
 }
 
@@ -239,7 +239,11 @@ describe('security contexts', () => {
     });
     assert.equal(r.status.exit_code, 0, `exit: ${show(r.status)} stderr ${JSON.stringify(r.stderr)}`);
     const got = kv(r.stdout);
-    assert.deepEqual({ ...got, groups: [...new Set((got.groups ?? '').split(' '))].join(' ') }, { uid: '1000', gid: '2000', groups: '2000' }, `id inside the container (uid 1000 has no passwd entry: no extra groups); saw ${JSON.stringify(got)}`);
+    assert.deepEqual(
+      { ...got, groups: [...new Set((got.groups ?? '').split(' '))].join(' ') },
+      { uid: '1000', gid: '2000', groups: '2000' },
+      `id inside the container (uid 1000 has no passwd entry: no extra groups); saw ${JSON.stringify(got)}`,
+    );
   });
 
   test('run_as_username resolves from the image /etc/passwd; id -G holds its /etc/group groups and supplemental_groups', async () => {
@@ -253,8 +257,15 @@ describe('security contexts', () => {
     assert.equal(got.uid, String(APP_USER.uid), `id -u for run_as_username ${APP_USER.name}: saw ${JSON.stringify(got)}`);
     assert.equal(got.gid, String(APP_USER.gid), `id -g: the passwd primary group ${APP_USER.group}; saw ${JSON.stringify(got)}`);
     assert.equal(got.user, APP_USER.name, `id -un: saw ${JSON.stringify(got)}`);
-    const groups = (got.groups ?? '').split(' ').map(Number).sort((a, b) => a - b);
-    assert.deepEqual([...new Set(groups)], [APP_USER.gid, APP_USER.extraGid, 5555], `id -G: primary, /etc/group membership (${APP_USER.extraGroup}) and supplemental 5555; saw ${got.groups}`);
+    const groups = (got.groups ?? '')
+      .split(' ')
+      .map(Number)
+      .sort((a, b) => a - b);
+    assert.deepEqual(
+      [...new Set(groups)],
+      [APP_USER.gid, APP_USER.extraGid, 5555],
+      `id -G: primary, /etc/group membership (${APP_USER.extraGroup}) and supplemental 5555; saw ${got.groups}`,
+    );
   });
 
   test("the image's USER applies when the request names no user, and run_as_user overrides it", async () => {
@@ -263,21 +274,38 @@ describe('security contexts', () => {
     const got = kv(fromImage.stdout);
     assert.equal(got.uid, String(APP_USER.uid), `image USER ${APP_USER.name}: id -u; saw ${JSON.stringify(got)}`);
     assert.equal(got.gid, String(APP_USER.gid), `image USER ${APP_USER.name}: id -g; saw ${JSON.stringify(got)}`);
-    assert.deepEqual([...new Set((got.groups ?? '').split(' ').map(Number))].sort((a, b) => a - b), [APP_USER.gid, APP_USER.extraGid], `id -G; saw ${got.groups}`);
+    assert.deepEqual(
+      [...new Set((got.groups ?? '').split(' ').map(Number))].sort((a, b) => a - b),
+      [APP_USER.gid, APP_USER.extraGid],
+      `id -G; saw ${got.groups}`,
+    );
 
-    const overridden = await runToExit({ name: 'image-user-root', img: userImage, command: script('echo uid=$(id -u); echo gid=$(id -g)'), sc: { run_as_user: { value: 0 } } });
+    const overridden = await runToExit({
+      name: 'image-user-root',
+      img: userImage,
+      command: script('echo uid=$(id -u); echo gid=$(id -g)'),
+      sc: { run_as_user: { value: 0 } },
+    });
     assert.deepEqual(kv(overridden.stdout), { uid: '0', gid: '0' }, `run_as_user 0 over image USER ${APP_USER.name}`);
   });
 
   test('a run_as_username the image does not know fails CreateContainer with INVALID_ARGUMENT naming it', async () => {
-    const { code, details } = await expectCreateRefused('CreateContainer(run_as_username ghost)', { name: 'ghost', command: ['true'], sc: { run_as_username: 'ghost' } });
+    const { code, details } = await expectCreateRefused('CreateContainer(run_as_username ghost)', {
+      name: 'ghost',
+      command: ['true'],
+      sc: { run_as_username: 'ghost' },
+    });
     assert.equal(code, 'INVALID_ARGUMENT', `code: saw ${code}: ${details}`);
     assert.match(details, /ghost/, `the error names the user: ${details}`);
     assert.match(details, /passwd/, `the error says where it looked: ${details}`);
   });
 
   test('run_as_group without run_as_user or run_as_username is refused', async () => {
-    const { code, details } = await expectCreateRefused('CreateContainer(run_as_group only)', { name: 'group-only', command: ['true'], sc: { run_as_group: { value: 2000 } } });
+    const { code, details } = await expectCreateRefused('CreateContainer(run_as_group only)', {
+      name: 'group-only',
+      command: ['true'],
+      sc: { run_as_group: { value: 2000 } },
+    });
     assert.equal(code, 'INVALID_ARGUMENT', `code: saw ${code}: ${details}`);
     assert.match(details, /run_as_group/, `the error names the field: ${details}`);
   });
@@ -321,7 +349,11 @@ describe('security contexts', () => {
   });
 
   test('an unknown capability name is refused at CreateContainer', async () => {
-    const { code, details } = await expectCreateRefused('CreateContainer(add NOT_A_CAP)', { name: 'bad-cap', command: ['true'], sc: { capabilities: { add_capabilities: ['NOT_A_CAP'] } } });
+    const { code, details } = await expectCreateRefused('CreateContainer(add NOT_A_CAP)', {
+      name: 'bad-cap',
+      command: ['true'],
+      sc: { capabilities: { add_capabilities: ['NOT_A_CAP'] } },
+    });
     assert.equal(code, 'INVALID_ARGUMENT', `code: saw ${code}: ${details}`);
     assert.match(details, /NOT_A_CAP/, `the error names the capability: ${details}`);
   });
@@ -354,7 +386,11 @@ describe('security contexts', () => {
     const got = kv(r.stdout);
     assert.equal(got.sys, 'rw', `/sys mount options in a privileged container: expected rw, saw ${JSON.stringify(got)}`);
     // /proc/kcore does not exist on every kernel (not on this test VM's); /proc/timer_list does.
-    assert.match(got.timer_list ?? '', /^regular (empty )?file:[1-9]/, `/proc/timer_list in a privileged container: expected the real, non-empty file (not masked), saw ${got.timer_list}`);
+    assert.match(
+      got.timer_list ?? '',
+      /^regular (empty )?file:[1-9]/,
+      `/proc/timer_list in a privileged container: expected the real, non-empty file (not masked), saw ${got.timer_list}`,
+    );
     assert.equal(got.procsys, '0', `/proc/sys in a privileged container: expected no read-only bind over it, saw ${got.procsys} mounts`);
   });
 
@@ -368,12 +404,20 @@ describe('security contexts', () => {
     const unpriv = await runToExit({ name: 'unpriv-dev', command: script('ls /dev') });
     const seen = r.stdout.join(' ').split(/\s+/);
     const missing = hostOnly.filter((d) => !seen.includes(d));
-    assert.deepEqual(missing, [], `host devices missing from a privileged container's /dev (containerd's WithDevices adds every host device): privileged saw [${seen.join(' ')}], unprivileged saw [${unpriv.stdout.join(' ')}]`);
+    assert.deepEqual(
+      missing,
+      [],
+      `host devices missing from a privileged container's /dev (containerd's WithDevices adds every host device): privileged saw [${seen.join(' ')}], unprivileged saw [${unpriv.stdout.join(' ')}]`,
+    );
     assert.ok(seen.length > unpriv.stdout.join(' ').split(/\s+/).length, 'a privileged /dev holds more than an unprivileged one');
   });
 
   test('a privileged container in an unprivileged pod is refused', async () => {
-    const { code, details } = await expectCreateRefused('CreateContainer(privileged in unprivileged pod)', { name: 'priv-in-main', command: ['true'], sc: { privileged: true } });
+    const { code, details } = await expectCreateRefused('CreateContainer(privileged in unprivileged pod)', {
+      name: 'priv-in-main',
+      command: ['true'],
+      sc: { privileged: true },
+    });
     assert.equal(code, 'INVALID_ARGUMENT', `code: saw ${code}: ${details}`);
     assert.match(details, /privileged/, `the error says why: ${details}`);
   });
@@ -426,7 +470,16 @@ describe('security contexts', () => {
     assert.equal(got.procsys, 'ro', `write to /proc/sys/kernel/shm_rmid_forced: expected refused, saw ${got.procsys}`);
     // runc skips a listed path the kernel does not have (this VM has no /proc/sysrq-trigger).
     const readonly = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'].filter((p) => fs.existsSync(p));
-    for (const p of readonly) assert.equal(got[`mount ${p}`], 'ro', `${p}: expected a read-only bind mount, saw mounts ${JSON.stringify(Object.keys(got).filter((k) => k.startsWith('mount ')).map((k) => `${k}=${got[k]}`))}`);
+    for (const p of readonly)
+      assert.equal(
+        got[`mount ${p}`],
+        'ro',
+        `${p}: expected a read-only bind mount, saw mounts ${JSON.stringify(
+          Object.keys(got)
+            .filter((k) => k.startsWith('mount '))
+            .map((k) => `${k}=${got[k]}`),
+        )}`,
+      );
   });
 
   test('custom masked_paths and readonly_paths replace the defaults', async () => {
@@ -442,7 +495,11 @@ describe('security contexts', () => {
       sc: { masked_paths: ['/proc/cpuinfo'], readonly_paths: ['/tmp'] },
     });
     const got = kv(r.stdout);
-    assert.deepEqual(got, { cpuinfo: '0', timer_list: 'regular empty file', tmp: 'ro', root: 'rw', procsys: '0' }, `custom lists (masked /proc/cpuinfo, read-only /tmp) and no defaults; stderr ${JSON.stringify(r.stderr)}`);
+    assert.deepEqual(
+      got,
+      { cpuinfo: '0', timer_list: 'regular empty file', tmp: 'ro', root: 'rw', procsys: '0' },
+      `custom lists (masked /proc/cpuinfo, read-only /tmp) and no defaults; stderr ${JSON.stringify(r.stderr)}`,
+    );
   });
 
   // ---- seccomp ---------------------------------------------------------------------------------
@@ -460,7 +517,10 @@ describe('security contexts', () => {
     // The default profile allows unshare only with CAP_SYS_ADMIN, which the default set lacks;
     // without a filter, creating a user namespace needs no capability at all.
     assert.equal(kv(dflt.stdout).userns, 'denied', `RuntimeDefault: unshare -U expected to fail, saw ${JSON.stringify(dflt.stdout)}`);
-    assert.ok(dflt.stdout.some((l) => /Operation not permitted/.test(l)), `RuntimeDefault: unshare -U fails with EPERM; saw ${JSON.stringify(dflt.stdout)}`);
+    assert.ok(
+      dflt.stdout.some((l) => /Operation not permitted/.test(l)),
+      `RuntimeDefault: unshare -U fails with EPERM; saw ${JSON.stringify(dflt.stdout)}`,
+    );
     assert.equal(u.Seccomp, '0', `Unconfined: Seccomp expected 0, saw ${JSON.stringify(unconfined.stdout)}`);
     assert.equal(kv(unconfined.stdout).userns, 'ok', `Unconfined: unshare -U expected to work, saw ${JSON.stringify(unconfined.stdout)}`);
     // Nothing asked for: unconfined, as containerd's default (the kubelet sends RuntimeDefault itself).
@@ -469,10 +529,13 @@ describe('security contexts', () => {
 
   test('seccomp Localhost: a profile that blocks mkdir makes mkdir fail with EPERM', async () => {
     const profile = path.join(scratchDir, 'no-mkdir.json');
-    fs.writeFileSync(profile, JSON.stringify({
-      defaultAction: 'SCMP_ACT_ALLOW',
-      syscalls: [{ names: ['mkdir', 'mkdirat'], action: 'SCMP_ACT_ERRNO', errnoRet: 1 }],
-    }));
+    fs.writeFileSync(
+      profile,
+      JSON.stringify({
+        defaultAction: 'SCMP_ACT_ALLOW',
+        syscalls: [{ names: ['mkdir', 'mkdirat'], action: 'SCMP_ACT_ERRNO', errnoRet: 1 }],
+      }),
+    );
     const r = await runToExit({
       name: 'seccomp-localhost',
       command: script(`${STATUS_SCRIPT}\nmkdir /tmp/d 2>&1 && echo mkdir=ok || echo mkdir=denied\ntouch /tmp/f && echo touch=ok`),
@@ -481,7 +544,10 @@ describe('security contexts', () => {
     const got = kv(r.stdout);
     assert.equal(statusOf(r).Seccomp, '2', `Seccomp: saw ${JSON.stringify(r.stdout)}`);
     assert.equal(got.mkdir, 'denied', `mkdir under a profile denying it: saw ${JSON.stringify(r.stdout)}`);
-    assert.ok(r.stdout.some((l) => /Operation not permitted/.test(l)), `mkdir fails with EPERM (errnoRet 1): saw ${JSON.stringify(r.stdout)}`);
+    assert.ok(
+      r.stdout.some((l) => /Operation not permitted/.test(l)),
+      `mkdir fails with EPERM (errnoRet 1): saw ${JSON.stringify(r.stdout)}`,
+    );
     assert.equal(got.touch, 'ok', `other syscalls stay allowed: saw ${JSON.stringify(r.stdout)}`);
   });
 
@@ -522,7 +588,11 @@ describe('security contexts', () => {
       // Interfaces other test files add and remove meanwhile are left out.
       const stable = fs.readdirSync('/sys/class/net').filter((i) => !i.startsWith('veth') && !(i.startsWith('tscri-') && i !== SC_BRIDGE));
       const seen = (got.ifaces ?? '').trim().split(' ');
-      assert.deepEqual(stable.filter((i) => !seen.includes(i)), [], `host interfaces missing in the host-network container: host [${stable.join(' ')}], container [${seen.join(' ')}]`);
+      assert.deepEqual(
+        stable.filter((i) => !seen.includes(i)),
+        [],
+        `host interfaces missing in the host-network container: host [${stable.join(' ')}], container [${seen.join(' ')}]`,
+      );
       assert.match(got.runner ?? '', /node/, `the test runner (pid ${process.pid}) seen through /proc: saw ${got.runner}`);
       assert.equal(got.shm, 'from the host', `a file in the host's /dev/shm seen from a host-IPC container: saw ${JSON.stringify(r.stdout)}`);
       await removePod(pod);
@@ -532,18 +602,27 @@ describe('security contexts', () => {
   });
 
   test('a pod container does not share the host network, PID or IPC namespace', async () => {
-    const r = await runToExit({ name: 'pod-ns', command: script('for n in net pid ipc; do echo $n=$(readlink /proc/self/ns/$n); done; echo ifaces=$(cut -d: -f1 /proc/net/dev | tail -n +3 | tr -d " " | sort | tr "\\n" " ")') });
+    const r = await runToExit({
+      name: 'pod-ns',
+      command: script(
+        'for n in net pid ipc; do echo $n=$(readlink /proc/self/ns/$n); done; echo ifaces=$(cut -d: -f1 /proc/net/dev | tail -n +3 | tr -d " " | sort | tr "\\n" " ")',
+      ),
+    });
     const got = kv(r.stdout);
-    for (const n of ['net', 'pid', 'ipc']) assert.notEqual(got[n], fs.readlinkSync(`/proc/self/ns/${n}`), `${n} namespace of a pod container must not be the host's`);
+    for (const n of ['net', 'pid', 'ipc'])
+      assert.notEqual(got[n], fs.readlinkSync(`/proc/self/ns/${n}`), `${n} namespace of a pod container must not be the host's`);
     assert.deepEqual((got.ifaces ?? '').trim().split(' '), ['eth0', 'lo'], `interfaces of a pod container: saw ${got.ifaces}`);
   });
 
-  test('pod PID namespace (POD): a container sees the other container\'s processes; CONTAINER: it does not', async () => {
+  test("pod PID namespace (POD): a container sees the other container's processes; CONTAINER: it does not", async () => {
     const shared = await runPod('sc-shared-pid', { sc: { namespace_options: { pid: 'POD' } } });
     const a = await start({ pod: shared, name: 'pid-a', command: ['sh', '-c', 'exec sleep 4242'] });
     await waitForState(cri(), a, 'CONTAINER_RUNNING');
     const b = await runToExit({ pod: shared, name: 'pid-b', command: script('ps -o pid,args; echo self=$$'), sc: { namespace_options: { pid: 'POD' } } });
-    assert.ok(b.stdout.some((l) => /sleep 4242/.test(l)), `container B in a POD pid namespace lists A's sleep 4242: saw ${JSON.stringify(b.stdout)}`);
+    assert.ok(
+      b.stdout.some((l) => /sleep 4242/.test(l)),
+      `container B in a POD pid namespace lists A's sleep 4242: saw ${JSON.stringify(b.stdout)}`,
+    );
     assert.notEqual(kv(b.stdout).self, '1', `B is not pid 1 in a shared namespace: saw ${JSON.stringify(b.stdout)}`);
 
     // A process orphaned in the pod goes to the namespace's init, which must reap it when it exits.
@@ -556,13 +635,20 @@ describe('security contexts', () => {
       sc: { namespace_options: { pid: 'POD' } },
     });
     assert.equal(kv(z.stdout).checked, 'yes', `the zombie check ran: ${JSON.stringify(z.stdout)}`);
-    assert.deepEqual(z.stdout.filter((l) => l.startsWith('zombie=')), [], 'no zombie in the shared PID namespace after an orphan exited');
+    assert.deepEqual(
+      z.stdout.filter((l) => l.startsWith('zombie=')),
+      [],
+      'no zombie in the shared PID namespace after an orphan exited',
+    );
 
     // The main pod's containers each get their own (namespace_options.pid CONTAINER).
     const c = await start({ name: 'pid-c', command: ['sh', '-c', 'exec sleep 4243'] });
     await waitForState(cri(), c, 'CONTAINER_RUNNING');
     const d = await runToExit({ name: 'pid-d', command: script('ps -o pid,args; echo self=$$'), sc: { namespace_options: { pid: 'CONTAINER' } } });
-    assert.ok(!d.stdout.some((l) => /sleep 424[23]/.test(l)), `container D with its own pid namespace must not see sleep 4242/4243: saw ${JSON.stringify(d.stdout)}`);
+    assert.ok(
+      !d.stdout.some((l) => /sleep 424[23]/.test(l)),
+      `container D with its own pid namespace must not see sleep 4242/4243: saw ${JSON.stringify(d.stdout)}`,
+    );
     assert.equal(kv(d.stdout).self, '1', `D is pid 1 of its own namespace: saw ${JSON.stringify(d.stdout)}`);
 
     for (const id of [a, c, orphaner]) {
@@ -585,8 +671,12 @@ describe('security contexts', () => {
       command: script('echo port=$(cat /proc/sys/net/ipv4/ip_unprivileged_port_start); echo shm=$(cat /proc/sys/kernel/shm_rmid_forced)'),
     });
     assert.deepEqual(kv(r.stdout), want, `sysctls read inside the pod (stderr ${JSON.stringify(r.stderr)})`);
-    assert.equal(fs.readFileSync('/proc/sys/net/ipv4/ip_unprivileged_port_start', 'utf8').trim(), hostPort, 'the host\'s ip_unprivileged_port_start is unchanged');
-    assert.equal(fs.readFileSync('/proc/sys/kernel/shm_rmid_forced', 'utf8').trim(), hostShm, 'the host\'s shm_rmid_forced is unchanged');
+    assert.equal(
+      fs.readFileSync('/proc/sys/net/ipv4/ip_unprivileged_port_start', 'utf8').trim(),
+      hostPort,
+      "the host's ip_unprivileged_port_start is unchanged",
+    );
+    assert.equal(fs.readFileSync('/proc/sys/kernel/shm_rmid_forced', 'utf8').trim(), hostShm, "the host's shm_rmid_forced is unchanged");
     await removePod(pod);
   });
 
@@ -609,7 +699,7 @@ describe('security contexts', () => {
     assert.ok(refusal, 'a refusal of vm.swappiness at RunPodSandbox or CreateContainer');
     t.diagnostic(`refused at ${refusal}`);
     assert.match(refusal, /vm\.swappiness/, `the refusal names the sysctl: ${refusal}`);
-    assert.equal(fs.readFileSync('/proc/sys/vm/swappiness', 'utf8').trim(), host, 'the host\'s vm.swappiness is unchanged');
+    assert.equal(fs.readFileSync('/proc/sys/vm/swappiness', 'utf8').trim(), host, "the host's vm.swappiness is unchanged");
   });
 
   // ---- runtime features and user namespaces ------------------------------------------------
@@ -618,8 +708,16 @@ describe('security contexts', () => {
     const res = await cri().runtime.Status({ verbose: false });
     assert.ok(res.runtime_handlers.length > 0, `runtime_handlers: saw ${JSON.stringify(res.runtime_handlers)}`);
     for (const h of res.runtime_handlers) {
-      assert.equal(h.features?.user_namespaces, true, `handler ${JSON.stringify(h.name)}: user_namespaces (idmapped layers probe on kernel 6.18): saw ${JSON.stringify(h.features)}`);
-      assert.equal(h.features.recursive_read_only_mounts, true, `handler ${JSON.stringify(h.name)}: recursive_read_only_mounts (made by the daemon on kernel 6.18): saw ${JSON.stringify(h.features)}`);
+      assert.equal(
+        h.features?.user_namespaces,
+        true,
+        `handler ${JSON.stringify(h.name)}: user_namespaces (idmapped layers probe on kernel 6.18): saw ${JSON.stringify(h.features)}`,
+      );
+      assert.equal(
+        h.features.recursive_read_only_mounts,
+        true,
+        `handler ${JSON.stringify(h.name)}: recursive_read_only_mounts (made by the daemon on kernel 6.18): saw ${JSON.stringify(h.features)}`,
+      );
     }
   });
 
@@ -669,7 +767,13 @@ describe('security contexts', () => {
       }
       // cgroup v1 counts a refused fork in pids.events of the forking task's cgroup (the
       // container's, below the pod's), not of the ancestor whose limit refused it.
-      const events = [pidsDir, ...fs.readdirSync(pidsDir, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => path.join(pidsDir, e.name))]
+      const events = [
+        pidsDir,
+        ...fs
+          .readdirSync(pidsDir, { withFileTypes: true })
+          .filter((e) => e.isDirectory())
+          .map((e) => path.join(pidsDir, e.name)),
+      ]
         .map((d) => `${path.basename(d)}: ${fs.readFileSync(path.join(d, 'pids.events'), 'utf8').trim()}`)
         .join(', ');
       t.diagnostic(`pids.current peak ${peak}, pids.events "${events}", slowest Version ${versionMax} ms`);
@@ -681,17 +785,30 @@ describe('security contexts', () => {
       await cri().runtime.StopContainer({ container_id: id, timeout: 1 });
       const st = await waitForState(cri(), id, 'CONTAINER_EXITED');
       t.diagnostic(`stopped in ${Date.now() - t0} ms: ${show(st)}`);
-      await waitFor('the fork bomb to be gone from its cgroup', () => (Number(fs.readFileSync(path.join(pidsDir, 'pids.current'), 'utf8')) === 0 ? true : undefined), 10_000, () => fs.readFileSync(path.join(pidsDir, 'pids.current'), 'utf8'));
+      await waitFor(
+        'the fork bomb to be gone from its cgroup',
+        () => (Number(fs.readFileSync(path.join(pidsDir, 'pids.current'), 'utf8')) === 0 ? true : undefined),
+        10_000,
+        () => fs.readFileSync(path.join(pidsDir, 'pids.current'), 'utf8'),
+      );
     } finally {
-      await cri().runtime.StopContainer({ container_id: id, timeout: 1 }).catch(() => undefined);
-      await cri().runtime.RemoveContainer({ container_id: id }).catch(() => undefined);
+      await cri()
+        .runtime.StopContainer({ container_id: id, timeout: 1 })
+        .catch(() => undefined);
+      await cri()
+        .runtime.RemoveContainer({ container_id: id })
+        .catch(() => undefined);
       await removePod(pod);
     }
     if (fs.existsSync(pidsDir)) fs.rmdirSync(pidsDir);
   });
 
   test('a memory hog over its 32 MiB limit is OOMKilled', async () => {
-    const id = await start({ name: 'hog', command: ['sh', '-c', 'x=$(head -c 256m /dev/zero | tr "\\0" a)'], opts: { resources: { memory_limit_in_bytes: String(32 * MiB) } } });
+    const id = await start({
+      name: 'hog',
+      command: ['sh', '-c', 'x=$(head -c 256m /dev/zero | tr "\\0" a)'],
+      opts: { resources: { memory_limit_in_bytes: String(32 * MiB) } },
+    });
     const st = await waitForState(cri(), id, 'CONTAINER_EXITED', 30_000);
     assert.equal(st.reason, 'OOMKilled', `reason: expected OOMKilled, saw ${show(st)}\n${daemonLog(id)}`);
     assert.notEqual(st.exit_code, 0, `exit_code: saw ${show(st)}`);
@@ -702,11 +819,21 @@ describe('security contexts', () => {
 
   test('after removing every pod: no mounts, netns pins, conmon, cgroups or iptables rules remain', async (t) => {
     for (const id of tracked.podIds) {
-      await cri().runtime.StopPodSandbox({ pod_sandbox_id: id }).catch((e: unknown) => t.diagnostic(`StopPodSandbox ${id}: ${String(e)}`));
+      await cri()
+        .runtime.StopPodSandbox({ pod_sandbox_id: id })
+        .catch((e: unknown) => t.diagnostic(`StopPodSandbox ${id}: ${String(e)}`));
       await cri().runtime.RemovePodSandbox({ pod_sandbox_id: id });
     }
-    assert.deepEqual((await cri().runtime.ListContainers({})).containers.map((c) => `${c.id} ${c.metadata?.name} ${c.state}`), [], 'ListContainers after removing every pod');
-    assert.deepEqual((await cri().runtime.ListPodSandbox({})).items.map((p) => `${p.id} ${p.metadata?.name}`), [], 'ListPodSandbox after removing every pod');
+    assert.deepEqual(
+      (await cri().runtime.ListContainers({})).containers.map((c) => `${c.id} ${c.metadata?.name} ${c.state}`),
+      [],
+      'ListContainers after removing every pod',
+    );
+    assert.deepEqual(
+      (await cri().runtime.ListPodSandbox({})).items.map((p) => `${p.id} ${p.metadata?.name}`),
+      [],
+      'ListPodSandbox after removing every pod',
+    );
     const leaks = await waitNoLeaks(scope(), baseline);
     assert.equal(describeLeaks(leaks), '', 'leftovers after every pod was removed');
     assert.deepEqual(cni.reservedIps(), [], `host-local reservations in ${cni.dataDir}`);

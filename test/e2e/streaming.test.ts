@@ -136,7 +136,12 @@ describe('streaming: exec and attach', { timeout: 180_000 }, () => {
     image = await pushImage(registry.host, 'streaming', 'v1', {
       layers: [
         await busyboxLayer(),
-        { entries: [{ type: 'dir', path: 'bin' }, ...['stty', 'tty', 'head', 'wc'].map((a) => ({ type: 'symlink' as const, path: `bin/${a}`, target: 'busybox' }))] },
+        {
+          entries: [
+            { type: 'dir', path: 'bin' },
+            ...['stty', 'tty', 'head', 'wc'].map((a) => ({ type: 'symlink' as const, path: `bin/${a}`, target: 'busybox' })),
+          ],
+        },
       ],
       config: { Env: ['PATH=/bin'], Cmd: ['/bin/sh'] },
     });
@@ -151,8 +156,12 @@ describe('streaming: exec and attach', { timeout: 180_000 }, () => {
   after(async () => {
     // Each is unset when before() failed ahead of it.
     if (daemon as Daemon | undefined) {
-      await cri().runtime.StopPodSandbox({ pod_sandbox_id: podId }, { timeoutMs: 30_000 }).catch(() => undefined);
-      await cri().runtime.RemovePodSandbox({ pod_sandbox_id: podId }, { timeoutMs: 30_000 }).catch(() => undefined);
+      await cri()
+        .runtime.StopPodSandbox({ pod_sandbox_id: podId }, { timeoutMs: 30_000 })
+        .catch(() => undefined);
+      await cri()
+        .runtime.RemovePodSandbox({ pod_sandbox_id: podId }, { timeoutMs: 30_000 })
+        .catch(() => undefined);
       await daemon.stop();
     }
     await (registry as Registry | undefined)?.stop();

@@ -26,7 +26,17 @@ test('manifests/tscri.service passes systemd-analyze verify', () => {
   const r = spawnSync('systemd-analyze', ['verify', copy], { encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.stderr.trim(), '', 'verify should not warn');
-  for (const line of ['Type=notify', 'Delegate=yes', 'KillMode=process', 'LimitNOFILE=infinity', 'LimitNPROC=infinity', 'LimitCORE=infinity', 'TasksMax=infinity', 'OOMScoreAdjust=-999', 'Restart=always']) {
+  for (const line of [
+    'Type=notify',
+    'Delegate=yes',
+    'KillMode=process',
+    'LimitNOFILE=infinity',
+    'LimitNPROC=infinity',
+    'LimitCORE=infinity',
+    'TasksMax=infinity',
+    'OOMScoreAdjust=-999',
+    'Restart=always',
+  ]) {
     assert.ok(shipped.split('\n').includes(line), `${unit} should set ${line}`);
   }
 });
@@ -40,12 +50,18 @@ test('the daemon sends READY=1 on NOTIFY_SOCKET once the CRI socket serves', asy
     process.execPath,
     [
       path.join(repoRoot(), 'dist', 'src', 'main.js'),
-      '--listen', `unix://${sock}`,
-      '--root', path.join(base, 'root'),
-      '--state', path.join(base, 'state'),
-      '--registry-config-dir', path.join(base, 'registries'),
-      '--metrics-listen', '',
-      '--cni-conf-dir', path.join(base, 'net.d'),
+      '--listen',
+      `unix://${sock}`,
+      '--root',
+      path.join(base, 'root'),
+      '--state',
+      path.join(base, 'state'),
+      '--registry-config-dir',
+      path.join(base, 'registries'),
+      '--metrics-listen',
+      '',
+      '--cni-conf-dir',
+      path.join(base, 'net.d'),
     ],
     { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NOTIFY_SOCKET: notifyPath } },
   );

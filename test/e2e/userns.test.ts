@@ -213,7 +213,11 @@ describe('user namespaces (hostUsers: false)', { timeout: 240_000 }, () => {
     // What it writes lands in its upper dir with the mapped owners; a copied-up file too.
     await ok(['sh', '-c', 'echo new > /created && echo more >> /etc/passwd && echo app >> /home/app/own']);
     const upper = path.join(daemon.root, 'containers', id, 'upper');
-    for (const [f, uid] of [['created', HOST_ID], ['etc/passwd', HOST_ID], ['home/app/own', HOST_ID + APP_UID]] as const) {
+    for (const [f, uid] of [
+      ['created', HOST_ID],
+      ['etc/passwd', HOST_ID],
+      ['home/app/own', HOST_ID + APP_UID],
+    ] as const) {
       const st = fs.statSync(path.join(upper, f));
       assert.deepEqual([st.uid, st.gid], [uid, uid], `host owner of ${f} in the upper dir`);
     }
@@ -268,7 +272,7 @@ describe('user namespaces (hostUsers: false)', { timeout: 240_000 }, () => {
     const podId = await runPod(pod);
     const sub = path.join(volume, 'sub');
     fs.mkdirSync(sub, { recursive: true });
-    assert.equal(spawnSync('mount', ['-t', 'tmpfs', '-o', 'mode=0755', 'tmpfs', sub]).status, 0, 'tmpfs on the volume\'s sub dir');
+    assert.equal(spawnSync('mount', ['-t', 'tmpfs', '-o', 'mode=0755', 'tmpfs', sub]).status, 0, "tmpfs on the volume's sub dir");
     try {
       fs.writeFileSync(path.join(sub, 'in-submount'), 's\n');
       const ref = image.tagRef;
@@ -314,7 +318,10 @@ describe('user namespaces (hostUsers: false)', { timeout: 240_000 }, () => {
     const out = logLines(readCriLog(path.join(pod.log_directory, config.log_path)), 'stdout');
     assert.deepEqual(mapLines(out[0] ?? ''), [`0 ${HOST_ID} ${LENGTH}`], out.join('\n'));
     // pid 1 is the pod's holder, not this container.
-    assert.ok(out.some((l) => /^\s*1\s+sh$/.test(l)), out.join('\n'));
+    assert.ok(
+      out.some((l) => /^\s*1\s+sh$/.test(l)),
+      out.join('\n'),
+    );
     await cri().runtime.StopPodSandbox({ pod_sandbox_id: podId });
     await cri().runtime.RemovePodSandbox({ pod_sandbox_id: podId });
   });

@@ -94,13 +94,19 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
       '--max-semi-space-size=1',
       ...(opts.nodeArgs ?? []),
       mainJs(),
-      '--listen', `unix://${socket}`,
-      '--root', root,
-      '--state', state,
-      '--registry-config-dir', registryConfigDir,
+      '--listen',
+      `unix://${socket}`,
+      '--root',
+      root,
+      '--state',
+      state,
+      '--registry-config-dir',
+      registryConfigDir,
       // Port 0 so that several daemons (and a host tscri) never fight over a metrics port.
-      '--metrics-listen', '127.0.0.1:0',
-      '--log-level', opts.logLevel ?? 'debug',
+      '--metrics-listen',
+      '127.0.0.1:0',
+      '--log-level',
+      opts.logLevel ?? 'debug',
     ];
     if (configFile) args.push('--config', configFile);
     log += `--- spawn: node ${args.join(' ')}\n`;

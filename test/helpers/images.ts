@@ -221,7 +221,11 @@ export function busyboxEntries(): LayerEntry[] {
     { type: 'file', path: 'bin/busybox', content: fs.readFileSync(BUSYBOX_PATH), mode: 0o755 },
     ...BUSYBOX_APPLETS.map((a): LayerEntry => ({ type: 'symlink', path: `bin/${a}`, target: 'busybox' })),
     { type: 'dir', path: 'etc' },
-    { type: 'file', path: 'etc/passwd', content: 'root:x:0:0:root:/root:/bin/sh\napp:x:1234:1234:app:/home/app:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' },
+    {
+      type: 'file',
+      path: 'etc/passwd',
+      content: 'root:x:0:0:root:/root:/bin/sh\napp:x:1234:1234:app:/home/app:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n',
+    },
     { type: 'file', path: 'etc/group', content: 'root:x:0:\napp:x:1234:\nnogroup:x:65534:\n' },
     { type: 'dir', path: 'tmp', mode: 0o1777 },
   ];
@@ -360,7 +364,11 @@ export class RegistryClient {
 
   async getManifest(repo: string, reference: string): Promise<{ body: Buffer; mediaType: string; digest: string | null }> {
     const accept = [MEDIA.ociManifest, MEDIA.ociIndex, MEDIA.dockerManifest, MEDIA.dockerList].join(', ');
-    const res = await this.expect(await this.request('GET', `/v2/${repo}/manifests/${reference}`, { headers: { accept }, scopeKey: repo }), [200], `getting manifest ${repo}:${reference}`);
+    const res = await this.expect(
+      await this.request('GET', `/v2/${repo}/manifests/${reference}`, { headers: { accept }, scopeKey: repo }),
+      [200],
+      `getting manifest ${repo}:${reference}`,
+    );
     return { body: Buffer.from(await res.arrayBuffer()), mediaType: res.headers.get('content-type') ?? '', digest: res.headers.get('docker-content-digest') };
   }
 

@@ -168,7 +168,7 @@ export function newLeaks(baseline: LeakSnapshot, now: LeakSnapshot): Partial<Lea
 /** A readable report, or '' when nothing leaked. */
 export function describeLeaks(leaks: Partial<LeakSnapshot>): string {
   return Object.entries(leaks)
-    .map(([k, v]) => `${k}:\n  ${(v).join('\n  ')}`)
+    .map(([k, v]) => `${k}:\n  ${v.join('\n  ')}`)
     .join('\n');
 }
 
@@ -193,7 +193,10 @@ export async function waitNoLeaks(scope: LeakScope, baseline: LeakSnapshot = EMP
  * leaves nothing on the machine. The files' last test is what asserts a clean run.
  */
 export async function removePodsAndLeftovers(
-  runtime: { StopPodSandbox(req: { pod_sandbox_id: string }, opts?: { timeoutMs?: number }): Promise<unknown>; RemovePodSandbox(req: { pod_sandbox_id: string }, opts?: { timeoutMs?: number }): Promise<unknown> },
+  runtime: {
+    StopPodSandbox(req: { pod_sandbox_id: string }, opts?: { timeoutMs?: number }): Promise<unknown>;
+    RemovePodSandbox(req: { pod_sandbox_id: string }, opts?: { timeoutMs?: number }): Promise<unknown>;
+  },
   podIds: Iterable<string>,
   scope: LeakScope,
 ): Promise<void> {

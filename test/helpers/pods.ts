@@ -79,7 +79,10 @@ export function makeCniFixture(net: TestNetwork = E2E_NETWORK): CniFixture {
     reservedIps() {
       const dir = path.join(dataDir, net.name);
       if (!fs.existsSync(dir)) return [];
-      return fs.readdirSync(dir).filter((n) => /^\d+\.\d+\.\d+\.\d+$/.test(n)).sort();
+      return fs
+        .readdirSync(dir)
+        .filter((n) => /^\d+\.\d+\.\d+\.\d+$/.test(n))
+        .sort();
     },
     remove() {
       deleteBridge(net.bridge);
@@ -98,13 +101,15 @@ export function deleteBridge(bridge = BRIDGE): void {
 
 /** The daemon config for the test network; `extra` lines are appended as they are. */
 export function daemonConfig(cni: CniFixture, extra: string[] = []): string {
-  return [
-    `cni_conf_dir = ${JSON.stringify(cni.confDir)}`,
-    'cni_bin_dirs = ["/usr/lib/cni"]',
-    'restrict_oom_score_adj = true',
-    'cgroup_driver = "cgroupfs"',
-    ...extra,
-  ].join('\n') + '\n';
+  return (
+    [
+      `cni_conf_dir = ${JSON.stringify(cni.confDir)}`,
+      'cni_bin_dirs = ["/usr/lib/cni"]',
+      'restrict_oom_score_adj = true',
+      'cgroup_driver = "cgroupfs"',
+      ...extra,
+    ].join('\n') + '\n'
+  );
 }
 
 // ---- image ---------------------------------------------------------------------------------
@@ -216,7 +221,12 @@ export async function runContainer(cri: CriClient, podId: string, pod: PodSandbo
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** Polls `check` until it returns a value other than undefined; fails naming `what` and the last value seen. */
-export async function waitFor<T>(what: string, check: () => Promise<T | undefined> | T | undefined, timeoutMs = 10_000, describeLast?: () => string): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  check: () => Promise<T | undefined> | T | undefined,
+  timeoutMs = 10_000,
+  describeLast?: () => string,
+): Promise<T> {
   const until = Date.now() + timeoutMs;
   let lastErr = '';
   for (;;) {
@@ -227,7 +237,9 @@ export async function waitFor<T>(what: string, check: () => Promise<T | undefine
       lastErr = String(err);
     }
     if (Date.now() > until) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${describeLast ? `; last seen: ${describeLast()}` : ''}${lastErr ? `; last error: ${lastErr}` : ''}`);
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${describeLast ? `; last seen: ${describeLast()}` : ''}${lastErr ? `; last error: ${lastErr}` : ''}`,
+      );
     }
     await sleep(100);
   }
@@ -368,5 +380,9 @@ export function tailLog(text: string, lines = 80): string {
 
 /** The lines of a daemon log that mention `needle` (an id), for failure messages. */
 export function logAround(text: string, needle: string, max = 40): string {
-  return text.split('\n').filter((l) => l.includes(needle)).slice(-max).join('\n');
+  return text
+    .split('\n')
+    .filter((l) => l.includes(needle))
+    .slice(-max)
+    .join('\n');
 }

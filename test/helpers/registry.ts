@@ -64,7 +64,10 @@ function parseScope(scope: string): Access | undefined {
   return {
     type: scope.slice(0, first),
     name: scope.slice(first + 1, last),
-    actions: scope.slice(last + 1).split(',').filter(Boolean),
+    actions: scope
+      .slice(last + 1)
+      .split(',')
+      .filter(Boolean),
   };
 }
 
@@ -206,21 +209,15 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Registr
     if (opts.tokenAuth) {
       const keyFile = path.join(base, 'token.key');
       const certFile = path.join(base, 'token.crt');
-      execFileSync('openssl', [
-        'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', keyFile, '-out', certFile,
-        '-days', '2', '-subj', '/CN=tscri-test-token-issuer',
-      ], { stdio: ['ignore', 'ignore', 'pipe'] });
+      execFileSync(
+        'openssl',
+        ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', keyFile, '-out', certFile, '-days', '2', '-subj', '/CN=tscri-test-token-issuer'],
+        { stdio: ['ignore', 'ignore', 'pipe'] },
+      );
       const service = `tscri-test-registry-${port}`;
       const issuer = 'tscri-test-token-issuer';
       tokens = await startTokenServer(opts.tokenAuth, service, issuer, fs.readFileSync(keyFile, 'utf8'), fs.readFileSync(certFile, 'utf8'));
-      lines.push(
-        'auth:',
-        '  token:',
-        `    realm: ${tokens.realm}`,
-        `    service: ${service}`,
-        `    issuer: ${issuer}`,
-        `    rootcertbundle: ${certFile}`,
-      );
+      lines.push('auth:', '  token:', `    realm: ${tokens.realm}`, `    service: ${service}`, `    issuer: ${issuer}`, `    rootcertbundle: ${certFile}`);
       auth = { realm: tokens.realm, service, ...opts.tokenAuth };
     }
     const configFile = path.join(base, 'config.yml');

@@ -150,7 +150,8 @@ describe('acceptConnection: the socket itself for a valid authority, the rewriti
     const cri = loadCri();
     server = new grpc.Server();
     server.addService(cri.runtime.v1.RuntimeService.service, {
-      Version: (_call: unknown, cb: grpc.sendUnaryData<object>) => cb(null, { version: '0.1.0', runtime_name: 'test', runtime_version: '1', runtime_api_version: 'v1' }),
+      Version: (_call: unknown, cb: grpc.sendUnaryData<object>) =>
+        cb(null, { version: '0.1.0', runtime_name: 'test', runtime_version: '1', runtime_api_version: 'v1' }),
     });
     const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
     listener = net.createServer((socket) =>
@@ -227,7 +228,10 @@ describe('acceptConnection: the socket itself for a valid authority, the rewriti
   }
 
   test('a client that waits for the server preface gets it, then is served: natively, or through the rewrite', async () => {
-    for (const [authority, native] of [['localhost', true], [sock, false]] as const) {
+    for (const [authority, native] of [
+      ['localhost', true],
+      [sock, false],
+    ] as const) {
       const before = handed.length;
       const types = await waitingClient(authority);
       assert.ok(!types.includes(7) && !types.includes(3), `${authority}: no GOAWAY or RST_STREAM, saw frame types ${types.join(',')}`);

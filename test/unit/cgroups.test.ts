@@ -200,10 +200,7 @@ test('cgroupsPath for each driver', () => {
   assert.equal(containerCgroupsPath('kubepods', 'abc', 'cgroupfs'), '/kubepods/abc');
   assert.equal(containerCgroupsPath('/../../etc', 'abc', 'cgroupfs'), '/etc/abc');
   assert.equal(containerCgroupsPath('', 'abc', 'systemd'), 'system.slice:tscri:abc');
-  assert.equal(
-    containerCgroupsPath('kubepods-burstable-pod12.slice', 'abc', 'systemd'),
-    'kubepods-burstable-pod12.slice:tscri:abc',
-  );
+  assert.equal(containerCgroupsPath('kubepods-burstable-pod12.slice', 'abc', 'systemd'), 'kubepods-burstable-pod12.slice:tscri:abc');
   assert.equal(
     containerCgroupsPath('/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod12.slice', 'abc', 'systemd'),
     'kubepods-burstable-pod12.slice:tscri:abc',
@@ -214,10 +211,7 @@ test('cgroupsPath for each driver', () => {
   assert.equal(expandSlice('kubepods-burstable-pod12.slice'), '/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod12.slice');
   assert.equal(expandSlice('-.slice'), '/');
   assert.throws(() => expandSlice('a--b.slice'), /invalid systemd slice/);
-  assert.equal(
-    cgroupRelativePath('kubepods-besteffort.slice:tscri:abc', 'systemd'),
-    '/kubepods.slice/kubepods-besteffort.slice/tscri-abc.scope',
-  );
+  assert.equal(cgroupRelativePath('kubepods-besteffort.slice:tscri:abc', 'systemd'), '/kubepods.slice/kubepods-besteffort.slice/tscri-abc.scope');
   assert.equal(cgroupRelativePath('/tscri/abc', 'cgroupfs'), '/tscri/abc');
 });
 

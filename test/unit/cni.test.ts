@@ -71,7 +71,13 @@ describe('CNI config parsing (no root)', () => {
       writeFileSync(path.join(dir, '20-b.conflist'), JSON.stringify({ cniVersion: '1.0.0', name: 'second', plugins: [{ type: 'bridge' }] }));
       writeFileSync(path.join(dir, '10-a.conf'), JSON.stringify({ cniVersion: '1.0.0', name: 'first', type: 'bridge' }));
       writeFileSync(path.join(dir, '00-ignored.txt'), 'not a config');
-      const cni = new Cni({ confDir: dir, binDirs: BIN_DIRS, cacheDir: path.join(dir, 'cache'), defaultNetwork: { name: 'def', bridge: 'x', subnet: '10.97.9.0/24' }, log });
+      const cni = new Cni({
+        confDir: dir,
+        binDirs: BIN_DIRS,
+        cacheDir: path.join(dir, 'cache'),
+        defaultNetwork: { name: 'def', bridge: 'x', subnet: '10.97.9.0/24' },
+        log,
+      });
       await cni.load();
       assert.equal(cni.networkName(), 'first');
       if (haveBridge) assert.equal(cni.status().ready, true, cni.status().message);
@@ -122,7 +128,15 @@ describe('CNI plugins on this host (root)', { skip: !isRoot || !haveBridge ? 'ne
   function args(ns: string, extra: Partial<PodNetworkArgs> = {}): PodNetworkArgs {
     const id = podId();
     podIdsUsed.push(id);
-    return { podId: id, netns: `/run/netns/${ns}`, podName: `pod-${ns.slice(-2)}`, podNamespace: 'default', podUid: `uid-${id.slice(0, 8)}`, portMappings: [], ...extra };
+    return {
+      podId: id,
+      netns: `/run/netns/${ns}`,
+      podName: `pod-${ns.slice(-2)}`,
+      podNamespace: 'default',
+      podUid: `uid-${id.slice(0, 8)}`,
+      portMappings: [],
+      ...extra,
+    };
   }
   function leasedIps(dir: string): string[] {
     if (!existsSync(dir)) return [];
@@ -159,7 +173,13 @@ describe('CNI plugins on this host (root)', { skip: !isRoot || !haveBridge ? 'ne
         ],
       }),
     );
-    cni = new Cni({ confDir, binDirs: BIN_DIRS, cacheDir: path.join(work, 'cache'), defaultNetwork: { name: 'unused', bridge: 'tscri-unused', subnet: '10.97.8.0/24' }, log });
+    cni = new Cni({
+      confDir,
+      binDirs: BIN_DIRS,
+      cacheDir: path.join(work, 'cache'),
+      defaultNetwork: { name: 'unused', bridge: 'tscri-unused', subnet: '10.97.8.0/24' },
+      log,
+    });
   });
 
   after(() => {
@@ -254,10 +274,12 @@ describe('CNI plugins on this host (root)', { skip: !isRoot || !haveBridge ? 'ne
     const name = `tscri-cni-test-${suffix}-late`;
     const late = args(name);
     // The namespace does not exist yet when setup is called, as in RunPodSandbox.
-    const ready = new Promise<void>((resolve) => setTimeout(() => {
-      newNetns('late');
-      resolve();
-    }, 200));
+    const ready = new Promise<void>((resolve) =>
+      setTimeout(() => {
+        newNetns('late');
+        resolve();
+      }, 200),
+    );
     const res = await cni.setup(late, ready);
     assert.match(res.ips[0] ?? '', /^10\.97\.0\.\d+$/);
     assert.ok(sh('ip', ['-n', name, '-4', 'addr', 'show', 'eth0']).includes(`inet ${res.ips[0]}/24`));
@@ -287,12 +309,24 @@ describe('CNI plugins on this host (root)', { skip: !isRoot || !haveBridge ? 'ne
         cniVersion: '1.0.0',
         name: 'tscri-fail',
         plugins: [
-          { type: 'bridge', bridge: 'tscri-t0', isGateway: true, ipMasq: false, ipam: { type: 'host-local', ranges: [[{ subnet: SUBNET }]], routes: [{ dst: SUBNET }], dataDir: failIpam } },
+          {
+            type: 'bridge',
+            bridge: 'tscri-t0',
+            isGateway: true,
+            ipMasq: false,
+            ipam: { type: 'host-local', ranges: [[{ subnet: SUBNET }]], routes: [{ dst: SUBNET }], dataDir: failIpam },
+          },
           { type: 'tuning', sysctl: { 'net.ipv4.conf.eth0.no_such_sysctl_tscri': '1' } },
         ],
       }),
     );
-    const failing = new Cni({ confDir: dir, binDirs: BIN_DIRS, cacheDir: path.join(work, 'cache-fail'), defaultNetwork: { name: 'x', bridge: 'x', subnet: '10.97.8.0/24' }, log });
+    const failing = new Cni({
+      confDir: dir,
+      binDirs: BIN_DIRS,
+      cacheDir: path.join(work, 'cache-fail'),
+      defaultNetwork: { name: 'x', bridge: 'x', subnet: '10.97.8.0/24' },
+      log,
+    });
     await failing.load();
     assert.ok(failing.status().ready, failing.status().message);
     const ns = newNetns('f');
@@ -316,12 +350,24 @@ describe('CNI plugins on this host (root)', { skip: !isRoot || !haveBridge ? 'ne
         cniVersion: '0.3.1',
         name: 'tscri-old',
         plugins: [
-          { type: 'bridge', bridge: 'tscri-t0', isGateway: true, ipMasq: false, ipam: { type: 'host-local', subnet: SUBNET, routes: [{ dst: SUBNET }], dataDir: oldIpam } },
+          {
+            type: 'bridge',
+            bridge: 'tscri-t0',
+            isGateway: true,
+            ipMasq: false,
+            ipam: { type: 'host-local', subnet: SUBNET, routes: [{ dst: SUBNET }], dataDir: oldIpam },
+          },
           { type: 'portmap', capabilities: { portMappings: true } },
         ],
       }),
     );
-    const old = new Cni({ confDir: dir, binDirs: BIN_DIRS, cacheDir: path.join(work, 'cache-031'), defaultNetwork: { name: 'x', bridge: 'x', subnet: '10.97.8.0/24' }, log });
+    const old = new Cni({
+      confDir: dir,
+      binDirs: BIN_DIRS,
+      cacheDir: path.join(work, 'cache-031'),
+      defaultNetwork: { name: 'x', bridge: 'x', subnet: '10.97.8.0/24' },
+      log,
+    });
     await old.load();
     const ns = newNetns('o');
     const p = args(ns, { portMappings: [{ hostPort: 18082, containerPort: 80, protocol: 'udp' }] });
@@ -432,4 +478,3 @@ function cleanIptables(ids: string[], natBefore: string): void {
   }
   removeHostportChainsCreatedSince(natBefore);
 }
-

@@ -85,9 +85,15 @@ test('an unknown key is an error naming the key and the file', () => {
   const dir = tempDir('tscri-config-');
   const file = path.join(dir, 'config.toml');
   writeFileSync(file, 'log_levle = "debug"\n');
-  assert.throws(() => loadConfig(['--config', file]), (err: Error) => err.message.includes(file) && err.message.includes('"log_levle"'));
+  assert.throws(
+    () => loadConfig(['--config', file]),
+    (err: Error) => err.message.includes(file) && err.message.includes('"log_levle"'),
+  );
   writeFileSync(file, '[runtimes.runc]\npath = "/usr/sbin/runc"\n');
-  assert.throws(() => loadConfig(['--config', file]), (err: Error) => err.message.includes(file) && err.message.includes('runtimes.runc'));
+  assert.throws(
+    () => loadConfig(['--config', file]),
+    (err: Error) => err.message.includes(file) && err.message.includes('runtimes.runc'),
+  );
   writeFileSync(file, '[runtime]\nrunc = "runc"\n');
   assert.throws(() => loadConfig(['--config', file]), /unknown key "runtime"/);
   // The command exits 2 and says so on stderr, before serving anything.

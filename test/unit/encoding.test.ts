@@ -73,7 +73,12 @@ test('ListContainersResponse from kept items: the same bytes as encoding the who
   const pod = sandbox(1);
   const recs = [container(1, pod.id), container(2, pod.id), container(3, pod.id)];
   recs[2].phase = 'exited';
-  const mine = new MessageBuilder().repeated(1, recs.map((r) => enc.container.get(r))).finish();
+  const mine = new MessageBuilder()
+    .repeated(
+      1,
+      recs.map((r) => enc.container.get(r)),
+    )
+    .finish();
   const whole = runtime.ListContainers.responseSerialize({ containers: recs.map(toContainer) });
   assert.deepEqual(mine, Buffer.from(whole));
   assert.deepEqual(new MessageBuilder().repeated(1, []).finish(), Buffer.from(runtime.ListContainers.responseSerialize({ containers: [] })));
@@ -83,7 +88,12 @@ test('ListPodSandboxResponse and ContainerStatusResponse from kept items match t
   const pods = [sandbox(1), sandbox(2)];
   pods[1].phase = 'stopped';
   assert.deepEqual(
-    new MessageBuilder().repeated(1, pods.map((p) => enc.sandbox.get(p))).finish(),
+    new MessageBuilder()
+      .repeated(
+        1,
+        pods.map((p) => enc.sandbox.get(p)),
+      )
+      .finish(),
     Buffer.from(runtime.ListPodSandbox.responseSerialize({ items: pods.map(toPodSandbox) })),
   );
   const c = container(4, pods[0].id);
@@ -99,7 +109,10 @@ test('PodSandboxStatusResponse with its timestamp decodes to what the plain obje
   const ts = 1765000000999999999n;
   const bytes = new MessageBuilder()
     .bytes(1, enc.sandboxStatus.get(pod))
-    .repeated(3, cs.map((c) => enc.containerStatus.get(c)))
+    .repeated(
+      3,
+      cs.map((c) => enc.containerStatus.get(c)),
+    )
     .int64(4, ts)
     .finish();
   const expected = runtime.PodSandboxStatus.responseSerialize({
@@ -118,7 +131,8 @@ test('a kept encoding follows its record: state, exit and resources changes re-e
   const pod = sandbox(4);
   const c = container(7, pod.id);
   const decodeStatus = (b: Buffer) =>
-    (runtime.ContainerStatus.responseDeserialize(new MessageBuilder().bytes(1, b).finish()) as { status: { state: string; exit_code: number; reason: string } }).status;
+    (runtime.ContainerStatus.responseDeserialize(new MessageBuilder().bytes(1, b).finish()) as { status: { state: string; exit_code: number; reason: string } })
+      .status;
   const first = enc.containerStatus.get(c);
   assert.equal(enc.containerStatus.get(c), first, 'unchanged record: the same bytes object');
   c.phase = 'exited';
@@ -127,11 +141,15 @@ test('a kept encoding follows its record: state, exit and resources changes re-e
   c.finishedAt = '1765000000423456789';
   const after = decodeStatus(enc.containerStatus.get(c));
   assert.deepEqual([after.state, after.exit_code, after.reason], ['CONTAINER_EXITED', 137, 'OOMKilled']);
-  const listed = runtime.ListContainers.responseDeserialize(new MessageBuilder().repeated(1, [enc.container.get(c)]).finish()) as { containers: { state: string }[] };
+  const listed = runtime.ListContainers.responseDeserialize(new MessageBuilder().repeated(1, [enc.container.get(c)]).finish()) as {
+    containers: { state: string }[];
+  };
   assert.equal(listed.containers[0].state, 'CONTAINER_EXITED');
 
   pod.phase = 'stopped';
-  const listedPods = runtime.ListPodSandbox.responseDeserialize(new MessageBuilder().repeated(1, [enc.sandbox.get(pod)]).finish()) as { items: { state: string }[] };
+  const listedPods = runtime.ListPodSandbox.responseDeserialize(new MessageBuilder().repeated(1, [enc.sandbox.get(pod)]).finish()) as {
+    items: { state: string }[];
+  };
   assert.equal(listedPods.items[0].state, 'SANDBOX_NOTREADY');
 });
 

@@ -30,7 +30,12 @@ function v2Tree(controllers: string): string {
 
 test('a v2 tree: version 2, its controllers, and the driver needs systemd only for systemd', () => {
   const layout = readCgroupLayout(v2Tree('cpuset cpu io memory hugetlb pids rdma misc'));
-  assert.deepEqual(layout, { version: 2, hybrid: false, controllers: ['cpuset', 'cpu', 'io', 'memory', 'hugetlb', 'pids', 'rdma', 'misc'], unifiedControllers: [] });
+  assert.deepEqual(layout, {
+    version: 2,
+    hybrid: false,
+    controllers: ['cpuset', 'cpu', 'io', 'memory', 'hugetlb', 'pids', 'rdma', 'misc'],
+    unifiedControllers: [],
+  });
   assert.equal(probeCgroups(layout, 'cgroupfs', false).ok, true);
   const withSystemd = probeCgroups(layout, 'systemd', true);
   assert.equal(withSystemd.ok, true, withSystemd.detail);

@@ -42,18 +42,10 @@ test('no configuration: the default upstream, https unless local or insecure', a
 
 test("the lab's hosts.toml: a local server that is also a pull/resolve mirror", async () => {
   const dir = tempConfig({
-    'docker.io/hosts.toml': [
-      'server = "http://127.0.0.1:5000"',
-      '',
-      '[host."http://127.0.0.1:5000"]',
-      '  capabilities = ["pull", "resolve"]',
-      '',
-    ].join('\n'),
+    'docker.io/hosts.toml': ['server = "http://127.0.0.1:5000"', '', '[host."http://127.0.0.1:5000"]', '  capabilities = ["pull", "resolve"]', ''].join('\n'),
   });
   // The server repeats the mirror's URL: it is tried once, as the mirror.
-  assert.deepEqual(summary(await loadRegistryEndpoints(dir, 'docker.io', [])), [
-    { url: 'http://127.0.0.1:5000/v2', caps: 'pull,resolve', mirror: true },
-  ]);
+  assert.deepEqual(summary(await loadRegistryEndpoints(dir, 'docker.io', [])), [{ url: 'http://127.0.0.1:5000/v2', caps: 'pull,resolve', mirror: true }]);
 });
 
 test('mirrors keep file order, with per-host settings, before the server', async () => {
@@ -145,15 +137,19 @@ test('_default applies to hosts without a directory; host_port_ spelling is foun
     (await loadRegistryEndpoints(dir, 'quay.io', [])).map((e) => e.url),
     ['http://127.0.0.1:6000/v2', 'https://quay.io/v2'],
   );
-  assert.deepEqual((await loadRegistryEndpoints(dir, 'reg.lan:5000', [])).map((e) => e.url), ['http://10.0.0.1:5000/v2']);
+  assert.deepEqual(
+    (await loadRegistryEndpoints(dir, 'reg.lan:5000', [])).map((e) => e.url),
+    ['http://10.0.0.1:5000/v2'],
+  );
 });
 
 test('several roots separated by ":" are searched in order', async () => {
   const a = tempConfig({});
   const b = tempConfig({ 'ghcr.io/hosts.toml': 'server = "https://ghcr-mirror.example.com"\n' });
-  assert.deepEqual((await loadRegistryEndpoints(`${a}:${b}`, 'ghcr.io', [])).map((e) => e.url), [
-    'https://ghcr-mirror.example.com/v2',
-  ]);
+  assert.deepEqual(
+    (await loadRegistryEndpoints(`${a}:${b}`, 'ghcr.io', [])).map((e) => e.url),
+    ['https://ghcr-mirror.example.com/v2'],
+  );
 });
 
 test('a host directory without hosts.toml is read as a docker certs.d directory', async () => {

@@ -164,10 +164,7 @@ const escapes: Array<{ what: string; entries: Entry[]; bad: string }> = [
   {
     what: 'symlink parent',
     bad: 'lnk/evil',
-    entries: [
-      { header: { name: 'lnk', type: 'symlink', linkname: '@OUTSIDE@' } },
-      { header: { name: 'lnk/evil' }, content: 'x' },
-    ],
+    entries: [{ header: { name: 'lnk', type: 'symlink', linkname: '@OUTSIDE@' } }, { header: { name: 'lnk/evil' }, content: 'x' }],
   },
   {
     what: 'relative symlink parent',
@@ -186,26 +183,17 @@ const escapes: Array<{ what: string; entries: Entry[]; bad: string }> = [
   {
     what: 'hard link through symlink',
     bad: 'h',
-    entries: [
-      { header: { name: 'lnk', type: 'symlink', linkname: '@OUTSIDE@' } },
-      { header: { name: 'h', type: 'link', linkname: 'lnk/victim' } },
-    ],
+    entries: [{ header: { name: 'lnk', type: 'symlink', linkname: '@OUTSIDE@' } }, { header: { name: 'h', type: 'link', linkname: 'lnk/victim' } }],
   },
   {
     what: 'whiteout through symlink',
     bad: 'lnk/.wh.victim',
-    entries: [
-      { header: { name: 'lnk', type: 'symlink', linkname: '@OUTSIDE@' } },
-      { header: { name: 'lnk/.wh.victim' }, content: '' },
-    ],
+    entries: [{ header: { name: 'lnk', type: 'symlink', linkname: '@OUTSIDE@' } }, { header: { name: 'lnk/.wh.victim' }, content: '' }],
   },
   {
     what: 'opaque through symlink',
     bad: 'lnk/.wh..wh..opq',
-    entries: [
-      { header: { name: 'lnk', type: 'symlink', linkname: '@OUTSIDE@' } },
-      { header: { name: 'lnk/.wh..wh..opq' }, content: '' },
-    ],
+    entries: [{ header: { name: 'lnk', type: 'symlink', linkname: '@OUTSIDE@' } }, { header: { name: 'lnk/.wh..wh..opq' }, content: '' }],
   },
 ];
 
@@ -325,13 +313,7 @@ test('PAX xattr values are kept as raw bytes', needRoot, async () => {
     const value = Buffer.from([0x01, 0x00, 0x00, 0x02, 0x80, 0xff, 0xc3, 0x28]); // not UTF-8
     const rec = paxRecord('SCHILY.xattr.user.bin', value);
     const body = Buffer.from('data');
-    const buf = Buffer.concat([
-      rawHeader('PaxHeaders/f', 'x', rec.length),
-      padded(rec),
-      rawHeader('f', '0', body.length),
-      padded(body),
-      Buffer.alloc(1024),
-    ]);
+    const buf = Buffer.concat([rawHeader('PaxHeaders/f', 'x', rec.length), padded(rec), rawHeader('f', '0', body.length), padded(body), Buffer.alloc(1024)]);
     await unpackLayer(chunked(buf, 100), dest);
     assert.deepEqual(lgetxattr(path.join(dest, 'f'), 'user.bin'), value);
     assert.equal(fs.readFileSync(path.join(dest, 'f'), 'utf8'), 'data');

@@ -1,16 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { test } from 'node:test';
-import {
-  MediaType,
-  chainIds,
-  checkConfigMediaType,
-  detectMediaType,
-  parseConfig,
-  parseIndex,
-  parseManifest,
-  selectPlatform,
-} from '../../src/image/manifest';
+import { MediaType, chainIds, checkConfigMediaType, detectMediaType, parseConfig, parseIndex, parseManifest, selectPlatform } from '../../src/image/manifest';
 import { compressionOf } from '../../src/image/layer_streams';
 
 const d = (c: string): string => `sha256:${c.repeat(64)}`;
@@ -89,7 +80,8 @@ test('layers and configs of a type that is not an image are refused, naming the 
   checkConfigMediaType(manifest(MediaType.dockerConfig), 'm');
   assert.throws(
     () => checkConfigMediaType(manifest('application/vnd.cncf.helm.config.v1+json'), 'manifest z'),
-    (err: Error) => err.name === 'InvalidArgumentError' && /manifest z: unsupported config media type "application\/vnd.cncf.helm.config.v1\+json"/.test(err.message),
+    (err: Error) =>
+      err.name === 'InvalidArgumentError' && /manifest z: unsupported config media type "application\/vnd.cncf.helm.config.v1\+json"/.test(err.message),
   );
 });
 

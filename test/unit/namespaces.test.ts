@@ -60,7 +60,10 @@ test('pinned namespaces are fresh, carry the hostname, and leave the daemon wher
   assert.deepEqual(Object.keys(ns).sort(), ['ipc', 'net', 'uts']);
   const rootMount = readMountInfo().filter((m) => m.mountPoint === root);
   assert.equal(rootMount.length, 1, 'the pin root should be one bind mount of itself');
-  assert.ok(rootMount[0].optional.some((o) => o.startsWith('shared:')), `pin root should be shared: ${rootMount[0].optional.join(',')}`);
+  assert.ok(
+    rootMount[0].optional.some((o) => o.startsWith('shared:')),
+    `pin root should be shared: ${rootMount[0].optional.join(',')}`,
+  );
   for (const p of pinPaths(ns)) assert.ok(isPinned(p), `${p} should be an nsfs mount`);
 
   const links = sh('nsenter', [`--net=${ns.net}`, 'ip', '-o', 'link', 'show']).split('\n');
@@ -114,15 +117,16 @@ test('20 pods pin quickly; unpin removes the mounts and is idempotent', opts, as
   }
   const sorted = [...times].sort((a, b) => a - b);
   const median = (sorted[9] + sorted[10]) / 2;
-  console.log(
-    `pinPodNamespaces(net+ipc+uts) x20: median ${median.toFixed(2)} ms, min ${sorted[0].toFixed(2)}, max ${sorted[19].toFixed(2)}`,
-  );
+  console.log(`pinPodNamespaces(net+ipc+uts) x20: median ${median.toFixed(2)} ms, min ${sorted[0].toFixed(2)}, max ${sorted[19].toFixed(2)}`);
   assert.equal(mountedUnder(root).filter((p) => /bench-/.test(p)).length, 60);
 
   const u0 = process.hrtime.bigint();
   for (const ns of pods) await unpinNamespaces(ns);
   console.log(`unpinNamespaces x20: ${(Number(process.hrtime.bigint() - u0) / 1e6 / 20).toFixed(2)} ms each`);
-  assert.deepEqual(mountedUnder(root).filter((p) => /bench-/.test(p)), []);
+  assert.deepEqual(
+    mountedUnder(root).filter((p) => /bench-/.test(p)),
+    [],
+  );
   for (const ns of pods) {
     for (const p of pinPaths(ns)) assert.equal(fs.existsSync(p), false, `${p} should be gone`);
   }

@@ -91,11 +91,7 @@ function logPathOf(id: string): string {
   return path.join(base, 'logs', `${id}.log`);
 }
 
-async function createStarted(
-  id: string,
-  args: string[],
-  resources: object = {},
-): Promise<{ pid: number }> {
+async function createStarted(id: string, args: string[], resources: object = {}): Promise<{ pid: number }> {
   const r = await rt.create({
     id,
     bundle: bundle(id, args, resources),
@@ -289,7 +285,7 @@ test('execSync returns output and exit codes, and times out promptly', opts, asy
   await rt.forget(id);
 });
 
-test('update changes a running container\'s limits and reopenLog recreates a rotated log', opts, async () => {
+test("update changes a running container's limits and reopenLog recreates a rotated log", opts, async () => {
   const id = newId('upd');
   await createStarted(id, ['sh', '-c', 'trap "exit 0" TERM; while :; do echo tick; sleep 0.1; done']);
   await rt.update(id, { pids: { limit: 42 } });
@@ -297,7 +293,7 @@ test('update changes a running container\'s limits and reopenLog recreates a rot
   assert.equal(pidsMax, '42');
 
   const log = logPathOf(id);
-  await waitFor('first log line', () => fs.existsSync(log) && fs.statSync(log).size > 0 ? true : undefined);
+  await waitFor('first log line', () => (fs.existsSync(log) && fs.statSync(log).size > 0 ? true : undefined));
   fs.renameSync(log, `${log}.1`);
   await rt.reopenLog(id);
   await waitFor('a line in the reopened log', () => /stdout F tick/.test(fs.readFileSync(log, 'utf8')) || undefined);
@@ -311,16 +307,13 @@ test('update changes a running container\'s limits and reopenLog recreates a rot
   await rt.forget(id);
 });
 
-test('a create that fails reports the runtime\'s message and leaves nothing behind', opts, async () => {
+test("a create that fails reports the runtime's message and leaves nothing behind", opts, async () => {
   const id = newId('bad');
   const dir = bundle(id, ['true'], {}, false);
-  await assert.rejects(
-    rt.create({ id, bundle: dir, logPath: logPathOf(id), stdin: false, stdinOnce: false, tty: false }),
-    (err: Error) => {
-      assert.match(err.message, new RegExp(`create container ${id}: runc create failed: .*no-such-rootfs`));
-      return true;
-    },
-  );
+  await assert.rejects(rt.create({ id, bundle: dir, logPath: logPathOf(id), stdin: false, stdinOnce: false, tty: false }), (err: Error) => {
+    assert.match(err.message, new RegExp(`create container ${id}: runc create failed: .*no-such-rootfs`));
+    return true;
+  });
   assert.equal(conmonsOf(id), '', 'conmon still running after a failed create');
   assert.equal(await rt.state(id), undefined);
   assert.equal(await rt.exitOf(id), undefined);

@@ -63,17 +63,18 @@ test('v2 writes use the v2 files and formats, and read back as asked', () => {
   assert.deepEqual(parseV2CpuMax(fs.readFileSync(path.join(dir, 'cpu.max'), 'utf8')), { quota: 60000, period: 100000 });
   assert.equal(parseV2Max(fs.readFileSync(path.join(dir, 'memory.max'), 'utf8')), 288 * MiB);
   // Lifting limits writes v2's "max".
-  assert.deepEqual(podLimitWrites({ cpuQuota: -1, memoryLimitBytes: -1 }, 2).map((w) => w.value), ['max 100000', 'max']);
+  assert.deepEqual(
+    podLimitWrites({ cpuQuota: -1, memoryLimitBytes: -1 }, 2).map((w) => w.value),
+    ['max 100000', 'max'],
+  );
 });
 
 test('v1 writes: period before quota, -1 for no limit', () => {
   const writes = podLimitWrites({ cpuShares: 640, cpuQuota: 60000, cpuPeriod: 100000, memoryLimitBytes: 288 * MiB }, 1);
-  assert.deepEqual(writes.map((w) => `${w.controller}/${w.file}=${w.value}`), [
-    'cpu/cpu.shares=640',
-    'cpu/cpu.cfs_period_us=100000',
-    'cpu/cpu.cfs_quota_us=60000',
-    `memory/memory.limit_in_bytes=${288 * MiB}`,
-  ]);
+  assert.deepEqual(
+    writes.map((w) => `${w.controller}/${w.file}=${w.value}`),
+    ['cpu/cpu.shares=640', 'cpu/cpu.cfs_period_us=100000', 'cpu/cpu.cfs_quota_us=60000', `memory/memory.limit_in_bytes=${288 * MiB}`],
+  );
   // -1 lifts a v1 limit (the kernel then shows its own maximum).
   assert.equal(parseV1CpuQuota(podLimitWrites({ cpuQuota: -1 }, 1)[0].value), undefined);
   assert.equal(podLimitWrites({ memoryLimitBytes: -1 }, 1)[0].value, '-1');

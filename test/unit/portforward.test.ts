@@ -8,12 +8,7 @@ import { Duplex, PassThrough } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import pino from 'pino';
 import { WebSocket, WebSocketServer } from 'ws';
-import {
-  servePortForwardSpdy,
-  servePortForwardWebSocket,
-  type PortForwardStream,
-  type SpdyLikeSession,
-} from '../../src/streaming/portforward';
+import { servePortForwardSpdy, servePortForwardWebSocket, type PortForwardStream, type SpdyLikeSession } from '../../src/streaming/portforward';
 import { connectInNetns, netnsConnectWorkerState, stopNetnsConnectWorker } from '../../src/sys/netns_connect';
 
 const isRoot = process.getuid?.() === 0;

@@ -1,16 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { InvalidArgumentError } from '../../src/errors';
-import {
-  formatReference,
-  isDigest,
-  isImageId,
-  manifestReference,
-  parseReference,
-  repository,
-  withDigest,
-  withTag,
-} from '../../src/image/reference';
+import { formatReference, isDigest, isImageId, manifestReference, parseReference, repository, withDigest, withTag } from '../../src/image/reference';
 
 const D = `sha256:${'a1'.repeat(32)}`;
 

@@ -6,18 +6,11 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
-import {
-  CancelledError,
-  NotFoundError,
-  PermissionDeniedError,
-  RegistryUnavailableError,
-  UnauthenticatedError,
-} from '../../src/errors';
+import { CancelledError, NotFoundError, PermissionDeniedError, RegistryUnavailableError, UnauthenticatedError } from '../../src/errors';
 import { parseReference } from '../../src/image/reference';
 import { parseChallenges } from '../../src/image/registry/auth';
 import { MediaType } from '../../src/image/manifest';
 import { DigestMismatchError, RegistryClient } from '../../src/image/registry/client';
-
 
 const sha256 = (b: Buffer | string): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
@@ -404,7 +397,10 @@ test('mirrors: a 404 or an unreachable mirror falls through to the next endpoint
       assert.equal(r.digest, manifestDigest);
       assert.equal(r.endpoint.url, `${upstream.url}/v2`);
       assert.equal(r.endpoint.isMirror, false);
-      assert.deepEqual(emptyMirror.requests.map((q) => q.url), ['/v2/library/busybox/manifests/latest']);
+      assert.deepEqual(
+        emptyMirror.requests.map((q) => q.url),
+        ['/v2/library/busybox/manifests/latest'],
+      );
       assert.equal(emptyMirror.requests[0].headers['x-mirror'], 'yes', 'hosts.toml headers are sent');
       assert.ok(!upstream.requests.some((q) => q.url.startsWith('/pull-only')), 'a pull-only mirror is not used to resolve');
     });

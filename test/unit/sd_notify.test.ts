@@ -39,7 +39,10 @@ test("READY=1 reaches an abstract socket named with '@'", () => {
 test('no NOTIFY_SOCKET: nothing sent; a socket nobody listens on is an error naming it', () => {
   sdNotify(undefined, 'READY=1');
   const gone = path.join(tempDir('tscri-notify-'), 'nobody');
-  assert.throws(() => sdNotify(gone, 'READY=1'), (err: Error) => err.message.includes(gone) && /ENOENT|ECONNREFUSED/.test(err.message));
+  assert.throws(
+    () => sdNotify(gone, 'READY=1'),
+    (err: Error) => err.message.includes(gone) && /ENOENT|ECONNREFUSED/.test(err.message),
+  );
 });
 
 test('the socket is taken out of the environment that children inherit', () => {

@@ -17,7 +17,6 @@ import {
 } from '../../src/container/seccomp';
 import { DEFAULT_CAPABILITIES } from '../../src/container/spec';
 
-
 const AMD64: SeccompTarget = { capabilities: DEFAULT_CAPABILITIES, arch: 'amd64', kernel: '6.1.0-18-amd64' };
 
 const sc = securityContext;
@@ -90,7 +89,8 @@ test('default profile: capability-conditional rules follow the bounding set', ()
   );
 
   const admin = defaultSeccompProfile({ ...AMD64, capabilities: [...DEFAULT_CAPABILITIES, 'CAP_SYS_ADMIN'] });
-  for (const s of ['sethostname', 'setdomainname', 'mount', 'umount2', 'unshare', 'setns', 'clone', 'clone3']) assert.ok(allowed(admin).has(s), `${s} with CAP_SYS_ADMIN`);
+  for (const s of ['sethostname', 'setdomainname', 'mount', 'umount2', 'unshare', 'setns', 'clone', 'clone3'])
+    assert.ok(allowed(admin).has(s), `${s} with CAP_SYS_ADMIN`);
   assert.ok(!rulesFor(admin, 'clone').some((r) => r.args?.length), 'no clone flag filter with CAP_SYS_ADMIN');
   assert.ok(!rulesFor(admin, 'clone3').some((r) => r.action === 'SCMP_ACT_ERRNO'));
 
@@ -147,7 +147,12 @@ test('profile conversion: Docker format to OCI (name, archMap, includes/excludes
     ['sethostname', 'chmod', 'kexec_load', 'personality'],
   );
   // OCI-form profiles (what containerd reads) pass through unchanged.
-  const oci = { defaultAction: 'SCMP_ACT_ERRNO', defaultErrnoRet: 1, architectures: ['SCMP_ARCH_X86_64'], syscalls: [{ names: ['read'], action: 'SCMP_ACT_ALLOW' }] };
+  const oci = {
+    defaultAction: 'SCMP_ACT_ERRNO',
+    defaultErrnoRet: 1,
+    architectures: ['SCMP_ARCH_X86_64'],
+    syscalls: [{ names: ['read'], action: 'SCMP_ACT_ALLOW' }],
+  };
   assert.deepEqual(resolveSeccompProfile(validateSeccompProfile(oci, 'oci.json'), AMD64), oci);
   // moby reads a profile with neither default action nor rules as no filter.
   assert.equal(resolveSeccompProfile(validateSeccompProfile({}, 'empty.json'), AMD64), undefined);
@@ -155,26 +160,47 @@ test('profile conversion: Docker format to OCI (name, archMap, includes/excludes
 
 test('profile validation: errors name the file and the field', () => {
   const bad = (doc: unknown, re: RegExp) =>
-    assert.throws(() => validateSeccompProfile(doc, '/p.json'), (e: unknown) => e instanceof InvalidArgumentError && /\/p\.json/.test(e.message) && re.test(e.message));
+    assert.throws(
+      () => validateSeccompProfile(doc, '/p.json'),
+      (e: unknown) => e instanceof InvalidArgumentError && /\/p\.json/.test(e.message) && re.test(e.message),
+    );
   bad([], /not a JSON object/);
   bad({ defaultAction: 'SCMP_ACT_MAYBE' }, /defaultAction/);
   bad({ syscalls: [{ names: ['read'], action: 'SCMP_ACT_ALLOW' }] }, /defaultAction is missing/);
   bad({ defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['read'], action: 'ALLOW' }] }, /syscalls\[0\]\.action/);
   bad({ defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ name: 'read', names: ['write'], action: 'SCMP_ACT_ALLOW' }] }, /both name and names/);
   bad({ defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: [], action: 'SCMP_ACT_ALLOW' }] }, /names no syscall/);
-  bad({ defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['x'], action: 'SCMP_ACT_ERRNO', args: [{ index: 6, value: 1, op: 'SCMP_CMP_EQ' }] }] }, /six arguments/);
+  bad(
+    { defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['x'], action: 'SCMP_ACT_ERRNO', args: [{ index: 6, value: 1, op: 'SCMP_CMP_EQ' }] }] },
+    /six arguments/,
+  );
   bad({ defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['x'], action: 'SCMP_ACT_ERRNO', args: [{ index: 0, value: 1, op: '==' }] }] }, /op/);
-  bad({ defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['x'], action: 'SCMP_ACT_ERRNO', args: [{ index: 0, value: 2 ** 60, op: 'SCMP_CMP_EQ' }] }] }, /2\^53/);
-  bad({ defaultAction: 'SCMP_ACT_ALLOW', architectures: ['SCMP_ARCH_X86_64'], archMap: [{ architecture: 'SCMP_ARCH_X86_64' }] }, /both architectures and archMap/);
+  bad(
+    { defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['x'], action: 'SCMP_ACT_ERRNO', args: [{ index: 0, value: 2 ** 60, op: 'SCMP_CMP_EQ' }] }] },
+    /2\^53/,
+  );
+  bad(
+    { defaultAction: 'SCMP_ACT_ALLOW', architectures: ['SCMP_ARCH_X86_64'], archMap: [{ architecture: 'SCMP_ARCH_X86_64' }] },
+    /both architectures and archMap/,
+  );
   bad({ defaultAction: 'SCMP_ACT_ALLOW', architectures: ['x86_64'] }, /architectures/);
   bad({ defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['x'], action: 'SCMP_ACT_ALLOW', includes: { minKernel: '4' } }] }, /minKernel/);
 });
 
 test('loadSeccompProfile: reads a file; missing or malformed files are InvalidArgument naming the path', async () => {
-  const file = tempProfile('block-chmod.json', JSON.stringify({ defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['chmod', 'fchmodat'], action: 'SCMP_ACT_ERRNO' }] }));
-  assert.deepEqual(await loadSeccompProfile(file, AMD64), { defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['chmod', 'fchmodat'], action: 'SCMP_ACT_ERRNO' }] });
+  const file = tempProfile(
+    'block-chmod.json',
+    JSON.stringify({ defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['chmod', 'fchmodat'], action: 'SCMP_ACT_ERRNO' }] }),
+  );
+  assert.deepEqual(await loadSeccompProfile(file, AMD64), {
+    defaultAction: 'SCMP_ACT_ALLOW',
+    syscalls: [{ names: ['chmod', 'fchmodat'], action: 'SCMP_ACT_ERRNO' }],
+  });
   const missing = path.join(path.dirname(file), 'nope.json');
-  await assert.rejects(loadSeccompProfile(missing, AMD64), (e: unknown) => e instanceof InvalidArgumentError && e.message.includes(missing) && /ENOENT/.test(e.message));
+  await assert.rejects(
+    loadSeccompProfile(missing, AMD64),
+    (e: unknown) => e instanceof InvalidArgumentError && e.message.includes(missing) && /ENOENT/.test(e.message),
+  );
   const broken = tempProfile('broken.json', '{"defaultAction": ');
   await assert.rejects(loadSeccompProfile(broken, AMD64), (e: unknown) => e instanceof InvalidArgumentError && e.message.includes(broken));
 });
@@ -184,7 +210,10 @@ test('securityProfile: the field wins over the deprecated path; legacy strings; 
   assert.deepEqual(securityProfile(null, 'runtime/default', 'seccomp'), { type: 'RuntimeDefault' });
   assert.deepEqual(securityProfile(null, 'docker/default', 'seccomp'), { type: 'RuntimeDefault' });
   assert.deepEqual(securityProfile(null, 'unconfined', 'seccomp'), { type: 'Unconfined' });
-  assert.deepEqual(securityProfile(null, 'localhost//var/lib/kubelet/seccomp/p.json', 'seccomp'), { type: 'Localhost', ref: '/var/lib/kubelet/seccomp/p.json' });
+  assert.deepEqual(securityProfile(null, 'localhost//var/lib/kubelet/seccomp/p.json', 'seccomp'), {
+    type: 'Localhost',
+    ref: '/var/lib/kubelet/seccomp/p.json',
+  });
   for (const legacy of ['/tmp/seccomp-tests/block-host-name.json', 'localhost/', 'default', 'Localhost/x']) {
     assert.throws(() => securityProfile(null, legacy, 'seccomp'), InvalidArgumentError, legacy);
   }
@@ -202,14 +231,22 @@ test('containerSeccomp: unset is unconfined, privileged ignores the profile, loc
   assert.equal(await containerSeccomp(sc({ seccomp_profile_path: 'unconfined' }), opts), undefined);
   assert.equal((await containerSeccomp(sc({ seccomp: { profile_type: 'RuntimeDefault', localhost_ref: '' } }), opts))?.defaultAction, 'SCMP_ACT_ERRNO');
 
-  const file = tempProfile('block-host-name.json', JSON.stringify({ defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['sethostname'], action: 'SCMP_ACT_ERRNO' }] }));
-  assert.deepEqual((await containerSeccomp(sc({ seccomp_profile_path: `localhost/${file}` }), opts))?.syscalls, [{ names: ['sethostname'], action: 'SCMP_ACT_ERRNO' }]);
+  const file = tempProfile(
+    'block-host-name.json',
+    JSON.stringify({ defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['sethostname'], action: 'SCMP_ACT_ERRNO' }] }),
+  );
+  assert.deepEqual((await containerSeccomp(sc({ seccomp_profile_path: `localhost/${file}` }), opts))?.syscalls, [
+    { names: ['sethostname'], action: 'SCMP_ACT_ERRNO' },
+  ]);
   assert.equal(await containerSeccomp(sc({ privileged: true, seccomp_profile_path: `localhost/${file}` }), opts), undefined);
   // The request is still checked for a privileged container, as containerd does.
   await assert.rejects(containerSeccomp(sc({ privileged: true, seccomp_profile_path: file }), opts), InvalidArgumentError);
   await assert.rejects(containerSeccomp(sc({ seccomp_profile_path: file }), opts), InvalidArgumentError);
   await assert.rejects(containerSeccomp(sc({ seccomp_profile_path: 'localhost/relative.json' }), opts), /must be absolute/);
-  await assert.rejects(containerSeccomp(sc({ seccomp: { profile_type: 'Localhost', localhost_ref: `${file}.missing` } }), opts), (e: unknown) => e instanceof InvalidArgumentError && e.message.includes(`${file}.missing`));
+  await assert.rejects(
+    containerSeccomp(sc({ seccomp: { profile_type: 'Localhost', localhost_ref: `${file}.missing` } }), opts),
+    (e: unknown) => e instanceof InvalidArgumentError && e.message.includes(`${file}.missing`),
+  );
 
   // A kernel without seccomp can honour only Unconfined.
   const none = { available: false, target: AMD64 };

@@ -90,7 +90,10 @@ test('the child starts with no signal ignored or blocked, in the given directory
     assert.deepEqual(lines.slice(0, 2).sort(), ['SigBlk:\t0000000000000000', 'SigIgn:\t0000000000000000']);
     assert.equal(lines[2], fs.realpathSync(dir));
     // The shell's own descriptors: its three stdio fds, plus 10 or so it may keep for itself.
-    const fds = lines.slice(3).map(Number).filter((n) => n > 2 && n < 10);
+    const fds = lines
+      .slice(3)
+      .map(Number)
+      .filter((n) => n > 2 && n < 10);
     assert.deepEqual(fds, [], `descriptors leaked into the child: ${lines.slice(3).join(' ')}`);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
@@ -123,6 +126,9 @@ test('extra descriptors beyond stdio reach the child as numbered', async () => {
 test('children of node:child_process and of spawnProcess are each reaped by their own owner', async () => {
   const theirs = new Promise<number | null>((resolve) => nodeSpawn(SH, ['-c', 'sleep 0.2; exit 3']).once('exit', (code) => resolve(code)));
   const ours = Array.from({ length: 5 }, (_, i) => ended(spawnProcess(SH, ['-c', `sleep 0.1; exit ${i}`])));
-  assert.deepEqual((await Promise.all(ours)).map((r) => r.code), [0, 1, 2, 3, 4]);
+  assert.deepEqual(
+    (await Promise.all(ours)).map((r) => r.code),
+    [0, 1, 2, 3, 4],
+  );
   assert.equal(await theirs, 3);
 });

@@ -1,13 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import {
-  FLAG_FIN,
-  type Frame,
-  FrameSplitter,
-  HEADER_DICTIONARY,
-  SpdyFramer,
-} from '../../src/streaming/spdy/framer';
+import { FLAG_FIN, type Frame, FrameSplitter, HEADER_DICTIONARY, SpdyFramer } from '../../src/streaming/spdy/framer';
 import { SpdySession, type SpdyStream } from '../../src/streaming/spdy/session';
 import { negotiate, statusJson, SPDY_PROTOCOLS } from '../../src/streaming/remotecommand';
 import { TokenCache } from '../../src/streaming/tokens';
@@ -49,7 +43,14 @@ test('every frame type survives a round trip', async () => {
     { type: 'syn_reply', streamId: 1, flags: 0, headers: {} },
     { type: 'data', streamId: 1, flags: FLAG_FIN, data: Buffer.from('hello') },
     { type: 'rst_stream', streamId: 3, status: 5 },
-    { type: 'settings', flags: 0, entries: [{ flags: 0, id: 7, value: 65536 }, { flags: 1, id: 4, value: 100 }] },
+    {
+      type: 'settings',
+      flags: 0,
+      entries: [
+        { flags: 0, id: 7, value: 65536 },
+        { flags: 1, id: 4, value: 100 },
+      ],
+    },
     { type: 'ping', id: 0xfffffffe },
     { type: 'goaway', lastGoodStreamId: 9, status: 0 },
     { type: 'headers', streamId: 5, flags: FLAG_FIN, headers: { a: 'b' } },
@@ -102,7 +103,10 @@ test('a session pair: streams, data both ways, FIN, RST and PING', async () => {
 
   const a = await cli.openStream({ streamtype: 'stdin' });
   const b = await cli.openStream({ streamtype: 'stdout' });
-  assert.deepEqual(got.map((s) => s.headers['streamtype']), ['stdin', 'stdout']);
+  assert.deepEqual(
+    got.map((s) => s.headers['streamtype']),
+    ['stdin', 'stdout'],
+  );
   const [sa, sb] = got as [SpdyStream, SpdyStream];
 
   const big = Buffer.alloc(300_000, 7);

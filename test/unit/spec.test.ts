@@ -38,15 +38,7 @@ const PASSWD = [
   'broken line',
 ].join('\n');
 
-const GROUP = [
-  'root:x:0:',
-  'tty:x:5:',
-  'alice:x:1000:alice',
-  'bob:x:1001:',
-  'staff:x:50:alice,bob',
-  'audio:x:29:alice',
-  'video:x:44:bob',
-].join('\n');
+const GROUP = ['root:x:0:', 'tty:x:5:', 'alice:x:1000:alice', 'bob:x:1001:', 'staff:x:50:alice,bob', 'audio:x:29:alice', 'video:x:44:bob'].join('\n');
 
 function tempRootfs(files: Record<string, string> = { 'etc/passwd': PASSWD, 'etc/group': GROUP }): string {
   const root = tempDir('tscri-spec-');
@@ -126,7 +118,11 @@ function mount(containerPath: string, hostPath: string, over: Partial<Mount__Out
   };
 }
 
-function containerConfig(over: Partial<ContainerConfig__Output> = {}, security?: LinuxContainerSecurityContext__Output, res?: LinuxContainerResources__Output): ContainerConfig__Output {
+function containerConfig(
+  over: Partial<ContainerConfig__Output> = {},
+  security?: LinuxContainerSecurityContext__Output,
+  res?: LinuxContainerResources__Output,
+): ContainerConfig__Output {
   return {
     metadata: { name: 'app', attempt: 0 },
     image: { image: 'docker.io/library/busybox:latest', annotations: {}, user_specified_image: 'busybox', runtime_handler: '', image_ref: '' },
@@ -229,11 +225,17 @@ test('command and args: the four combinations of the kubelet rule', () => {
   assert.deepEqual(processArgs(containerConfig({ command: ['/bin/cmd'], args: ['a1'] }), img), ['/bin/cmd', 'a1']);
   assert.deepEqual(processArgs(containerConfig(), { config: { Entrypoint: [''], Cmd: ['sh'] } }), ['sh'], 'ENTRYPOINT [""] means none');
   assert.deepEqual(processArgs(containerConfig(), { config: { Entrypoint: null, Cmd: ['sh'] } }), ['sh']);
-  assert.throws(() => processArgs(containerConfig(), { config: {} }), (e: unknown) => e instanceof InvalidArgumentError && /no command specified/.test(e.message));
+  assert.throws(
+    () => processArgs(containerConfig(), { config: {} }),
+    (e: unknown) => e instanceof InvalidArgumentError && /no command specified/.test(e.message),
+  );
 });
 
 test('buildSpec: an empty command is InvalidArgument', async () => {
-  await assert.rejects(buildSpec(input({ image: { config: {} } })), (e: unknown) => e instanceof InvalidArgumentError && /no command specified/.test(e.message));
+  await assert.rejects(
+    buildSpec(input({ image: { config: {} } })),
+    (e: unknown) => e instanceof InvalidArgumentError && /no command specified/.test(e.message),
+  );
 });
 
 test('env: default PATH, HOSTNAME, image env, CRI envs override by key', async () => {
@@ -265,7 +267,12 @@ test('resolveUser: image USER forms', async () => {
 
 test('resolveUser: the security context overrides the image user; supplemental groups merge', async () => {
   const root = tempRootfs();
-  assert.deepEqual(await resolveUser(rootfsFiles(root), 'alice', sc({ run_as_user: { value: '1001' } })), { uid: 1001, gid: 1001, additionalGids: [44, 50, 1001], username: 'bob' });
+  assert.deepEqual(await resolveUser(rootfsFiles(root), 'alice', sc({ run_as_user: { value: '1001' } })), {
+    uid: 1001,
+    gid: 1001,
+    additionalGids: [44, 50, 1001],
+    username: 'bob',
+  });
   assert.deepEqual(await resolveUser(rootfsFiles(root), 'alice', sc({ run_as_user: { value: '1001' }, run_as_group: { value: '3000' } })), {
     uid: 1001,
     gid: 3000,
@@ -275,7 +282,10 @@ test('resolveUser: the security context overrides the image user; supplemental g
   assert.deepEqual((await resolveUser(rootfsFiles(root), '', sc({ run_as_username: 'alice' }))).uid, 1000);
   await assert.rejects(resolveUser(rootfsFiles(root), '', sc({ run_as_username: 'mallory' })), InvalidArgumentError);
   assert.deepEqual((await resolveUser(rootfsFiles(root), 'alice', sc({ supplemental_groups: ['2000', '29'] }))).additionalGids, [29, 50, 1000, 2000]);
-  assert.deepEqual((await resolveUser(rootfsFiles(root), 'alice', sc({ supplemental_groups: ['2000'], supplemental_groups_policy: 'Strict' }))).additionalGids, [1000, 2000]);
+  assert.deepEqual(
+    (await resolveUser(rootfsFiles(root), 'alice', sc({ supplemental_groups: ['2000'], supplemental_groups_policy: 'Strict' }))).additionalGids,
+    [1000, 2000],
+  );
   // containerd refuses a group without a user (critest: "RunAsGroup is set without RunAsUser").
   await assert.rejects(resolveUser(rootfsFiles(root), 'alice', sc({ run_as_group: { value: '7' } })), /run_as_group is set without run_as_user/);
 });
@@ -309,12 +319,24 @@ test('buildSpec: process user, terminal, noNewPrivileges', async () => {
   const plain = await buildSpec(input());
   assert.equal(plain.process.terminal, false);
   assert.equal(plain.process.noNewPrivileges, false);
-  await assert.rejects(buildSpec(input({ image: { ...IMAGE, config: { ...IMAGE.config, User: 'nobody-here' } } })), (e: unknown) => e instanceof InvalidArgumentError && /app/.test(e.message));
+  await assert.rejects(
+    buildSpec(input({ image: { ...IMAGE, config: { ...IMAGE.config, User: 'nobody-here' } } })),
+    (e: unknown) => e instanceof InvalidArgumentError && /app/.test(e.message),
+  );
 });
 
 test('capabilities: defaults, add/drop, ALL', async () => {
   const caps = async (add: string[], drop: string[]) =>
-    capsOf(await buildSpec(input({ config: containerConfig({}, sc({ namespace_options: nsOpts(), capabilities: { add_capabilities: add, drop_capabilities: drop, add_ambient_capabilities: [] } })) })));
+    capsOf(
+      await buildSpec(
+        input({
+          config: containerConfig(
+            {},
+            sc({ namespace_options: nsOpts(), capabilities: { add_capabilities: add, drop_capabilities: drop, add_ambient_capabilities: [] } }),
+          ),
+        }),
+      ),
+    );
   const def = capsOf(await buildSpec(input()));
   assert.deepEqual(def.bounding, [...DEFAULT_CAPABILITIES]);
   assert.deepEqual(def.effective, [...DEFAULT_CAPABILITIES]);
@@ -337,8 +359,13 @@ test('capabilities: defaults, add/drop, ALL', async () => {
 
 test('privileged: all host caps, writable sysfs/cgroupfs, no masked paths, all devices, no cgroupns', async () => {
   const privileged = sc({ namespace_options: nsOpts(), privileged: true });
-  await assert.rejects(buildSpec(input({ config: containerConfig({}, privileged) })), (e: unknown) => e instanceof InvalidArgumentError && /privileged/.test(e.message));
-  const spec = await buildSpec(input({ config: containerConfig({}, privileged), sandbox: sandbox({ config: podConfig({ privileged: true }) }), host: { ...HOST, lastCap: 38 } }));
+  await assert.rejects(
+    buildSpec(input({ config: containerConfig({}, privileged) })),
+    (e: unknown) => e instanceof InvalidArgumentError && /privileged/.test(e.message),
+  );
+  const spec = await buildSpec(
+    input({ config: containerConfig({}, privileged), sandbox: sandbox({ config: podConfig({ privileged: true }) }), host: { ...HOST, lastCap: 38 } }),
+  );
   assert.equal(capSet(capsOf(spec), 'bounding').length, 39);
   assert.equal(capSet(capsOf(spec), 'bounding').at(-1), 'CAP_PERFMON');
   assert.equal(spec.linux.maskedPaths, undefined);
@@ -353,14 +380,20 @@ test('masked and readonly paths: containerd defaults unless the security context
   const spec = await buildSpec(input());
   assert.deepEqual(spec.linux.maskedPaths, [...DEFAULT_MASKED_PATHS]);
   assert.deepEqual(spec.linux.readonlyPaths, [...DEFAULT_READONLY_PATHS]);
-  const custom = await buildSpec(input({ config: containerConfig({}, sc({ namespace_options: nsOpts(), masked_paths: ['/proc/x'], readonly_paths: ['/proc/y'] })) }));
+  const custom = await buildSpec(
+    input({ config: containerConfig({}, sc({ namespace_options: nsOpts(), masked_paths: ['/proc/x'], readonly_paths: ['/proc/y'] })) }),
+  );
   assert.deepEqual(custom.linux.maskedPaths, ['/proc/x']);
   assert.deepEqual(custom.linux.readonlyPaths, ['/proc/y']);
 });
 
 test('namespaces: pod, node and container modes', async () => {
   const nsOf = async (ctr: NamespaceOption__Output, sb: Partial<SandboxInfo> = {}, extra: Partial<SpecInput> = {}) =>
-    (await buildSpec(input({ config: containerConfig({}, sc({ namespace_options: ctr })), sandbox: sandbox({ config: podConfig({ ns: ctr }), ...sb }), ...extra }))).linux.namespaces;
+    (
+      await buildSpec(
+        input({ config: containerConfig({}, sc({ namespace_options: ctr })), sandbox: sandbox({ config: podConfig({ ns: ctr }), ...sb }), ...extra }),
+      )
+    ).linux.namespaces;
 
   assert.deepEqual(await nsOf(nsOpts()), [
     { type: 'pid' },
@@ -372,7 +405,10 @@ test('namespaces: pod, node and container modes', async () => {
   ]);
   assert.deepEqual((await nsOf(nsOpts({ pid: 'POD' }), { pidns: '/proc/42/ns/pid' }))[0], { type: 'pid', path: '/proc/42/ns/pid' });
   await assert.rejects(nsOf(nsOpts({ pid: 'POD' })), FailedPreconditionError);
-  assert.deepEqual((await nsOf(nsOpts({ pid: 'TARGET', target_id: 'c0' }), {}, { targetPidns: '/proc/77/ns/pid' }))[0], { type: 'pid', path: '/proc/77/ns/pid' });
+  assert.deepEqual((await nsOf(nsOpts({ pid: 'TARGET', target_id: 'c0' }), {}, { targetPidns: '/proc/77/ns/pid' }))[0], {
+    type: 'pid',
+    path: '/proc/77/ns/pid',
+  });
   await assert.rejects(nsOf(nsOpts({ pid: 'TARGET', target_id: 'c0' })), InvalidArgumentError);
 
   const host = await nsOf(nsOpts({ pid: 'NODE', ipc: 'NODE', network: 'NODE' }), { netns: undefined, ipcns: undefined, utsns: undefined });
@@ -381,7 +417,7 @@ test('namespaces: pod, node and container modes', async () => {
   assert.ok(!v1.some((n) => n.type === 'cgroup'));
 });
 
-test('user namespace: the pod\'s pinned namespace first, its mappings for runc, and the same options from the container', async () => {
+test("user namespace: the pod's pinned namespace first, its mappings for runc, and the same options from the container", async () => {
   const ids = [{ container_id: 0, host_id: 196608, length: 65536 }];
   const ns = nsOpts({ userns_options: { mode: 'POD', uids: ids, gids: ids } });
   const mappings = [{ containerId: 0, hostId: 196608, length: 65536 }];
@@ -395,9 +431,15 @@ test('user namespace: the pod\'s pinned namespace first, its mappings for runc, 
   assert.deepEqual(inherited.linux.namespaces[0], { type: 'user', path: '/run/tscri/ns/sb1/user' });
   // Other mappings than the pod's, or the host's user namespace, are refused.
   const other = nsOpts({ userns_options: { mode: 'POD', uids: [{ container_id: 0, host_id: 262144, length: 65536 }], gids: ids } });
-  await assert.rejects(buildSpec(input({ config: containerConfig({}, sc({ namespace_options: other })), sandbox: sandbox({ config: podConfig({ ns }), userns }) })), InvalidArgumentError);
+  await assert.rejects(
+    buildSpec(input({ config: containerConfig({}, sc({ namespace_options: other })), sandbox: sandbox({ config: podConfig({ ns }), userns }) })),
+    InvalidArgumentError,
+  );
   const node = nsOpts({ userns_options: { mode: 'NODE', uids: [], gids: [] } });
-  await assert.rejects(buildSpec(input({ config: containerConfig({}, sc({ namespace_options: node })), sandbox: sandbox({ config: podConfig({ ns }), userns }) })), InvalidArgumentError);
+  await assert.rejects(
+    buildSpec(input({ config: containerConfig({}, sc({ namespace_options: node })), sandbox: sandbox({ config: podConfig({ ns }), userns }) })),
+    InvalidArgumentError,
+  );
   // A pod without one: no user namespace, no mappings.
   const plain = await buildSpec(input());
   assert.ok(!plain.linux.namespaces.some((n) => n.type === 'user'));
@@ -428,9 +470,16 @@ test('resources: CRI linux.resources to OCI, swap follows the memory limit', asy
   assert.equal(spec.linux.cgroupsPath, '/kubepods/c1');
 
   assert.deepEqual(toOciResources(resources({ memory_limit_in_bytes: '1000', memory_swap_limit_in_bytes: '-1' }), HOST), { memory: { limit: 1000, swap: -1 } });
-  assert.deepEqual(toOciResources(resources({ memory_limit_in_bytes: '1000', hugepage_limits: [{ page_size: '2MB', limit: '1' }] }), { ...HOST, swapAvailable: false, hugetlbAvailable: false }), {
-    memory: { limit: 1000 },
-  });
+  assert.deepEqual(
+    toOciResources(resources({ memory_limit_in_bytes: '1000', hugepage_limits: [{ page_size: '2MB', limit: '1' }] }), {
+      ...HOST,
+      swapAvailable: false,
+      hugetlbAvailable: false,
+    }),
+    {
+      memory: { limit: 1000 },
+    },
+  );
   assert.deepEqual(toOciResources(resources(), HOST), {});
   assert.throws(() => toOciResources(resources({ cpu_shares: 'lots' }), HOST), InvalidArgumentError);
 
@@ -481,22 +530,30 @@ test('mounts: defaults, pod files, CRI mounts by depth with propagation; CRI win
 
 test('mounts: no pod shm → own tmpfs; host IPC → host /dev/shm; /dev mount hides /dev/*; readonly rootfs', async () => {
   let spec = await buildSpec(input({ sandbox: sandbox({ shmPath: undefined, hostnamePath: '' }) }));
-  assert.deepEqual(spec.mounts.find((m) => m.destination === '/dev/shm'), {
-    destination: '/dev/shm',
-    type: 'tmpfs',
-    source: 'shm',
-    options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'],
-  });
+  assert.deepEqual(
+    spec.mounts.find((m) => m.destination === '/dev/shm'),
+    {
+      destination: '/dev/shm',
+      type: 'tmpfs',
+      source: 'shm',
+      options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'],
+    },
+  );
   assert.ok(!spec.mounts.some((m) => m.destination === '/etc/hostname'));
   assert.equal(spec.linux.rootfsPropagation, undefined);
 
   const hostIpc = nsOpts({ ipc: 'NODE' });
-  spec = await buildSpec(input({ config: containerConfig({}, sc({ namespace_options: hostIpc })), sandbox: sandbox({ config: podConfig({ ns: hostIpc }), ipcns: undefined }) }));
+  spec = await buildSpec(
+    input({ config: containerConfig({}, sc({ namespace_options: hostIpc })), sandbox: sandbox({ config: podConfig({ ns: hostIpc }), ipcns: undefined }) }),
+  );
   assert.equal(mountAt(spec, '/dev/shm').source, '/dev/shm');
 
   // The defaults under /dev give way to a mounted /dev; the pod's /dev/shm still goes on top.
   spec = await buildSpec(input({ config: containerConfig({ mounts: [mount('/dev', '/dev')] }) }));
-  assert.deepEqual(spec.mounts.filter((m) => m.destination.startsWith('/dev')).map((m) => `${m.destination} ${m.source}`), ['/dev /dev', '/dev/shm /run/tscri/sandboxes/sb1/shm']);
+  assert.deepEqual(
+    spec.mounts.filter((m) => m.destination.startsWith('/dev')).map((m) => `${m.destination} ${m.source}`),
+    ['/dev /dev', '/dev/shm /run/tscri/sandboxes/sb1/shm'],
+  );
 
   spec = await buildSpec(input({ config: containerConfig({}, sc({ namespace_options: nsOpts(), readonly_rootfs: true })) }));
   assert.equal(spec.root.readonly, true);
@@ -554,11 +611,19 @@ test('seccomp: none when unset; the default profile resolved against the final c
   assert.equal(plain.linux.seccomp?.defaultAction, 'SCMP_ACT_ERRNO');
   assert.ok(!allows(plain, 'sethostname'));
   const admin = await buildSpec(
-    withSc({ seccomp: { profile_type: 'RuntimeDefault', localhost_ref: '' }, capabilities: { add_capabilities: ['SYS_ADMIN'], drop_capabilities: [], add_ambient_capabilities: [] } }),
+    withSc({
+      seccomp: { profile_type: 'RuntimeDefault', localhost_ref: '' },
+      capabilities: { add_capabilities: ['SYS_ADMIN'], drop_capabilities: [], add_ambient_capabilities: [] },
+    }),
   );
   assert.ok(allows(admin, 'sethostname'));
   // Dropping a capability also drops the syscalls it unlocks.
-  const noChroot = await buildSpec(withSc({ seccomp_profile_path: 'runtime/default', capabilities: { add_capabilities: [], drop_capabilities: ['SYS_CHROOT'], add_ambient_capabilities: [] } }));
+  const noChroot = await buildSpec(
+    withSc({
+      seccomp_profile_path: 'runtime/default',
+      capabilities: { add_capabilities: [], drop_capabilities: ['SYS_CHROOT'], add_ambient_capabilities: [] },
+    }),
+  );
   assert.ok(allows(plain, 'chroot') && !allows(noChroot, 'chroot'));
   assert.equal((await buildSpec(withSc({ seccomp_profile_path: 'unconfined' }))).linux.seccomp, undefined);
 });
@@ -568,7 +633,10 @@ test('seccomp: localhost profiles, privileged containers, and refused requests n
   const file = path.join(dir, 'block-host-name.json');
   fs.writeFileSync(file, JSON.stringify({ defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['sethostname'], action: 'SCMP_ACT_ERRNO' }] }));
   const withSc = (over: Partial<LinuxContainerSecurityContext__Output>, privilegedPod = false) =>
-    input({ config: containerConfig({}, sc({ namespace_options: nsOpts(), ...over })), sandbox: sandbox({ config: podConfig({ privileged: privilegedPod }) }) });
+    input({
+      config: containerConfig({}, sc({ namespace_options: nsOpts(), ...over })),
+      sandbox: sandbox({ config: podConfig({ privileged: privilegedPod }) }),
+    });
 
   const spec = await buildSpec(withSc({ seccomp_profile_path: `localhost/${file}` }));
   assert.deepEqual(spec.linux.seccomp, { defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['sethostname'], action: 'SCMP_ACT_ERRNO' }] });
@@ -576,7 +644,10 @@ test('seccomp: localhost profiles, privileged containers, and refused requests n
   assert.equal(privileged.linux.seccomp, undefined);
 
   const refused = async (over: Partial<LinuxContainerSecurityContext__Output>, re: RegExp) =>
-    assert.rejects(buildSpec(withSc(over)), (e: unknown) => e instanceof InvalidArgumentError && /container "app" \(c1\)/.test(e.message) && re.test(e.message));
+    assert.rejects(
+      buildSpec(withSc(over)),
+      (e: unknown) => e instanceof InvalidArgumentError && /container "app" \(c1\)/.test(e.message) && re.test(e.message),
+    );
   await refused({ seccomp_profile_path: file }, /localhost\/<path>/);
   await refused({ seccomp_profile_path: `localhost/${dir}/missing.json` }, new RegExp(`${dir}/missing.json`));
   await refused({ seccomp: { profile_type: 'Unconfined', localhost_ref: file } }, /localhost_ref/);
@@ -592,6 +663,9 @@ test('apparmor and selinux on a host without them: defaults accepted, a Localhos
   ]) {
     assert.equal((await buildSpec(withSc(over))).process.apparmorProfile, undefined);
   }
-  await assert.rejects(buildSpec(withSc({ apparmor: { profile_type: 'Localhost', localhost_ref: 'k8s-nginx' } })), (e: unknown) => e instanceof FailedPreconditionError && /k8s-nginx/.test(e.message) && /AppArmor is not enabled/.test(e.message));
+  await assert.rejects(
+    buildSpec(withSc({ apparmor: { profile_type: 'Localhost', localhost_ref: 'k8s-nginx' } })),
+    (e: unknown) => e instanceof FailedPreconditionError && /k8s-nginx/.test(e.message) && /AppArmor is not enabled/.test(e.message),
+  );
   await assert.rejects(buildSpec(withSc({ apparmor_profile: 'k8s-nginx' })), InvalidArgumentError);
 });

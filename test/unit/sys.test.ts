@@ -103,7 +103,10 @@ test('mknod makes a 0/0 character device (an overlay whiteout)', needRoot, () =>
     const st = fs.lstatSync(wh);
     assert.ok(st.isCharacterDevice());
     assert.equal(st.rdev, 0);
-    assert.throws(() => mknod(wh, S_IFCHR, 0), (err: unknown) => err instanceof SysError && err.code === 'EEXIST');
+    assert.throws(
+      () => mknod(wh, S_IFCHR, 0),
+      (err: unknown) => err instanceof SysError && err.code === 'EEXIST',
+    );
   });
 });
 

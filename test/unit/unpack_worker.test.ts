@@ -68,7 +68,7 @@ async function feed(p: UnpackPool, dir: string, data: Iterable<Buffer> | Readabl
   const src = data instanceof Readable ? data : Readable.from(data, { objectMode: false });
   const [transfer, outcome] = await Promise.allSettled([pipeline(src, job.input), job.outcome]);
   assert.equal(outcome.status, 'fulfilled', 'outcome never rejects');
-  return { transfer, outcome: (outcome).value };
+  return { transfer, outcome: outcome.value };
 }
 
 test('a gzip layer larger than the window unpacks on a worker with the right diff id', needRoot, async () => {
@@ -100,7 +100,10 @@ test('more layers than threads share the threads and all succeed', needRoot, asy
 });
 
 test('a path escape comes back as LayerPathError (an InvalidArgumentError) and stops the input', needRoot, async () => {
-  const tarBuf = await pack([{ name: 'ok.txt', content: 'fine' }, { name: '../../escaped', content: 'bad' }]);
+  const tarBuf = await pack([
+    { name: 'ok.txt', content: 'fine' },
+    { name: '../../escaped', content: 'bad' },
+  ]);
   const d = dest();
   const { transfer, outcome } = await feed(pool(1), d, [tarBuf], 'none');
   assert.ok(!outcome.ok);
@@ -122,7 +125,10 @@ test('bytes that do not gunzip fail at the decompress stage', async () => {
 });
 
 test('an abort stops a layer whose input is still open', needRoot, async () => {
-  const tarBuf = await pack([{ name: 'a', content: crypto.randomBytes(1 << 20) }, { name: 'b', content: crypto.randomBytes(1 << 20) }]);
+  const tarBuf = await pack([
+    { name: 'a', content: crypto.randomBytes(1 << 20) },
+    { name: 'b', content: crypto.randomBytes(1 << 20) },
+  ]);
   const src = new Readable({ read() {} });
   src.push(tarBuf.subarray(0, 1 << 20)); // the rest never comes
   const ac = new AbortController();

@@ -70,7 +70,10 @@ describe('podUserns: the CRI rules for a pod user namespace', () => {
   ];
   for (const [what, options, message] of bad) {
     test(`refused: ${what}`, () => {
-      assert.throws(() => podUserns(options, 'RunPodSandbox p'), (err: unknown) => err instanceof InvalidArgumentError && message.test(err.message));
+      assert.throws(
+        () => podUserns(options, 'RunPodSandbox p'),
+        (err: unknown) => err instanceof InvalidArgumentError && message.test(err.message),
+      );
     });
   }
 
@@ -115,11 +118,25 @@ describe('pinned pod user namespaces', rootOnly, () => {
       assert.deepEqual(Object.keys(ns).sort(), ['ipc', 'net', 'user', 'uts']);
       for (const p of pinPaths(ns)) assert.ok(isPinned(p), `${p} should be pinned`);
       // nsenter into the pinned user namespace: its uid_map, and root in it.
-      const inside = execFileSync('nsenter', [`--user=${ns.user}`, `--net=${ns.net}`, `--uts=${ns.uts}`, 'sh', '-c', 'cat /proc/self/uid_map /proc/self/gid_map; hostname; id -u; ip -o link show lo'], {
-        encoding: 'utf8',
-      });
+      const inside = execFileSync(
+        'nsenter',
+        [
+          `--user=${ns.user}`,
+          `--net=${ns.net}`,
+          `--uts=${ns.uts}`,
+          'sh',
+          '-c',
+          'cat /proc/self/uid_map /proc/self/gid_map; hostname; id -u; ip -o link show lo',
+        ],
+        {
+          encoding: 'utf8',
+        },
+      );
       const lines = inside.trim().split('\n');
-      assert.deepEqual(lines.slice(0, 2).map((l) => l.trim().split(/\s+/).join(' ')), [`0 ${65536 * 43} 65536`, `0 ${65536 * 43} 65536`]);
+      assert.deepEqual(
+        lines.slice(0, 2).map((l) => l.trim().split(/\s+/).join(' ')),
+        [`0 ${65536 * 43} 65536`, `0 ${65536 * 43} 65536`],
+      );
       assert.equal(lines[2], 'in-userns');
       assert.equal(lines[3], '0');
       assert.match(lines[4], /lo: <LOOPBACK,UP,LOWER_UP>/);
@@ -167,6 +184,9 @@ describe('pinned pod user namespaces', rootOnly, () => {
     fs.mkdirSync(root);
     assert.deepEqual(await probeIdmappedLayers(root), { ok: true });
     assert.deepEqual(fs.readdirSync(root), []);
-    assert.deepEqual(readMountInfo().filter((m) => m.mountPoint.startsWith(root)), []);
+    assert.deepEqual(
+      readMountInfo().filter((m) => m.mountPoint.startsWith(root)),
+      [],
+    );
   });
 });

@@ -50,11 +50,7 @@ test('image sub paths resolve inside the image root and never out of it', async 
 });
 
 test('the CRI rules for rro mounts and image volumes', () => {
-  const ok = [
-    mount({ recursive_read_only: true }),
-    mount({ host_path: '', image }),
-    mount({ host_path: '', image, image_sub_path: 'a/b' }),
-  ];
+  const ok = [mount({ recursive_read_only: true }), mount({ host_path: '', image }), mount({ host_path: '', image, image_sub_path: 'a/b' })];
   validateVolumes(ok, 'c');
   const bad: [string, Mount__Output][] = [
     ['rro without readonly', mount({ recursive_read_only: true, readonly: false })],

@@ -262,9 +262,7 @@ export class Authorizer {
     const challenge = all.find((c) => c.scheme === 'bearer' && c.params['realm']) ?? all.find((c) => c.scheme === 'basic');
     if (challenge === undefined) {
       const got = Array.isArray(wwwAuthenticate) ? wwwAuthenticate.join(', ') : wwwAuthenticate;
-      throw new UnauthenticatedError(
-        `${what}: unauthorized, and no usable WWW-Authenticate challenge${got ? ` (got "${got}")` : ''}`,
-      );
+      throw new UnauthenticatedError(`${what}: unauthorized, and no usable WWW-Authenticate challenge${got ? ` (got "${got}")` : ''}`);
     }
     this.challenges.set(endpointUrl, challenge);
     if (rejected !== undefined) {

@@ -223,7 +223,11 @@ export class RegistryClient {
   /** Closes idle keep-alive connections (daemon shutdown, tests). */
   close(): void {
     this.plainAgent.destroy();
-    for (const a of this.agents.values()) void a.then((agent) => agent.destroy(), () => undefined);
+    for (const a of this.agents.values())
+      void a.then(
+        (agent) => agent.destroy(),
+        () => undefined,
+      );
     this.agents.clear();
   }
 
@@ -335,9 +339,7 @@ export class RegistryClient {
     const creds = credentialsFor(opts.auth, hosts);
 
     const request = this.authRequester(endpoint);
-    let authorization = await tokenStep(what, () =>
-      this.authorizer.header(endpoint.url, scope, creds, request, what, opts.signal),
-    );
+    let authorization = await tokenStep(what, () => this.authorizer.header(endpoint.url, scope, creds, request, what, opts.signal));
     for (let attempt = 0; ; attempt++) {
       const headers: Record<string, string> = { accept };
       if (authorization !== undefined) headers['authorization'] = authorization;
@@ -393,12 +395,7 @@ export class RegistryClient {
     }
   }
 
-  private async exchange(
-    url: URL,
-    init: SendInit,
-    headers: Record<string, string>,
-    sameOrigin: boolean,
-  ): Promise<Response> {
+  private async exchange(url: URL, init: SendInit, headers: Record<string, string>, sameOrigin: boolean): Promise<Response> {
     // Redirect targets elsewhere (blob storage) get neither the endpoint's headers nor its
     // TLS settings: those were configured for the registry, not for a CDN.
     const endpoint = sameOrigin ? init.endpoint : undefined;
@@ -433,9 +430,11 @@ export class RegistryClient {
       });
       req.on('error', (err) => {
         detach();
-        if (signal?.aborted) { reject(cancelled()); return; }
-        (err as { reusedSocket?: boolean }).reusedSocket =
-          req.reusedSocket && response === undefined && (err as NodeJS.ErrnoException).code === 'ECONNRESET';
+        if (signal?.aborted) {
+          reject(cancelled());
+          return;
+        }
+        (err as { reusedSocket?: boolean }).reusedSocket = req.reusedSocket && response === undefined && (err as NodeJS.ErrnoException).code === 'ECONNRESET';
         reject(err);
       });
       req.on('response', (res) => {

@@ -125,14 +125,7 @@ function buildUrl(server: string, overridePath: boolean, file: string): string {
   return `${u.protocol}//${u.host}${p}`;
 }
 
-function parseSection(
-  section: HostSection,
-  url: string,
-  where: string,
-  isMirror: boolean,
-  file: string,
-  baseDir: string,
-): RegistryEndpoint {
+function parseSection(section: HostSection, url: string, where: string, isMirror: boolean, file: string, baseDir: string): RegistryEndpoint {
   const ep: RegistryEndpoint = {
     url,
     capabilities: new Set(ALL_CAPABILITIES),
@@ -208,12 +201,7 @@ function withDefaultScheme(server: string, insecureHosts: string[]): string {
 }
 
 /** Parses one hosts.toml; exported for tests and for validating configuration at startup. */
-export function parseHostsFile(
-  text: string,
-  file: string,
-  host: string,
-  insecureHosts: string[],
-): RegistryEndpoint[] {
+export function parseHostsFile(text: string, file: string, host: string, insecureHosts: string[]): RegistryEndpoint[] {
   let doc: Record<string, unknown>;
   try {
     doc = parseToml(text);
@@ -294,11 +282,7 @@ function defaultEndpoint(host: string, insecureHosts: string[]): RegistryEndpoin
  * first in file order, then the upstream server. An empty `configDir` means no
  * configuration: just the upstream.
  */
-export async function loadRegistryEndpoints(
-  configDir: string,
-  host: string,
-  insecureHosts: string[],
-): Promise<RegistryEndpoint[]> {
+export async function loadRegistryEndpoints(configDir: string, host: string, insecureHosts: string[]): Promise<RegistryEndpoint[]> {
   const dir = configDir === '' ? undefined : await findHostDir(configDir, host);
   if (dir === undefined) return [defaultEndpoint(host, insecureHosts)];
   const file = path.join(dir, HOSTS_FILE);

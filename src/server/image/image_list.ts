@@ -6,5 +6,12 @@ export function listImages(req: ListImagesRequest__Output, images: ImageService,
   const wanted = req.filter?.image?.image;
   const records = wanted ? [images.find(wanted)].filter((r) => r !== undefined) : images.list();
   // ListImagesResponse: repeated Image images = 1.
-  return new Encoded(new MessageBuilder().repeated(1, records.map((r) => enc.image.get(r))).finish());
+  return new Encoded(
+    new MessageBuilder()
+      .repeated(
+        1,
+        records.map((r) => enc.image.get(r)),
+      )
+      .finish(),
+  );
 }

@@ -4,11 +4,7 @@ import type { ContainerStatusRequest__Output } from '../../gen/runtime/v1/Contai
 import type { ContainerStatusResponse } from '../../gen/runtime/v1/ContainerStatusResponse';
 import { Encoded, MessageBuilder, type RecordEncodings } from '../encoding';
 
-export function containerStatus(
-  req: ContainerStatusRequest__Output,
-  containers: ContainerService,
-  enc: RecordEncodings,
-): ContainerStatusResponse | Encoded {
+export function containerStatus(req: ContainerStatusRequest__Output, containers: ContainerService, enc: RecordEncodings): ContainerStatusResponse | Encoded {
   const rec = containers.get(req.container_id);
   // ContainerStatusResponse: ContainerStatus status = 1; the info map only when verbose.
   if (!req.verbose) return new Encoded(new MessageBuilder().bytes(1, enc.containerStatus.get(rec)).finish());

@@ -20,8 +20,7 @@ export async function listPodSandboxStats(
   sandboxes: SandboxService,
   containers: ContainerService,
 ): Promise<ListPodSandboxStatsResponse> {
-  const selected = sandboxes
-    .list({ id: req.filter?.id ?? '', label_selector: req.filter?.label_selector ?? {}, state: { state: 'SANDBOX_READY' } });
+  const selected = sandboxes.list({ id: req.filter?.id ?? '', label_selector: req.filter?.label_selector ?? {}, state: { state: 'SANDBOX_READY' } });
   return { stats: await Promise.all(selected.map((s) => statsOf(containers, s))) };
 }
 

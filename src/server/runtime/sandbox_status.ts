@@ -20,7 +20,10 @@ export function podSandboxStatus(
     return new Encoded(
       new MessageBuilder()
         .bytes(1, enc.sandboxStatus.get(rec))
-        .repeated(3, containers.inSandbox(rec.id).map((c) => enc.containerStatus.get(c)))
+        .repeated(
+          3,
+          containers.inSandbox(rec.id).map((c) => enc.containerStatus.get(c)),
+        )
         .int64(4, BigInt(nowNs()))
         .finish(),
     );

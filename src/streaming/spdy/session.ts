@@ -43,13 +43,10 @@ class Stream extends Duplex implements SpdyStream {
 
   override _final(cb: (err?: Error | null) => void): void {
     this.localClosed = true;
-    this.session.sendData(this.id, Buffer.alloc(0), true).then(
-      () => {
-        this.session.maybeForget(this);
-        cb();
-      },
-      cb,
-    );
+    this.session.sendData(this.id, Buffer.alloc(0), true).then(() => {
+      this.session.maybeForget(this);
+      cb();
+    }, cb);
   }
 
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
@@ -137,10 +134,7 @@ export class SpdySession extends EventEmitter {
     const stream = this.track(new Stream(this, id, headers));
     const replied = new Promise<SpdyHeaders>((resolve) => this.pendingReplies.set(id, resolve));
     await this.send({ type: 'syn_stream', streamId: id, associatedId: 0, priority: 0, flags: 0, headers });
-    await Promise.race([
-      replied,
-      new Promise((_, reject) => stream.once('close', () => reject(new Error(`stream ${id} was reset before its reply`)))),
-    ]);
+    await Promise.race([replied, new Promise((_, reject) => stream.once('close', () => reject(new Error(`stream ${id} was reset before its reply`))))]);
     return stream;
   }
 
