@@ -72,9 +72,18 @@ async function execPipes(target: ExecTarget, cmd: string[], io: RemoteIO, log: L
   const child = spawnProcess(target.runtime.binary, [...target.runtime.globalArgs, 'exec', '--pid-file', pidFile, target.id, ...cmd], {
     stdio: [io.stdin ? 'pipe' : 'ignore', io.stdout ? 'pipe' : 'ignore', 'pipe'],
   });
+  // Listened for before anything else: a runtime that cannot be started reports it on the next
+  // tick, with no pipes, and an 'error' nobody listens to would take the daemon down.
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
+    child.once('error', (e: Error) => reject(new ExecStartError(`exec in container ${target.id}: cannot run ${target.runtime.binary}: ${e.message}`)));
+    child.once('exit', (code: number | null, signal: NodeJS.Signals | null) => resolve({ code, signal }));
+  });
+  exited.catch(() => undefined);
   const runtimeErr: Buffer[] = [];
   let errBytes = 0;
   try {
+    // No stderr pipe: the runtime did not start, and `exited` rejects with why.
+    if (!child.stderr) await exited;
     if (io.stdin && child.stdin) {
       const sink = child.stdin;
       sink.on('error', () => undefined);
@@ -93,12 +102,9 @@ async function execPipes(target: ExecTarget, cmd: string[], io: RemoteIO, log: L
       if (io.stderr && !io.stderr.destroyed) io.stderr.write(d);
     });
 
-    const exited = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
-      child.once('error', (e: Error) => reject(new ExecStartError(`exec in container ${target.id}: cannot run ${target.runtime.binary}: ${e.message}`)));
-      child.once('exit', (code: number | null, signal: NodeJS.Signals | null) => resolve({ code, signal }));
-    });
+    const { code, signal } = await exited;
     await drained([child.stdout, child.stderr]);
-    const exitCode = exitCodeOf(exited.code, exited.signal);
+    const exitCode = exitCodeOf(code, signal);
     if (exitCode !== 0 && !fs.existsSync(pidFile)) {
       const text = Buffer.concat(runtimeErr).toString('utf8').trim();
       throw new ExecStartError(
