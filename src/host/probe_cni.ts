@@ -1,22 +1,8 @@
-import { promises as fs, constants as fsc } from 'node:fs';
-import path from 'node:path';
 import type { Config } from '../config';
+import { findPlugin } from '../network/cni';
 import { builtinNetwork, loadFromDir, type NetworkList } from '../network/cni_config';
 import { failed, found, messageOf, type Finding } from './finding';
 import { runTool } from './run_tool';
-
-async function findPlugin(type: string, dirs: string[]): Promise<string | undefined> {
-  for (const d of dirs) {
-    const p = path.join(d, type);
-    try {
-      await fs.access(p, fsc.X_OK);
-      return p;
-    } catch {
-      // next directory
-    }
-  }
-  return undefined;
-}
 
 /** A plugin's CNI_COMMAND=VERSION answer: the spec versions it speaks. */
 async function supportedVersions(bin: string): Promise<string[] | undefined> {

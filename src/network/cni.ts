@@ -134,7 +134,7 @@ export class Cni {
     const missing: string[] = [];
     await Promise.all(
       [...types].map(async (t) => {
-        const bin = await this.findBinary(t);
+        const bin = await findPlugin(t, this.opts.binDirs);
         if (bin) binaries.set(t, bin);
         else missing.push(t);
       }),
@@ -149,19 +149,6 @@ export class Cni {
         'CNI network loaded',
       );
     }
-  }
-
-  private async findBinary(type: string): Promise<string | undefined> {
-    for (const dir of this.opts.binDirs) {
-      const p = path.join(dir, type);
-      try {
-        await fs.access(p, fsc.X_OK);
-        return p;
-      } catch {
-        // next directory
-      }
-    }
-    return undefined;
   }
 
   /**
@@ -380,7 +367,7 @@ export class Cni {
     const out = new Map(this.net?.binaries ?? []);
     for (const t of [...list.plugins.map((p) => p.type), 'loopback']) {
       if (out.has(t)) continue;
-      const bin = await this.findBinary(t);
+      const bin = await findPlugin(t, this.opts.binDirs);
       if (bin) out.set(t, bin);
     }
     return out;
@@ -508,4 +495,18 @@ async function isNetns(p: string): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/** The first executable `type` in `dirs`, as CNI's plugin lookup goes; undefined when none is. */
+export async function findPlugin(type: string, dirs: string[]): Promise<string | undefined> {
+  for (const dir of dirs) {
+    const p = path.join(dir, type);
+    try {
+      await fs.access(p, fsc.X_OK);
+      return p;
+    } catch {
+      // next directory
+    }
+  }
+  return undefined;
 }

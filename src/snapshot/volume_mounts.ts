@@ -3,25 +3,13 @@
 // runc then binds each as a plain read-only bind; a bind of a tree whose mounts are all
 // read-only keeps them read-only.
 
-import fsSync, { promises as fs } from 'node:fs';
+import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { InvalidArgumentError, NotFoundError } from '../errors';
 import { mount, MS_PRIVATE } from '../sys/libc';
-import {
-  AT_EMPTY_PATH,
-  AT_FDCWD,
-  AT_RECURSIVE,
-  close,
-  MOUNT_ATTR_IDMAP,
-  MOUNT_ATTR_RDONLY,
-  mountSetattr,
-  MOVE_MOUNT_F_EMPTY_PATH,
-  moveMount,
-  OPEN_TREE_CLOEXEC,
-  OPEN_TREE_CLONE,
-  openTree,
-} from '../sys/mount_api';
+import { attachClone } from '../sys/idmap';
+import { MOUNT_ATTR_RDONLY } from '../sys/mount_api';
 import { unmountBelow } from '../sys/unmount_below';
 
 /** mount_setattr(2), and with it recursive read-only clones, came with Linux 5.12. */
@@ -41,21 +29,9 @@ export function recursiveReadOnlySupported(release = os.release()): boolean {
  */
 export async function mountRecursiveReadOnly(source: string, target: string, userns?: string): Promise<void> {
   await fs.mkdir(target, { recursive: true, mode: 0o755 });
-  const usernsFd = userns === undefined ? undefined : fsSync.openSync(userns, 'r');
-  try {
-    const fd = openTree(source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
-    try {
-      // Private: a mount appearing later under the host source must not reach the container,
-      // which is what the CRI's PRIVATE propagation (the only one allowed with rro) promises.
-      const idmap = usernsFd === undefined ? {} : { attrSet: MOUNT_ATTR_RDONLY | MOUNT_ATTR_IDMAP, usernsFd };
-      mountSetattr(fd, '', AT_EMPTY_PATH | AT_RECURSIVE, { attrSet: MOUNT_ATTR_RDONLY, propagation: MS_PRIVATE, ...idmap });
-      moveMount(fd, '', AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH);
-    } finally {
-      close(fd);
-    }
-  } finally {
-    if (usernsFd !== undefined) fsSync.closeSync(usernsFd);
-  }
+  // Private: a mount appearing later under the host source must not reach the container,
+  // which is what the CRI's PRIVATE propagation (the only one allowed with rro) promises.
+  attachClone(source, target, { recursive: true, attrSet: MOUNT_ATTR_RDONLY, propagation: MS_PRIVATE, userns });
 }
 
 /** Takes the mount at `target` out of any peer group (a mount under a shared /run joins one). */
