@@ -112,20 +112,27 @@ export function implement<Service>(
       impl[name] = (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
         const start = process.hrtime.bigint();
         const ctx = callContext(call, full, log);
-        // Runs the handler now; a throw becomes a rejection, like a throw in an async function.
-        const run = fn ? new Promise<unknown>((resolve) => resolve(fn(call.request, ctx))) : Promise.reject(unimplemented);
-        run.then(
-          (res) => {
-            ctx.finished();
-            finish(start, undefined, log);
-            callback(null, res ?? {});
-          },
-          (err: unknown) => {
-            ctx.finished();
-            const code = finish(start, err, log);
-            callback({ code, details: messageOf(err) });
-          },
-        );
+        const fail = (err: unknown) => {
+          ctx.finished();
+          const code = finish(start, err, log);
+          callback({ code, details: messageOf(err) });
+        };
+        const succeed = (res: unknown) => {
+          ctx.finished();
+          finish(start, undefined, log);
+          callback(null, res ?? {});
+        };
+        let result: unknown;
+        try {
+          if (!fn) throw unimplemented;
+          result = fn(call.request, ctx);
+        } catch (err) {
+          fail(err);
+          return;
+        }
+        // The polled calls (lists, statuses) answer from memory: no promise, no microtask hops.
+        if (result instanceof Promise) result.then(succeed, fail);
+        else succeed(result);
       };
     } else {
       const fn = typeof handler === 'object' ? handler.stream : undefined;
@@ -158,9 +165,8 @@ function messageOf(err: unknown): string {
 }
 
 /**
- * A call's context, its abort signal made only when a handler asks for it. grpc-js reports
- * every call as cancelled once its status is sent, so a cancellation after the handler finished
- * is not one.
+ * A call's context. grpc-js reports every call as cancelled once its status is sent, so a
+ * cancellation after the handler finished is not one.
  */
 function callContext(
   call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>,
@@ -168,19 +174,20 @@ function callContext(
   log: Logger,
 ): CallContext & { finished(): void } {
   let abort: AbortController | undefined;
-  let cancelled = false;
   let done = false;
-  call.once('cancelled', () => {
-    if (done) return;
-    cancelled = true;
-    abort?.abort(new CancelledError(`${full}: cancelled by the client`));
-  });
   return {
     log,
+    // Made, and the cancellation listened for, only when a handler asks: most calls answer at once.
     get signal(): AbortSignal {
       if (!abort) {
-        abort = new AbortController();
-        if (cancelled) abort.abort(new CancelledError(`${full}: cancelled by the client`));
+        const controller = new AbortController();
+        abort = controller;
+        const cancel = () => controller.abort(new CancelledError(`${full}: cancelled by the client`));
+        if (call.cancelled) cancel();
+        else
+          call.once('cancelled', () => {
+            if (!done) cancel();
+          });
       }
       return abort.signal;
     },
