@@ -1,4 +1,5 @@
 export * from './paths';
 export * from './parse';
-export { readLimits, readStats, readStatsSync, type CgroupLimits, type CgroupStats, type StatsDetail } from './stats';
+export { readLimits, readStats, readStatsSync, type CgroupFileReader, type CgroupLimits, type CgroupStats, type StatsDetail } from './stats';
 export { removeCgroup } from './remove';
+export { OpenFiles } from './open_files';

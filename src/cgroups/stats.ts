@@ -128,25 +128,32 @@ export function readStats(cgroupsPath: string, driver: CgroupDriver, version: Cg
  */
 export type StatsDetail = 'basic' | 'full';
 
-/** readStats without the promise, for callers that read many cgroups in one go (stats cache). */
+/** Reads a cgroup file's text; undefined when it is not there. */
+export type CgroupFileReader = (file: string) => string | undefined;
+
+/**
+ * readStats without the promise, for callers that read many cgroups in one go (stats cache);
+ * `read` lets them keep the files open between readings (open_files.ts).
+ */
 export function readStatsSync(
   cgroupsPath: string,
   driver: CgroupDriver,
   version: CgroupVersion = cgroupVersion(),
   detail: StatsDetail = 'full',
+  read: CgroupFileReader = readOptSync,
 ): CgroupStats | undefined {
   const rel = cgroupRelativePath(cgroupsPath, driver);
   try {
-    return version === 2 ? readV2Stats(v2Dir(rel), detail === 'full') : readV1Stats(rel, detail === 'full');
+    return version === 2 ? readV2Stats(v2Dir(rel), detail === 'full', read) : readV1Stats(rel, detail === 'full', read);
   } catch (err) {
     if (err instanceof CgroupGone) return undefined;
     throw new Error(`failed to read stats of cgroup ${cgroupsPath}: ${(err as Error).message}`, { cause: err });
   }
 }
 
-function readV2Stats(dir: string, full: boolean): CgroupStats {
+function readV2Stats(dir: string, full: boolean, readFile: CgroupFileReader): CgroupStats {
   const timestampNs = nowNs();
-  const read = (n: string) => readOptSync(path.join(dir, n));
+  const read = (n: string) => readFile(path.join(dir, n));
   const readFull = (n: string) => (full ? read(n) : undefined);
   // cpu.stat exists in every v2 cgroup, controller enabled or not: its absence means removal.
   const cpuStat = read('cpu.stat');
@@ -182,23 +189,24 @@ function readV2Stats(dir: string, full: boolean): CgroupStats {
   };
 }
 
-function readV1Stats(rel: string, full: boolean): CgroupStats {
+function readV1Stats(rel: string, full: boolean, read: CgroupFileReader): CgroupStats {
   const timestampNs = nowNs();
+  const readAt = (dir: string | undefined, name: string) => (dir === undefined ? undefined : read(path.join(dir, name)));
   const memory = v1Dir('memory', rel);
   const cpuacct = v1Dir('cpuacct', rel);
   const cpuDir = v1Dir('cpu', rel);
   const pidsDir = v1Dir('pids', rel);
-  const usage = readOptSync(f(cpuacct, 'cpuacct.usage'));
-  const memUsage = readOptSync(f(memory, 'memory.usage_in_bytes'));
+  const usage = readAt(cpuacct, 'cpuacct.usage');
+  const memUsage = readAt(memory, 'memory.usage_in_bytes');
   // Both gone: the cgroup was removed (a missing controller alone leaves the other).
   if (usage === undefined && memUsage === undefined && !dirExists(memory) && !dirExists(cpuacct)) throw new CgroupGone();
-  const readFull = (dir: string | undefined, name: string) => (full ? readOptSync(f(dir, name)) : undefined);
+  const readFull = (dir: string | undefined, name: string) => (full ? readAt(dir, name) : undefined);
   const usageUser = readFull(cpuacct, 'cpuacct.usage_user');
-  const usageSys = usageUser === undefined ? undefined : readOptSync(f(cpuacct, 'cpuacct.usage_sys'));
-  const memStat = readOptSync(f(memory, 'memory.stat'));
-  const memLimit = readOptSync(f(memory, 'memory.limit_in_bytes'));
+  const usageSys = usageUser === undefined ? undefined : readAt(cpuacct, 'cpuacct.usage_sys');
+  const memStat = readAt(memory, 'memory.stat');
+  const memLimit = readAt(memory, 'memory.limit_in_bytes');
   const oomControl = readFull(memory, 'memory.oom_control');
-  const pids = readOptSync(f(pidsDir, 'pids.current'));
+  const pids = readAt(pidsDir, 'pids.current');
   const procs = readFull(pidsDir ?? memory, 'cgroup.procs');
   const cfs = readFull(cpuDir, 'cpu.stat');
   // usage_user/usage_sys (kernel ≥ 4.7) are in ns; cpuacct.stat only has 10 ms ticks.
@@ -208,7 +216,7 @@ function readV1Stats(rel: string, full: boolean): CgroupStats {
     cpuUserNs = parseInt64(usageUser, 'cpuacct.usage_user');
     cpuSystemNs = parseInt64(usageSys, 'cpuacct.usage_sys');
   } else if (full) {
-    const acctStat = readOptSync(f(cpuacct, 'cpuacct.stat'));
+    const acctStat = readAt(cpuacct, 'cpuacct.stat');
     if (acctStat !== undefined) ({ userNs: cpuUserNs, systemNs: cpuSystemNs } = parseV1CpuacctStat(acctStat));
   }
   const memoryUsageBytes = memUsage === undefined ? 0 : Number(parseInt64(memUsage, 'memory.usage_in_bytes'));

@@ -605,6 +605,12 @@ export class ContainerService implements PodContainers {
     await Promise.all(this.inSandbox(sandboxId).map((c) => this.remove(c.id, this.opts.log)));
   }
 
+  /** A removed pod's readings go, and the files of its cgroup are closed. */
+  forgetPod(sandbox: SandboxRecord): void {
+    this.statsCache.forget(sandbox.cgroupParent);
+    this.statsCache.forget(podNetworkKey(sandbox));
+  }
+
   async execSync(idOrPrefix: string, cmd: string[], timeoutSec: number): Promise<ExecResult> {
     const rec = this.get(idOrPrefix);
     if (rec.phase !== 'running') throw new FailedPreconditionError(`container ${rec.id} is not running`);
@@ -647,11 +653,15 @@ export class ContainerService implements PodContainers {
   async podNetwork(sandbox: SandboxRecord): Promise<NetworkSample | undefined> {
     if (sandbox.hostNetwork) return undefined;
     const running = this.inSandbox(sandbox.id).find((c) => c.phase === 'running');
-    return running ? this.statsCache.network(`pod:${sandbox.id}`, running.pid) : undefined;
+    return running ? this.statsCache.network(podNetworkKey(sandbox), running.pid) : undefined;
   }
 }
 
 /** Where a container's rro clones and image volumes are mounted before runc binds them. */
 function volumesDir(bundle: string): string {
   return path.join(bundle, 'volumes');
+}
+
+function podNetworkKey(sandbox: SandboxRecord): string {
+  return `pod:${sandbox.id}`;
 }

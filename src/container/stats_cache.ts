@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import { type CgroupDriver, type CgroupStats, type CgroupVersion, cgroupVersion, readStatsSync, type StatsDetail } from '../cgroups';
+import { type CgroupDriver, type CgroupStats, type CgroupVersion, cgroupVersion, OpenFiles, readStatsSync, type StatsDetail } from '../cgroups';
 
 /** One reading of a cgroup, with the CPU rate since the reading before it. */
 export interface CgroupSample {
@@ -64,6 +64,8 @@ function nowNs(): bigint {
 export class StatsCache {
   private readonly cgroups = new Map<string, Entry<CgroupSample | undefined>>();
   private readonly previous = new Map<string, CgroupStats>();
+  /** Each cgroup's files, kept open while its readings are asked for. */
+  private readonly files = new Map<string, OpenFiles>();
   private readonly networks = new Map<string, Entry<NetworkSample | undefined>>();
   private readonly queue: (() => void)[] = [];
   private draining = false;
@@ -99,6 +101,17 @@ export class StatsCache {
     this.cgroups.delete(key);
     this.previous.delete(key);
     this.networks.delete(key);
+    this.closeFiles(key);
+  }
+
+  /** Cgroups whose files are kept open (tests). */
+  get openCgroups(): number {
+    return this.files.size;
+  }
+
+  private closeFiles(key: string): void {
+    this.files.get(key)?.close();
+    this.files.delete(key);
   }
 
   private cached<T>(map: Map<string, Entry<T>>, key: string, read: () => T, detail?: StatsDetail): Promise<T> {
@@ -146,9 +159,22 @@ export class StatsCache {
   }
 
   private readCgroup(cgroupsPath: string, detail: StatsDetail): CgroupSample | undefined {
-    const stats = readStatsSync(cgroupsPath, this.opts.driver, this.version, detail);
+    let files = this.files.get(cgroupsPath);
+    if (!files) {
+      files = new OpenFiles();
+      this.files.set(cgroupsPath, files);
+    }
+    const open = files;
+    let stats: CgroupStats | undefined;
+    try {
+      stats = readStatsSync(cgroupsPath, this.opts.driver, this.version, detail, (file) => open.read(file));
+    } catch (err) {
+      this.closeFiles(cgroupsPath);
+      throw err;
+    }
     if (!stats) {
       this.previous.delete(cgroupsPath);
+      this.closeFiles(cgroupsPath);
       return undefined;
     }
     const prev = this.previous.get(cgroupsPath);
@@ -167,6 +193,7 @@ export class StatsCache {
         if (now - e.usedAt > IDLE_MS) {
           map.delete(k);
           this.previous.delete(k);
+          this.closeFiles(k);
         }
       }
     }

@@ -26,6 +26,8 @@ import { validateSandboxConfig } from './validate';
 export interface PodContainers {
   stopAll(sandboxId: string): Promise<void>;
   removeAll(sandboxId: string): Promise<void>;
+  /** What is kept about the pod's cgroup and network for stats goes. */
+  forgetPod(sandbox: SandboxRecord): void;
 }
 
 export interface SandboxServiceOptions {
@@ -348,6 +350,7 @@ export class SandboxService {
     const rec = this.find(idOrPrefix);
     if (!rec) return;
     await this.containers?.removeAll(rec.id);
+    this.containers?.forgetPod(rec);
     await this.release(rec);
     await this.store.delete(rec.id);
     this.sandboxes.delete(rec.id);
