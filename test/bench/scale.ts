@@ -4,13 +4,15 @@ import { cpuOf, fleetRuntimes, msSince, pullImages, removePods, startPods, type 
 import { BenchStack, type BenchNet, type Name } from './stack';
 import { cpuSeconds, fmtMB, fmtMs, fmtRatio, fmtSec, intFlag, median, need, parseFlags, percentile, secondsFlag, table } from './util';
 
-export const SCALE_USAGE = `scale [--pods N] [--containers M] [--samples S] [--stats-samples T] [--stats-gap SECONDS]
-      [--parallel P] [--restart] [--cpu-prof DIR] [--log-level LEVEL]
+export const SCALE_USAGE = `scale [--pods N] [--containers M] [--samples S] [--warmup W] [--stats-samples T]
+      [--stats-gap SECONDS] [--parallel P] [--restart] [--cpu-prof DIR] [--log-level LEVEL]
     Per-call cost on a full node, tscri against containerd 1.6: first Version on both empty
     daemons, then N pods (default 50) of M running busybox sleep containers (default 10) on
     each runtime (P pods made at a time, default 1; create-all timed), then S samples (default
     200) of each list and status call the kubelet makes, alternating the runtimes call by
-    call: p50 and p95 of ListContainers (all, and one pod's), ListPodSandbox, ContainerStatus,
+    call, each after W untimed calls of its kind on both (default 500: a node polled by a
+    kubelet is past its first few hundred calls within minutes; a JIT-compiled daemon is
+    slower before, see W=5 for a cold one): p50 and p95 of ListContainers (all, and one pod's), ListPodSandbox, ContainerStatus,
     PodSandboxStatus, ListImages; T samples (default 5) of ListContainerStats and
     ListPodSandboxStats, SECONDS apart (default 2.5: longer than tscri's stats cache keeps an
     entry, so every sample reads the cgroups). --restart: both daemons restarted with their
@@ -113,6 +115,7 @@ export async function runScale(argv: string[]): Promise<number> {
     pods: '50',
     containers: '10',
     samples: '200',
+    warmup: '500',
     'stats-samples': '5',
     'stats-gap': '2.5',
     parallel: '1',
@@ -123,6 +126,7 @@ export async function runScale(argv: string[]): Promise<number> {
   const nPods = intFlag(flags, 'pods', 1);
   const nContainers = intFlag(flags, 'containers', 1);
   const nSamples = intFlag(flags, 'samples', 1);
+  const nWarmup = intFlag(flags, 'warmup', 0);
   const nStats = intFlag(flags, 'stats-samples', 0);
   const statsGapMs = secondsFlag(flags, 'stats-gap') * 1000;
   const parallel = intFlag(flags, 'parallel', 1);
@@ -156,7 +160,7 @@ export async function runScale(argv: string[]): Promise<number> {
     }
     // Before any image or pod: the cost of a call that does nothing.
     const none: FleetPod[] = [];
-    for (let i = 0; i < 20; i++) for (const rt of runtimes) await rt.cri().runtime.Version({ version: 'v1' });
+    for (let i = 0; i < nWarmup; i++) for (const rt of runtimes) await rt.cri().runtime.Version({ version: 'v1' });
     const v = await sample(
       runtimes,
       { tscri: none, containerd: none },
@@ -182,8 +186,8 @@ export async function runScale(argv: string[]): Promise<number> {
     const cpu0 = runtimes.map((rt) => cpuSeconds(rt.pid()));
     for (const call of FAST_CALLS) {
       if (stop()) break;
-      // A few untimed calls first: connection, JIT, caches.
-      await sample(runtimes, pods, call, 5, 0, stop);
+      // Untimed calls first: connection, JIT, caches.
+      await sample(runtimes, pods, call, nWarmup, 0, stop);
       results.set(call.name, await sample(runtimes, pods, call, nSamples, 0, stop));
     }
     for (const call of STATS_CALLS) {
@@ -233,7 +237,7 @@ export async function runScale(argv: string[]): Promise<number> {
   const rows = [row('Version, empty daemon', versionEmpty), ...[...results].map(([name, s]) => row(name, s))];
   console.log('');
   console.log(
-    `${nPods} pods x ${nContainers} running containers per runtime; ${nSamples} samples per call (stats: ${nStats}, ${statsGapMs / 1000} s apart), CRI calls over gRPC from this process`,
+    `${nPods} pods x ${nContainers} running containers per runtime; ${nSamples} samples per call after ${nWarmup} untimed ones (stats: ${nStats}, ${statsGapMs / 1000} s apart), CRI calls over gRPC from this process`,
   );
   console.log(table(['call', 'tscri p50', 'tscri p95', 'containerd p50', 'containerd p95', 'ratio p50'], rows));
   const verdicts: string[] = [];
