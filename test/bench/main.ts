@@ -1,5 +1,6 @@
 import { CHURN_USAGE, runChurn } from './churn';
 import { EXEC_USAGE, runExec } from './exec';
+import { FLOOR_USAGE, runFloor } from './floor';
 import { LIFECYCLE_USAGE, runLifecycle } from './lifecycle';
 import { POLL_USAGE, runPoll } from './poll';
 import { PULL_USAGE, runPull } from './pull';
@@ -18,6 +19,7 @@ const COMMANDS: Record<string, Command> = {
   scale: { usage: SCALE_USAGE, run: runScale },
   poll: { usage: POLL_USAGE, run: runPoll },
   churn: { usage: CHURN_USAGE, run: runChurn },
+  floor: { usage: FLOOR_USAGE, run: runFloor },
 };
 
 function usage(): string {

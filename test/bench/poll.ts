@@ -3,16 +3,18 @@ import { cpuDelta, cpuOf, fleetRuntimes, pullImages, removePods, startPods, type
 import { BenchStack, type BenchNet, type Name } from './stack';
 import { fmtMB, fmtRatio, fmtSec, intFlag, need, parseFlags, percentile, secondsFlag, table } from './util';
 
-export const POLL_USAGE = `poll [--pods N] [--containers M] [--duration SECONDS] [--idle SECONDS] [--parallel P]
-      [--cpu-prof DIR] [--log-level LEVEL]
+export const POLL_USAGE = `poll [--pods N] [--containers M] [--duration SECONDS] [--warmup SECONDS] [--idle SECONDS]
+      [--parallel P] [--per-call yes|no] [--cpu-prof DIR] [--log-level LEVEL]
     A node's steady cost, tscri against containerd 1.6: N pods (default 100) of M running
     busybox sleep containers (default 1) on each runtime, then for SECONDS (default 60) a
     poller per runtime doing what the kubelet does: every second ListPodSandbox and
     ListContainers; every 10 s each pod's PodSandboxStatus and its containers'
     ContainerStatus, ListContainerStats and ListPodSandboxStats. Both pollers run at once.
     Reports CPU seconds per minute of each daemon and of its monitors (conmon processes
-    against containerd-shim processes); before that, --idle SECONDS (default 20) with no
-    calls at all; after it, unless --per-call no, the daemon CPU of each kind of call,
+    against containerd-shim processes). Before the measured polling, --warmup SECONDS
+    (default 60) of the same polling, reported apart: a node is polled all its life, and a
+    JIT-compiled daemon's first minute of calls costs more than the ones after. Before
+    that, --idle SECONDS (default 20) with no calls at all. After it, unless --per-call no, the daemon CPU of each kind of call,
     one runtime at a time. --cpu-prof DIR: tscri is restarted (containers running) with --cpu-prof
     before the idle phase and after the polling, so its profile in DIR covers those two.`;
 
@@ -135,6 +137,7 @@ export async function runPoll(argv: string[]): Promise<number> {
     containers: '1',
     duration: '60',
     idle: '20',
+    warmup: '60',
     parallel: '2',
     'cpu-prof': '',
     'log-level': 'warn',
@@ -145,6 +148,7 @@ export async function runPoll(argv: string[]): Promise<number> {
   const durationMs = secondsFlag(flags, 'duration') * 1000;
   const parallel = intFlag(flags, 'parallel', 1);
   const idleMs = secondsFlag(flags, 'idle') * 1000;
+  const warmupMs = secondsFlag(flags, 'warmup') * 1000;
   const cpuProf = flags['cpu-prof'];
   const perCallToo = flags['per-call'] !== 'no';
 
@@ -159,6 +163,7 @@ export async function runPoll(argv: string[]): Promise<number> {
   const results: Partial<Record<Name, PollResult>> = {};
   const idle: Partial<Record<Name, { seconds: number; daemonCpu: number; monitorCpu: number }>> = {};
   const calls: Partial<Record<Name, Map<string, number>>> = {};
+  const warm: Partial<Record<Name, PollResult>> = {};
   let failed: string | undefined;
   try {
     console.log(`machine: ${os.cpus().length} CPUs, ${fmtMB(os.totalmem())} RAM, load average ${load0.map((l) => l.toFixed(2)).join(' ')}`);
@@ -190,6 +195,12 @@ export async function runPoll(argv: string[]): Promise<number> {
           };
         });
       }
+      if (warmupMs > 0) {
+        console.log(`polling both for ${warmupMs / 1000} s (warm-up)`);
+        const [tw, cw] = await Promise.all(runtimes.map((rt) => poll(rt, need(pods[rt.name], `${rt.name}: started pods`), warmupMs, stop)));
+        warm.tscri = tw;
+        warm.containerd = cw;
+      }
       console.log(`polling both for ${durationMs / 1000} s`);
       const [t, c] = await Promise.all(runtimes.map((rt) => poll(rt, need(pods[rt.name], `${rt.name}: started pods`), durationMs, stop)));
       results.tscri = t;
@@ -219,7 +230,9 @@ export async function runPoll(argv: string[]): Promise<number> {
     const perMin = (cpu: number, r: { seconds: number }) => (cpu * 60) / r.seconds;
     const pct = (cpu: number, r: PollResult) => `${((cpu / r.seconds) * 100).toFixed(1)} %`;
     console.log('');
-    console.log(`Kubelet-like polling, ${nPods} pods x ${nContainers} containers per runtime, ${t.seconds.toFixed(0)} s, both at once`);
+    console.log(
+      `Kubelet-like polling, ${nPods} pods x ${nContainers} containers per runtime, ${t.seconds.toFixed(0)} s after ${warmupMs / 1000} s of warm-up, both at once`,
+    );
     console.log(
       table(
         ['', 'tscri', 'containerd', 'ratio'],
@@ -243,6 +256,16 @@ export async function runPoll(argv: string[]): Promise<number> {
             fmtSec(perMin(c.daemonCpu + c.monitorCpu, c)),
             fmtRatio((t.daemonCpu + t.monitorCpu) / t.seconds / ((c.daemonCpu + c.monitorCpu) / c.seconds)),
           ],
+          ...(warm.tscri && warm.containerd
+            ? [
+                [
+                  'warm-up: daemon CPU s per minute (first calls)',
+                  fmtSec(perMin(warm.tscri.daemonCpu, warm.tscri)),
+                  fmtSec(perMin(warm.containerd.daemonCpu, warm.containerd)),
+                  fmtRatio(warm.tscri.daemonCpu / warm.tscri.seconds / (warm.containerd.daemonCpu / warm.containerd.seconds)),
+                ],
+              ]
+            : []),
           ...(idle.tscri && idle.containerd
             ? [
                 [
