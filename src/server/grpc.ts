@@ -168,7 +168,7 @@ function messageOf(err: unknown): string {
  * A call's context. grpc-js reports every call as cancelled once its status is sent, so a
  * cancellation after the handler finished is not one.
  */
-function callContext(
+export function callContext(
   call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>,
   full: string,
   log: Logger,
