@@ -21,7 +21,7 @@ export const CHURN_USAGE = `churn [--n N] [--warmup W] [--top K] [--trim yes] [-
     glibc return its free memory (malloc_trim(0) through gdb) and prints the RSS again:
     what it gives back was fragmentation, not a leak. --snapshots no: RSS figures only.`;
 
-const NET: TestNetwork = { bridge: 'tscri-bn-ch', subnet: '10.95.0.0/24', gateway: '10.95.0.1', name: 'tscri-bench-churn' };
+export const NET: TestNetwork = { bridge: 'tscri-bn-ch', subnet: '10.70.0.0/24', gateway: '10.70.0.1', name: 'tscri-bench-churn' };
 const SLEEP = ['/bin/sh', '-c', "trap 'kill $!; exit 0' TERM; sleep 3600 & wait"];
 
 interface HeapCounts {

@@ -23,7 +23,7 @@ const HTTP_PORT = 8080;
 const SINK_PORT = 8081;
 
 // Each runtime its own bridge and subnet (stack.ts).
-const NETS: Record<Name, BenchNet> = {
+export const NETS: Record<Name, BenchNet> = {
   tscri: { network: 'tscri-bench-ex', bridge: 'tscri-bx0', subnet: '10.92.0.0/24', gateway: '10.92.0.1', prefix: '10.92.0.' },
   containerd: { network: 'ctrd-bench-ex', bridge: 'ctrd-bx0', subnet: '10.90.0.0/24', gateway: '10.90.0.1', prefix: '10.90.0.' },
 };

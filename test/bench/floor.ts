@@ -13,7 +13,7 @@ export const FLOOR_USAGE = `floor [--samples S] [--warmup W]
     each (default 2000), first alternating the three call by call (as the scale benchmark
     does), then in a block per server. p50 and p95 of each, and each against containerd.`;
 
-const NETS: Record<Name, BenchNet> = {
+export const NETS: Record<Name, BenchNet> = {
   tscri: { network: 'tscri-bench-fl', bridge: 'tscri-bf0', subnet: '10.82.0.0/24', gateway: '10.82.0.1', prefix: '10.82.0.' },
   containerd: { network: 'ctrd-bench-fl', bridge: 'ctrd-bf0', subnet: '10.83.0.0/24', gateway: '10.83.0.1', prefix: '10.83.0.' },
 };

@@ -25,9 +25,9 @@ const STOP_TIMEOUT_S = 10;
 const CALL_TIMEOUT_MS = 60_000;
 
 // Each runtime its own bridge and subnet (stack.ts).
-const NETS: Record<Name, BenchNet> = {
-  tscri: { network: 'tscri-bench-lc', bridge: 'tscri-bn0', subnet: '10.93.0.0/24', gateway: '10.93.0.1', prefix: '10.93.0.' },
-  containerd: { network: 'ctrd-bench-lc', bridge: 'ctrd-bn0', subnet: '10.94.0.0/24', gateway: '10.94.0.1', prefix: '10.94.0.' },
+export const NETS: Record<Name, BenchNet> = {
+  tscri: { network: 'tscri-bench-lc', bridge: 'tscri-bn0', subnet: '10.71.0.0/24', gateway: '10.71.0.1', prefix: '10.71.0.' },
+  containerd: { network: 'ctrd-bench-lc', bridge: 'ctrd-bn0', subnet: '10.72.0.0/24', gateway: '10.72.0.1', prefix: '10.72.0.' },
 };
 
 // SIGTERM ends both at once: a shell as PID 1 of its namespace ignores signals it has no trap for.

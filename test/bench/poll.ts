@@ -21,9 +21,9 @@ export const POLL_USAGE = `poll [--pods N] [--containers M] [--duration SECONDS]
 const TAG = 'poll';
 const TARGET_RATIO = 0.5;
 
-const NETS: Record<Name, BenchNet> = {
-  tscri: { network: 'tscri-bench-po', bridge: 'tscri-bp0', subnet: '10.86.0.0/24', gateway: '10.86.0.1', prefix: '10.86.0.' },
-  containerd: { network: 'ctrd-bench-po', bridge: 'ctrd-bp0', subnet: '10.87.0.0/24', gateway: '10.87.0.1', prefix: '10.87.0.' },
+export const NETS: Record<Name, BenchNet> = {
+  tscri: { network: 'tscri-bench-po', bridge: 'tscri-bp0', subnet: '10.73.0.0/24', gateway: '10.73.0.1', prefix: '10.73.0.' },
+  containerd: { network: 'ctrd-bench-po', bridge: 'ctrd-bp0', subnet: '10.74.0.0/24', gateway: '10.74.0.1', prefix: '10.74.0.' },
 };
 
 interface PollResult {

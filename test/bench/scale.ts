@@ -22,9 +22,9 @@ export const SCALE_USAGE = `scale [--pods N] [--containers M] [--samples S] [--w
 
 const TAG = 'scale';
 
-const NETS: Record<Name, BenchNet> = {
-  tscri: { network: 'tscri-bench-sc', bridge: 'tscri-bs0', subnet: '10.84.0.0/24', gateway: '10.84.0.1', prefix: '10.84.0.' },
-  containerd: { network: 'ctrd-bench-sc', bridge: 'ctrd-bs0', subnet: '10.85.0.0/24', gateway: '10.85.0.1', prefix: '10.85.0.' },
+export const NETS: Record<Name, BenchNet> = {
+  tscri: { network: 'tscri-bench-sc', bridge: 'tscri-bs0', subnet: '10.75.0.0/24', gateway: '10.75.0.1', prefix: '10.75.0.' },
+  containerd: { network: 'ctrd-bench-sc', bridge: 'ctrd-bs0', subnet: '10.76.0.0/24', gateway: '10.76.0.1', prefix: '10.76.0.' },
 };
 
 interface Call {

@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { startDaemon, type Daemon } from '../helpers/daemon';
 import { busyboxLayer, pushImage } from '../helpers/images';
 import { startRegistry, type Registry } from '../helpers/registry';
+import { assertSubnetFree } from '../helpers/subnets';
 import { startContainerd, type Containerd } from './containerd';
 import { ipLinkExists, teardownBench } from './teardown';
 import { need } from './util';
@@ -94,6 +95,7 @@ export class BenchStack {
   constructor(private readonly opts: BenchStackOptions) {
     for (const n of Object.values(opts.nets)) {
       if (ipLinkExists(n.bridge)) throw new Error(`bridge ${n.bridge} already exists: another benchmark running, or a leftover (ip link del ${n.bridge})`);
+      assertSubnetFree(n.subnet, n.bridge, `benchmark network ${n.network}`);
     }
     this.work = fs.mkdtempSync(path.join(os.tmpdir(), `bench-${opts.tag}-`));
     this.cgroupRoots = { tscri: `tscri-bench-${opts.tag}-${process.pid}`, containerd: `ctrd-bench-${opts.tag}-${process.pid}` };

@@ -6,6 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { CriClient } from './cri';
 import { busyboxLayer, pushImage, type LayerEntry, type PushedImage } from './images';
+import { assertSubnetFree } from './subnets';
 import type { PodSandboxConfig } from '../../src/gen/runtime/v1/PodSandboxConfig';
 import type { ContainerConfig } from '../../src/gen/runtime/v1/ContainerConfig';
 import type { ContainerStatus__Output } from '../../src/gen/runtime/v1/ContainerStatus';
@@ -45,6 +46,7 @@ export const E2E_NETWORK: TestNetwork = { bridge: BRIDGE, subnet: POD_SUBNET, ga
 
 /** A conf dir with one conflist: bridge + host-local (own subnet route only, no masquerading), portmap, loopback. */
 export function makeCniFixture(net: TestNetwork = E2E_NETWORK): CniFixture {
+  assertSubnetFree(net.subnet, net.bridge, `test network ${net.name}`);
   const base = fs.mkdtempSync(path.join(os.tmpdir(), 'tscri-cni-'));
   const confDir = path.join(base, 'net.d');
   const dataDir = path.join(base, 'ipam');
