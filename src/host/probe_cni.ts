@@ -1,6 +1,7 @@
 import type { Config } from '../config';
 import { findPlugin } from '../network/cni';
 import { builtinNetwork, loadFromDir, type NetworkList } from '../network/cni_config';
+import { overlappingRoutes, podSubnets, readHostRoutes } from '../network/subnets';
 import { failed, found, messageOf, type Finding } from './finding';
 import { runTool } from './run_tool';
 
@@ -42,5 +43,24 @@ export async function probeCni(cfg: Config): Promise<Finding> {
   const base = `network ${list.name} from ${source}, cniVersion ${list.cniVersion}; plugins: ${described || 'none found'}`;
   if (missing.length > 0) return failed('cni', `${base}; not found in ${cfg.cniBinDirs.join(':')}: ${missing.join(', ')}`);
   if (unsupported.length > 0) return failed('cni', `${base}; cniVersion ${list.cniVersion} not spoken by ${unsupported.join(', ')}`);
+  const clashes = routeClashes(list);
+  if (clashes.length > 0) return failed('cni', `${base}; ${clashes.join('; ')}: some pods would not be reachable from this host`);
   return found('cni', base);
+}
+
+/** Pod subnets the host already routes through another device than their bridge. */
+function routeClashes(list: NetworkList): string[] {
+  const routes = readHostRoutes();
+  const out: string[] = [];
+  for (const { subnet, bridge } of podSubnets(list)) {
+    let taken;
+    try {
+      taken = overlappingRoutes(subnet, routes, bridge);
+    } catch {
+      // A subnet that is not a CIDR: the plugin will say so when a pod is made.
+      continue;
+    }
+    for (const r of taken) out.push(`pod subnet ${subnet} overlaps the route to ${r.dest} on ${r.dev}`);
+  }
+  return out;
 }

@@ -11,7 +11,8 @@ import { NETS as pollNets } from '../bench/poll';
 import { NETS as scaleNets } from '../bench/scale';
 import { E2E_NETWORK } from '../helpers/pods';
 import { SC_SUBNET } from '../helpers/security';
-import { cidrRange, cidrsOverlap, overlappingRoutes } from '../helpers/subnets';
+import { cidrRange, cidrsOverlap, overlappingRoutes, parseProcNetRoute, podSubnets } from '../../src/network/subnets';
+import { builtinNetwork } from '../../src/network/cni_config';
 
 test('CIDR ranges and overlaps', () => {
   assert.deepEqual(cidrRange('10.85.0.0/16'), { first: 0x0a550000, last: 0x0a55ffff });
@@ -22,17 +23,31 @@ test('CIDR ranges and overlaps', () => {
   assert.throws(() => cidrRange('10.85.0.0/33'), /not an IPv4 CIDR/);
 });
 
-test("routes that overlap a subnet, but for the network's own bridge", () => {
-  const routes = [
-    'default via 172.16.0.1 dev eth0',
-    '10.85.0.0/16 dev tscri0 proto kernel scope link src 10.85.0.1',
-    '10.85.0.0/24 dev ctrd-bs0 proto kernel scope link src 10.85.0.1 linkdown',
-    '10.98.0.0/24 dev tscri-e2e0 proto kernel scope link src 10.98.0.1',
-    '172.16.0.0/24 dev eth0 proto kernel scope link src 172.16.0.2',
-  ].join('\n');
-  assert.deepEqual(overlappingRoutes('10.85.0.0/24', routes, 'tscri0'), ['10.85.0.0/24 dev ctrd-bs0 proto kernel scope link src 10.85.0.1 linkdown']);
+// /proc/net/route of a host with tscri's built-in bridge and a benchmark's on part of its subnet.
+const PROC_NET_ROUTE = `Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
+eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0
+tscri0\t0000550A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0
+ctrd-bs0\t0000550A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
+tscri-e2e0\t0000620A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
+eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
+`;
+
+test("/proc/net/route, and the routes that overlap a subnet but for the network's own bridge", () => {
+  const routes = parseProcNetRoute(PROC_NET_ROUTE);
+  assert.deepEqual(routes, [
+    { dev: 'tscri0', dest: '10.85.0.0/16' },
+    { dev: 'ctrd-bs0', dest: '10.85.0.0/24' },
+    { dev: 'tscri-e2e0', dest: '10.98.0.0/24' },
+    { dev: 'eth0', dest: '192.0.2.0/24' },
+  ]);
+  assert.deepEqual(overlappingRoutes('10.85.0.0/16', routes, 'tscri0'), [{ dev: 'ctrd-bs0', dest: '10.85.0.0/24' }]);
   assert.deepEqual(overlappingRoutes('10.98.0.0/24', routes, 'tscri-e2e0'), [], 'a leftover of the same network is reused');
-  assert.equal(overlappingRoutes('10.70.0.0/24', routes).length, 0);
+  assert.deepEqual(overlappingRoutes('10.70.0.0/24', routes), []);
+});
+
+test("a network list's pod subnets and their bridge", () => {
+  const list = builtinNetwork({ name: 'n', bridge: 'tscri0', subnet: '10.85.0.0/16' });
+  assert.deepEqual(podSubnets(list), [{ subnet: '10.85.0.0/16', bridge: 'tscri0' }]);
 });
 
 test("the benchmarks' networks overlap no test network, tscri's default one or the lab's", () => {
