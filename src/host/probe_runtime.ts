@@ -92,7 +92,9 @@ export async function probeRuntime(p: RuntimeProbe): Promise<Finding> {
   try {
     fs.mkdirSync(rootfs, { recursive: true });
     fs.mkdirSync(state, { recursive: true });
-    const spec = probeSpec(truePath, hostBinaries(rootfs), containerCgroupsPath('', id, p.cgroupDriver));
+    // With cgroupfs, at the top of the hierarchy rather than under the daemon's default parent,
+    // which would be left behind, empty, by every check.
+    const spec = probeSpec(truePath, hostBinaries(rootfs), containerCgroupsPath(p.cgroupDriver === 'cgroupfs' ? '/' : '', id, p.cgroupDriver));
     fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify(spec));
     const r = await runTool(bin, [...runtimeGlobalArgs(state, p.cgroupDriver === 'systemd'), 'run', '--bundle', bundle, id], { timeoutMs: 30_000 });
     if (r.code === 0) return found(feature, `${bin} (${version}): ran a container (cgroup driver ${p.cgroupDriver})`, p.essential);

@@ -33,8 +33,19 @@ function mountsUnder(dir: string): string[] {
     .filter((l) => l.includes(dir));
 }
 
+/** Top-level cgroups of the memory controller (v1) or the unified tree (v2). */
+function topCgroups(): string[] {
+  const root = fs.existsSync('/sys/fs/cgroup/cgroup.controllers') ? '/sys/fs/cgroup' : '/sys/fs/cgroup/memory';
+  return fs
+    .readdirSync(root, { withFileTypes: true })
+    .filter((d) => d.isDirectory())
+    .map((d) => d.name)
+    .sort();
+}
+
 describe('tscri check', () => {
   test("reports this machine's facts and exits 0 when pods can run", () => {
+    const cgroupsBefore = topCgroups();
     const r = check();
     assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
     // cgroup version from the kernel's files, not from the probe's own reading.
@@ -49,6 +60,12 @@ describe('tscri check', () => {
     assert.match(r.stdout, /Pods can run on this host\.\n$/);
     assert.deepEqual(fs.readdirSync(base), [], 'the probe leaves no scratch directory');
     assert.deepEqual(mountsUnder(base), []);
+    // Not even an empty parent: each check used to leave /tscri in every hierarchy.
+    assert.deepEqual(
+      topCgroups().filter((c) => !cgroupsBefore.includes(c)),
+      [],
+      'the probe leaves no cgroup',
+    );
   });
 
   test("a dead check's scratch dir and its mounts are swept; a live one's is kept", () => {
