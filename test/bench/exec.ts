@@ -7,7 +7,7 @@ import type { PodSandboxConfig } from '../../src/gen/runtime/v1/PodSandboxConfig
 import type { ContainerConfig } from '../../src/gen/runtime/v1/ContainerConfig';
 import { BenchStack, type BenchNet, type Name } from './stack';
 import { PortForwardClient, httpGet, spdyExec, upload } from './stream_client';
-import { cpuSeconds, fmtMB, fmtMs, fmtRatio, intFlag, iptablesSave, median, need, parseFlags, percentile, table } from './util';
+import { cpuSeconds, exitStatus, fmtMB, fmtMs, fmtRatio, intFlag, iptablesSave, loadLine, median, need, parseFlags, percentile, table } from './util';
 
 export const EXEC_USAGE = `exec [--n N] [--mib M] [--rounds R] [--warmup W]
     Exec and port-forward, tscri against containerd 1.6: one pod with one busybox container
@@ -368,13 +368,8 @@ export async function runExec(argv: string[]): Promise<number> {
   }
 
   console.log('');
-  console.log(`load average: before ${load0.map((l) => l.toFixed(2)).join(' ')}, after ${load1.map((l) => l.toFixed(2)).join(' ')} (${os.cpus().length} CPUs)`);
+  console.log(loadLine(load0, load1));
   const ours = iptablesSave().filter((l) => Object.values(NETS).some((net) => l.includes(net.prefix) || l.includes(net.bridge) || l.includes(net.network)));
   if (ours.length > 0) problems.push(`iptables lines naming the benchmark networks: ${ours.join(' | ')}`);
-  for (const p of problems) console.error(`cleanup: ${p}`);
-  if (failed) {
-    console.error(failed);
-    return 1;
-  }
-  return 0;
+  return exitStatus(problems, failed);
 }

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { connectCri, type CriClient } from '../helpers/cri';
 import { msSince } from './fleet';
 import { BenchStack, type BenchNet, type Name } from './stack';
-import { fmtMB, fmtRatio, intFlag, need, parseFlags, percentile, table } from './util';
+import { exitStatus, fmtMB, fmtRatio, intFlag, loadLine, need, parseFlags, percentile, table } from './util';
 
 export const FLOOR_USAGE = `floor [--samples S] [--warmup W]
     What a CRI call costs before any runtime work: Version on empty daemons, tscri and
@@ -79,11 +79,6 @@ export async function runFloor(argv: string[]): Promise<number> {
     console.log(table(['order', 'server', 'p50', 'p95', 'p50 / containerd'], rows));
   }
   console.log('');
-  console.log(`load average: before ${load0.map((l) => l.toFixed(2)).join(' ')}, after ${load1.map((l) => l.toFixed(2)).join(' ')} (${os.cpus().length} CPUs)`);
-  for (const p of problems) console.error(`cleanup: ${p}`);
-  if (failed) {
-    console.error(failed);
-    return 1;
-  }
-  return 0;
+  console.log(loadLine(load0, load1));
+  return exitStatus(problems, failed);
 }

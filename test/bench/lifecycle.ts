@@ -7,7 +7,22 @@ import type { PodSandboxConfig } from '../../src/gen/runtime/v1/PodSandboxConfig
 import type { ContainerConfig } from '../../src/gen/runtime/v1/ContainerConfig';
 import { conmonsUnder, descendants, listProcs, shimsOf, sumMem, type Mem, type Proc } from './procs';
 import { BenchStack, type BenchNet, type Name } from './stack';
-import { cpuSeconds, fmtMB, fmtMs, fmtRatio, intFlag, iptablesSave, median, need, parseFlags, percentile, secondsFlag, table } from './util';
+import {
+  cpuSeconds,
+  exitStatus,
+  fmtMB,
+  fmtMs,
+  fmtRatio,
+  intFlag,
+  iptablesSave,
+  loadLine,
+  median,
+  need,
+  parseFlags,
+  percentile,
+  secondsFlag,
+  table,
+} from './util';
 
 export const LIFECYCLE_USAGE = `lifecycle [--pods N] [--rss-pods M] [--warmup W] [--log-level LEVEL] [--settle SECONDS]
     Pod lifecycle latency and memory, tscri against containerd 1.6 (runc, CNI bridge,
@@ -388,14 +403,9 @@ export async function runLifecycle(argv: string[]): Promise<number> {
   }
 
   console.log('');
-  console.log(`load average: before ${load0.map((l) => l.toFixed(2)).join(' ')}, after ${load1.map((l) => l.toFixed(2)).join(' ')} (${os.cpus().length} CPUs)`);
+  console.log(loadLine(load0, load1));
   console.log(`iptables: ${ipt0.cni} lines mentioning CNI before, ${ipt1.cni} after; lines naming our bridges/subnets: ${ipt1.ours.length}`);
   if (ipt1.ours.length > 0) problems.push(`iptables lines naming the benchmark networks: ${ipt1.ours.join(' | ')}`);
   if (ipt1.cni !== ipt0.cni) problems.push(`iptables CNI line count changed ${ipt0.cni} -> ${ipt1.cni} (another process on this host may have changed it)`);
-  for (const p of problems) console.error(`cleanup: ${p}`);
-  if (failed) {
-    console.error(failed);
-    return 1;
-  }
-  return 0;
+  return exitStatus(problems, failed);
 }

@@ -1,7 +1,7 @@
 import * as os from 'node:os';
 import { cpuDelta, cpuOf, fleetRuntimes, pullImages, removePods, startPods, type FleetPod, type FleetRuntime } from './fleet';
 import { BenchStack, type BenchNet, type Name } from './stack';
-import { fmtMB, fmtRatio, fmtSec, intFlag, need, parseFlags, percentile, secondsFlag, table } from './util';
+import { exitStatus, fmtMB, fmtRatio, fmtSec, intFlag, loadLine, need, parseFlags, percentile, secondsFlag, table } from './util';
 
 export const POLL_USAGE = `poll [--pods N] [--containers M] [--duration SECONDS] [--warmup SECONDS] [--idle SECONDS]
       [--parallel P] [--per-call yes|no] [--cpu-prof DIR] [--log-level LEVEL]
@@ -319,11 +319,6 @@ export async function runPoll(argv: string[]): Promise<number> {
     console.log(`daemon CPU: tscri ${fmtRatio(ratio)} containerd; target <= ${TARGET_RATIO}x: ${ratio <= TARGET_RATIO ? 'MET' : 'NOT MET'}`);
   }
   console.log('');
-  console.log(`load average: before ${load0.map((l) => l.toFixed(2)).join(' ')}, after ${load1.map((l) => l.toFixed(2)).join(' ')} (${os.cpus().length} CPUs)`);
-  for (const p of problems) console.error(`cleanup: ${p}`);
-  if (failed) {
-    console.error(failed);
-    return 1;
-  }
-  return 0;
+  console.log(loadLine(load0, load1));
+  return exitStatus(problems, failed);
 }

@@ -8,7 +8,7 @@ import { pushImage } from '../helpers/images';
 import { startRegistry, type Registry } from '../helpers/registry';
 import { buildBigImageLayers, type BenchLayer } from './bigimage';
 import { startContainerd, mountsUnder, type Containerd } from './containerd';
-import { UsageError, cpuSeconds, fmtMB, fmtRatio, fmtSec, intFlag, median, need, parseFlags, secondsFlag, table } from './util';
+import { cpuSeconds, fmtMB, fmtRatio, fmtSec, intFlag, loadLine, median, need, parseFlags, secondsFlag, table, UsageError } from './util';
 
 export const PULL_USAGE = `pull [--rounds N] [--log-level LEVEL] [--settle SECONDS]
     Cold pulls of a 157 MB (97 MB gzipped) 6-layer image from a local docker-registry,
@@ -299,9 +299,7 @@ export async function runPull(argv: string[]): Promise<number> {
     if (Number.isFinite(ratio)) {
       console.log(`target: tscri <= ${TARGET_RATIO.toFixed(2)}x containerd: ${ratio <= TARGET_RATIO ? 'MET' : 'NOT MET'}`);
     }
-    console.log(
-      `load average: before ${load0.map((l) => l.toFixed(2)).join(' ')}, after ${load1.map((l) => l.toFixed(2)).join(' ')} (${os.cpus().length} CPUs)`,
-    );
+    console.log(loadLine(load0, load1));
   }
   for (const p of problems) console.error(`cleanup: ${p}`);
   if (failed) {

@@ -2,7 +2,7 @@ import * as os from 'node:os';
 import { connectCri, type CriClient } from '../helpers/cri';
 import { cpuOf, fleetRuntimes, msSince, pullImages, removePods, startPods, type FleetPod, type FleetRuntime } from './fleet';
 import { BenchStack, type BenchNet, type Name } from './stack';
-import { cpuSeconds, fmtMB, fmtMs, fmtRatio, fmtSec, intFlag, median, need, parseFlags, percentile, secondsFlag, table } from './util';
+import { cpuSeconds, exitStatus, fmtMB, fmtMs, fmtRatio, fmtSec, intFlag, loadLine, median, need, parseFlags, percentile, secondsFlag, table } from './util';
 
 export const SCALE_USAGE = `scale [--pods N] [--containers M] [--samples S] [--warmup W] [--stats-samples T]
       [--stats-gap SECONDS] [--parallel P] [--restart] [--cpu-prof DIR] [--log-level LEVEL]
@@ -280,14 +280,9 @@ export async function runScale(argv: string[]): Promise<number> {
       if (r.running !== want) problems.push(`${name}: ${r.running} running containers after the restart, expected ${want}`);
   }
   console.log('');
-  console.log(`load average: before ${load0.map((l) => l.toFixed(2)).join(' ')}, after ${load1.map((l) => l.toFixed(2)).join(' ')} (${os.cpus().length} CPUs)`);
+  console.log(loadLine(load0, load1));
   if (cpuProf) console.log(`tscri CPU profile: ${cpuProf}/*.cpuprofile`);
-  for (const p of problems) console.error(`cleanup: ${p}`);
-  if (failed) {
-    console.error(failed);
-    return 1;
-  }
-  return 0;
+  return exitStatus(problems, failed);
 }
 
 const fmtMs2 = (ms: number) => (Number.isFinite(ms) ? (ms < 10 ? `${ms.toFixed(2)} ms` : fmtMs(ms)) : '-');

@@ -1,3 +1,4 @@
+import * as os from 'node:os';
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 
@@ -102,4 +103,20 @@ export function iptablesSave(): string[] {
 export function need<T>(v: T | null | undefined, what: string): T {
   if (v === undefined || v === null) throw new Error(`benchmark expected ${what}, got ${String(v)}`);
   return v;
+}
+
+/** The load average before and after a benchmark, as every benchmark ends its report. */
+export function loadLine(before: number[], after: number[]): string {
+  const fmt = (l: number[]) => l.map((x) => x.toFixed(2)).join(' ');
+  return `load average: before ${fmt(before)}, after ${fmt(after)} (${os.cpus().length} CPUs)`;
+}
+
+/** Prints what the teardown could not clean and why the benchmark failed; the exit status. */
+export function exitStatus(problems: string[], failed: string | undefined): number {
+  for (const p of problems) console.error(`cleanup: ${p}`);
+  if (failed) {
+    console.error(failed);
+    return 1;
+  }
+  return 0;
 }
