@@ -1,5 +1,5 @@
 export * from './paths';
 export * from './parse';
-export { readLimits, readStats, readStatsSync, type CgroupFileReader, type CgroupLimits, type CgroupStats, type StatsDetail } from './stats';
+export { readLimits, readStatsSync, type CgroupFileReader, type CgroupLimits, type CgroupStats, type StatsDetail } from './stats';
 export { removeCgroup } from './remove';
 export { OpenFiles } from './open_files';

@@ -10,10 +10,11 @@ let kept = 0;
 /** One buffer for every read: reads are synchronous, so no two are under way at once. */
 let buffer = Buffer.allocUnsafe(16_384);
 
-function gone(err: unknown): boolean {
+/** A cgroup file that is not there to read: the error to turn into "no value". */
+export function absentFile(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException).code;
-  // ENODEV: the cgroup was removed while its file was open (or a v1 file whose feature is
-  // off, as memsw without swap accounting); EOPNOTSUPP: a file the kernel will not read.
+  // ENODEV: the cgroup was removed while its file was open, or a v1 file whose feature is
+  // off (memsw without swap accounting); EOPNOTSUPP: a file the kernel will not read.
   return code === 'ENOENT' || code === 'ENODEV' || code === 'EOPNOTSUPP';
 }
 
@@ -33,7 +34,7 @@ export class OpenFiles {
       try {
         fd = fs.openSync(file, 'r');
       } catch (err) {
-        if (gone(err)) return undefined;
+        if (absentFile(err)) return undefined;
         throw new Error(`failed to open cgroup file ${file}: ${(err as Error).message}`, { cause: err });
       }
       if (kept < MAX_KEPT) {
@@ -51,7 +52,7 @@ export class OpenFiles {
       return readAll(fd, file);
     } catch (err) {
       this.drop(file, fd);
-      if (gone(err)) return undefined;
+      if (absentFile(err)) return undefined;
       throw err;
     }
   }
@@ -78,7 +79,7 @@ function readAll(fd: number, file: string): string {
     try {
       n = fs.readSync(fd, buffer, 0, buffer.length, 0);
     } catch (err) {
-      if (gone(err)) throw err;
+      if (absentFile(err)) throw err;
       throw new Error(`failed to read cgroup file ${file}: ${(err as Error).message}`, { cause: err });
     }
     // A full buffer may have cut the text short: read it again into a bigger one.

@@ -18,6 +18,7 @@ import {
   parseV2Max,
   workingSet,
 } from './parse';
+import { absentFile } from './open_files';
 import { cgroupRelativePath, cgroupVersion, v1Dir, v2Dir, type CgroupDriver, type CgroupVersion } from './paths';
 
 export interface CgroupStats {
@@ -87,9 +88,7 @@ function readOptSync(file: string | undefined): string | undefined {
 }
 
 function missing(err: unknown, file: string): undefined {
-  const code = (err as NodeJS.ErrnoException).code;
-  // ENODEV: a v1 file whose kernel feature is off (memsw without swap accounting).
-  if (code === 'ENOENT' || code === 'ENODEV' || code === 'EOPNOTSUPP') return undefined;
+  if (absentFile(err)) return undefined;
   throw new Error(`failed to read cgroup file ${file}: ${(err as Error).message}`, { cause: err });
 }
 
@@ -112,14 +111,6 @@ function f(dir: string | undefined, name: string): string | undefined {
   return dir === undefined ? undefined : path.join(dir, name);
 }
 
-/** Statistics for a container's cgroup; undefined once the cgroup is gone. */
-export function readStats(cgroupsPath: string, driver: CgroupDriver, version: CgroupVersion = cgroupVersion()): Promise<CgroupStats | undefined> {
-  // A failed read rejects the promise rather than throwing, as callers await it.
-  return new Promise((resolve) => {
-    resolve(readStatsSync(cgroupsPath, driver, version));
-  });
-}
-
 /**
  * How much to read: `basic` is what the CRI stats report (cpu usage, memory, pids: 5 files on
  * either version); `full` adds user/system time, OOM kills, processes and CFS throttling for the
@@ -132,8 +123,9 @@ export type StatsDetail = 'basic' | 'full';
 export type CgroupFileReader = (file: string) => string | undefined;
 
 /**
- * readStats without the promise, for callers that read many cgroups in one go (stats cache);
- * `read` lets them keep the files open between readings (open_files.ts).
+ * Statistics for a container's cgroup; undefined once the cgroup is gone. Synchronous: cgroup
+ * files are made in memory, and the stats cache reads many in one go. `read` lets it keep the
+ * files open between readings (open_files.ts).
  */
 export function readStatsSync(
   cgroupsPath: string,

@@ -63,9 +63,8 @@ function nowNs(): bigint {
  */
 export class StatsCache {
   private readonly cgroups = new Map<string, Entry<CgroupSample | undefined>>();
-  private readonly previous = new Map<string, CgroupStats>();
-  /** Each cgroup's files, kept open while its readings are asked for. */
-  private readonly files = new Map<string, OpenFiles>();
+  /** Each cgroup's files, kept open while its readings are asked for, and its last reading. */
+  private readonly kept = new Map<string, { files: OpenFiles; previous?: CgroupStats }>();
   private readonly networks = new Map<string, Entry<NetworkSample | undefined>>();
   private readonly queue: (() => void)[] = [];
   private draining = false;
@@ -99,19 +98,18 @@ export class StatsCache {
   /** Drops what is kept about a cgroup or namespace that is gone. */
   forget(key: string): void {
     this.cgroups.delete(key);
-    this.previous.delete(key);
     this.networks.delete(key);
-    this.closeFiles(key);
+    this.drop(key);
   }
 
   /** Cgroups whose files are kept open (tests). */
   get openCgroups(): number {
-    return this.files.size;
+    return [...this.kept.values()].filter((k) => k.files.size > 0).length;
   }
 
-  private closeFiles(key: string): void {
-    this.files.get(key)?.close();
-    this.files.delete(key);
+  private drop(key: string): void {
+    this.kept.get(key)?.files.close();
+    this.kept.delete(key);
   }
 
   private cached<T>(map: Map<string, Entry<T>>, key: string, read: () => T, detail?: StatsDetail): Promise<T> {
@@ -159,26 +157,24 @@ export class StatsCache {
   }
 
   private readCgroup(cgroupsPath: string, detail: StatsDetail): CgroupSample | undefined {
-    let files = this.files.get(cgroupsPath);
-    if (!files) {
-      files = new OpenFiles();
-      this.files.set(cgroupsPath, files);
+    let k = this.kept.get(cgroupsPath);
+    if (!k) {
+      k = { files: new OpenFiles() };
+      this.kept.set(cgroupsPath, k);
     }
-    const open = files;
+    const { files, previous: prev } = k;
     let stats: CgroupStats | undefined;
     try {
-      stats = readStatsSync(cgroupsPath, this.opts.driver, this.version, detail, (file) => open.read(file));
+      stats = readStatsSync(cgroupsPath, this.opts.driver, this.version, detail, (file) => files.read(file));
     } catch (err) {
-      this.closeFiles(cgroupsPath);
+      files.close();
       throw err;
     }
     if (!stats) {
-      this.previous.delete(cgroupsPath);
-      this.closeFiles(cgroupsPath);
+      this.drop(cgroupsPath);
       return undefined;
     }
-    const prev = this.previous.get(cgroupsPath);
-    this.previous.set(cgroupsPath, stats);
+    k.previous = stats;
     let nanoCores: bigint | undefined;
     if (prev && stats.timestampNs > prev.timestampNs && stats.timestampNs - prev.timestampNs < RATE_WINDOW_NS && stats.cpuUsageNs >= prev.cpuUsageNs) {
       nanoCores = ((stats.cpuUsageNs - prev.cpuUsageNs) * 1_000_000_000n) / (stats.timestampNs - prev.timestampNs);
@@ -192,8 +188,7 @@ export class StatsCache {
       for (const [k, e] of map) {
         if (now - e.usedAt > IDLE_MS) {
           map.delete(k);
-          this.previous.delete(k);
-          this.closeFiles(k);
+          this.drop(k);
         }
       }
     }

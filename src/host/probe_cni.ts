@@ -51,16 +51,12 @@ export async function probeCni(cfg: Config): Promise<Finding> {
 /** Pod subnets the host already routes through another device than their bridge. */
 function routeClashes(list: NetworkList): string[] {
   const routes = readHostRoutes();
-  const out: string[] = [];
-  for (const { subnet, bridge } of podSubnets(list)) {
-    let taken;
+  return podSubnets(list).flatMap(({ subnet, bridge }) => {
     try {
-      taken = overlappingRoutes(subnet, routes, bridge);
+      return overlappingRoutes(subnet, routes, bridge).map((r) => `pod subnet ${subnet} overlaps the route to ${r.dest} on ${r.dev}`);
     } catch {
       // A subnet that is not a CIDR: the plugin will say so when a pod is made.
-      continue;
+      return [];
     }
-    for (const r of taken) out.push(`pod subnet ${subnet} overlaps the route to ${r.dest} on ${r.dev}`);
-  }
-  return out;
+  });
 }

@@ -21,7 +21,7 @@ import {
   parseV2CpuStat,
   parseV2Max,
   readLimits,
-  readStats,
+  readStatsSync,
   removeCgroup,
   workingSet,
 } from '../../src/cgroups';
@@ -265,7 +265,7 @@ test('v1: limits written to a real cgroup read back; stats of a process in it; r
     });
     await once(child.stdout, 'data');
     await new Promise((r) => setTimeout(r, 200));
-    const stats = await readStats(cgPath, 'cgroupfs');
+    const stats = readStatsSync(cgPath, 'cgroupfs');
     child.kill('SIGKILL');
     await once(child, 'exit');
     assert.ok(stats, 'stats of a live cgroup');
@@ -284,7 +284,7 @@ test('v1: limits written to a real cgroup read back; stats of a process in it; r
 
     await removeCgroup(cgPath, 'cgroupfs');
     for (const c of controllers) assert.equal(fs.existsSync(dir(c)), false, `${dir(c)} should be removed`);
-    assert.equal(await readStats(cgPath, 'cgroupfs'), undefined);
+    assert.equal(readStatsSync(cgPath, 'cgroupfs'), undefined);
     assert.equal(await readLimits(cgPath, 'cgroupfs'), undefined);
     await removeCgroup(cgPath, 'cgroupfs');
   } finally {
@@ -302,7 +302,7 @@ test('v2 stats through a real cgroup2 mount (controllers may be absent)', v2opts
   const dir = path.join(unified, cgPath);
   fs.mkdirSync(dir);
   try {
-    const stats = await readStats(cgPath, 'cgroupfs', 2);
+    const stats = readStatsSync(cgPath, 'cgroupfs', 2);
     assert.ok(stats);
     assert.equal(stats.cpuUsageNs, 0n);
     assert.equal(stats.pids, 0);
@@ -311,5 +311,5 @@ test('v2 stats through a real cgroup2 mount (controllers may be absent)', v2opts
     await removeCgroup(cgPath, 'cgroupfs');
   }
   assert.equal(fs.existsSync(dir), false);
-  assert.equal(await readStats(cgPath, 'cgroupfs', 2), undefined);
+  assert.equal(readStatsSync(cgPath, 'cgroupfs', 2), undefined);
 });
