@@ -50,22 +50,22 @@ interface CallKind {
 }
 
 const CALL_KINDS: CallKind[] = [
-  { name: 'ListPodSandbox', times: 100, gapMs: 0, run: (rt) => rt.cri().runtime.ListPodSandbox({ filter: {} }) },
-  { name: 'ListContainers', times: 100, gapMs: 0, run: (rt) => rt.cri().runtime.ListContainers({ filter: {} }) },
+  { name: 'ListPodSandbox', times: 1000, gapMs: 0, run: (rt) => rt.cri().runtime.ListPodSandbox({ filter: {} }) },
+  { name: 'ListContainers', times: 1000, gapMs: 0, run: (rt) => rt.cri().runtime.ListContainers({ filter: {} }) },
   {
     name: 'PodSandboxStatus',
-    times: 300,
+    times: 1000,
     gapMs: 0,
     run: (rt, pods, i) => rt.cri().runtime.PodSandboxStatus({ pod_sandbox_id: pods[i % pods.length].id, verbose: false }),
   },
   {
     name: 'ContainerStatus',
-    times: 300,
+    times: 1000,
     gapMs: 0,
     run: (rt, pods, i) => rt.cri().runtime.ContainerStatus({ container_id: pods[i % pods.length].containers[0], verbose: false }),
   },
-  { name: 'ListContainerStats', times: 5, gapMs: 1100, run: (rt) => rt.cri().runtime.ListContainerStats({ filter: {} }) },
-  { name: 'ListPodSandboxStats', times: 5, gapMs: 1100, run: (rt) => rt.cri().runtime.ListPodSandboxStats({ filter: {} }) },
+  { name: 'ListContainerStats', times: 10, gapMs: 1100, run: (rt) => rt.cri().runtime.ListContainerStats({ filter: {} }) },
+  { name: 'ListPodSandboxStats', times: 10, gapMs: 1100, run: (rt) => rt.cri().runtime.ListPodSandboxStats({ filter: {} }) },
 ];
 
 /**
