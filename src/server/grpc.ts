@@ -182,12 +182,11 @@ export function callContext(
       if (!abort) {
         const controller = new AbortController();
         abort = controller;
-        const cancel = () => controller.abort(new CancelledError(`${full}: cancelled by the client`));
+        const cancel = () => {
+          if (!done) controller.abort(new CancelledError(`${full}: cancelled by the client`));
+        };
         if (call.cancelled) cancel();
-        else
-          call.once('cancelled', () => {
-            if (!done) cancel();
-          });
+        else call.once('cancelled', cancel);
       }
       return abort.signal;
     },

@@ -132,4 +132,9 @@ test('a signal first asked for after the client gave up is already aborted; one 
   answeredCall.cancelled = true;
   answeredCall.emit('cancelled', 'cancelled');
   assert.equal(signal.aborted, false);
+
+  // Nor when the signal is first asked for after the answer, the call already marked cancelled.
+  const askedLate = callContext(answeredCall as unknown as grpc.ServerUnaryCall<unknown, unknown>, 'svc/M', pino({ level: 'silent' }));
+  askedLate.finished();
+  assert.equal(askedLate.signal.aborted, false);
 });
