@@ -15,9 +15,10 @@ export const POLL_USAGE = `poll [--pods N] [--containers M] [--duration SECONDS]
     (default 180) of the same polling, each minute of it reported on its own row: a node is
     polled all its life, and a JIT-compiled daemon's first minutes of calls cost more than
     the ones after (here tscri's fell for three minutes, then held). Before that, --idle
-    SECONDS (default 20) with no calls at all. After it, unless --per-call no, the daemon CPU of each kind of call,
-    one runtime at a time. --cpu-prof DIR: tscri is restarted (containers running) with --cpu-prof
-    before the idle phase and after the polling, so its profile in DIR covers those two.`;
+    SECONDS (default 20) with no calls at all. After it, unless --per-call no, the daemon
+    CPU of each kind of call, one runtime at a time. --cpu-prof DIR: tscri is restarted
+    (containers running) with --cpu-prof before the idle phase and after the polling, so its
+    profile in DIR covers those two.`;
 
 const TAG = 'poll';
 const TARGET_RATIO = 0.5;
@@ -36,6 +37,11 @@ interface PollResult {
   /** Wall time of each 1 s relist (both calls) and of each 10 s round, in ms. */
   relistMs: number[];
   roundMs: number[];
+}
+
+/** tscri's CPU rate of `what` over containerd's, each over its own polling time. */
+function rateRatio(t: PollResult, c: PollResult, what: (r: PollResult) => number): number {
+  return what(t) / t.seconds / (what(c) / c.seconds);
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, Math.max(0, ms)));
@@ -241,30 +247,25 @@ export async function runPoll(argv: string[]): Promise<number> {
       table(
         ['', 'tscri', 'containerd', 'ratio'],
         [
-          [
-            'daemon CPU s per minute',
-            fmtSec(perMin(t.daemonCpu, t)),
-            fmtSec(perMin(c.daemonCpu, c)),
-            fmtRatio(t.daemonCpu / t.seconds / (c.daemonCpu / c.seconds)),
-          ],
+          ['daemon CPU s per minute', fmtSec(perMin(t.daemonCpu, t)), fmtSec(perMin(c.daemonCpu, c)), fmtRatio(rateRatio(t, c, (r) => r.daemonCpu))],
           ['daemon, share of a core', pct(t.daemonCpu, t), pct(c.daemonCpu, c), ''],
           [
             'monitors CPU s per minute (conmon / shims)',
             `${t.monitors} x: ${fmtSec(perMin(t.monitorCpu, t))}`,
             `${c.monitors} x: ${fmtSec(perMin(c.monitorCpu, c))}`,
-            fmtRatio(t.monitorCpu / t.seconds / (c.monitorCpu / c.seconds)),
+            fmtRatio(rateRatio(t, c, (r) => r.monitorCpu)),
           ],
           [
             'daemon + monitors CPU s per minute',
             fmtSec(perMin(t.daemonCpu + t.monitorCpu, t)),
             fmtSec(perMin(c.daemonCpu + c.monitorCpu, c)),
-            fmtRatio((t.daemonCpu + t.monitorCpu) / t.seconds / ((c.daemonCpu + c.monitorCpu) / c.seconds)),
+            fmtRatio(rateRatio(t, c, (r) => r.daemonCpu + r.monitorCpu)),
           ],
           ...warm.map((w, i) => [
             `warm-up minute ${i + 1}: daemon CPU s per minute`,
             fmtSec(perMin(w.tscri.daemonCpu, w.tscri)),
             fmtSec(perMin(w.containerd.daemonCpu, w.containerd)),
-            fmtRatio(w.tscri.daemonCpu / w.tscri.seconds / (w.containerd.daemonCpu / w.containerd.seconds)),
+            fmtRatio(rateRatio(w.tscri, w.containerd, (r) => r.daemonCpu)),
           ]),
           ...(idle.tscri && idle.containerd
             ? [
@@ -315,7 +316,7 @@ export async function runPoll(argv: string[]): Promise<number> {
         ),
       );
     }
-    const ratio = t.daemonCpu / t.seconds / (c.daemonCpu / c.seconds);
+    const ratio = rateRatio(t, c, (r) => r.daemonCpu);
     console.log(`daemon CPU: tscri ${fmtRatio(ratio)} containerd; target <= ${TARGET_RATIO}x: ${ratio <= TARGET_RATIO ? 'MET' : 'NOT MET'}`);
   }
   console.log('');
